@@ -1,0 +1,560 @@
+// gastrt._native: the only pybind11 translation unit. Converts between NumPy / plan dicts and
+// the torch-free C++ core (csrc/cpu, csrc/common; csrc/cuda when built with CUDA), and releases
+// the GIL around every kernel / forward.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/blas.h"
+#include "common/check.h"
+#include "common/thread_pool.h"
+#include "cpu/vec_kernels.h"
+#include "gastrt/cpu_ops.h"
+#include "gastrt/executor.h"
+#include "gastrt/params.h"
+
+#ifdef GASTRT_WITH_CUDA
+#if defined(__has_include)
+#if __has_include("cuda/cuda_ops.h")
+#include "cuda/cuda_ops.h"
+#define GASTRT_HAVE_CUDA_OPS 1
+#endif
+#endif
+#endif
+
+namespace py = pybind11;
+using namespace gastrt;
+
+namespace {
+
+#ifndef GASTRT_CUDA_ARCHS
+#define GASTRT_CUDA_ARCHS ""
+#endif
+#ifndef GASTRT_CUDA_VERSION
+#define GASTRT_CUDA_VERSION ""
+#endif
+
+using FArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Any array-like -> C-contiguous float32 (copies only when needed: non-contiguous / other dtype).
+FArray as_f32(const py::handle& h, const char* what) {
+  FArray a = FArray::ensure(h);  // null (error cleared) when h cannot become a float array
+  if (!a) throw py::type_error(std::string(what) + ": expected a float array");
+  return a;
+}
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+void expect_shape(const py::array& a, const std::vector<int64_t>& want, const std::string& what) {
+  if (shape_of(a) != want)
+    throw py::value_error(what + ": expected shape " + shape_str(want) + ", got " +
+                          shape_str(shape_of(a)));
+}
+
+// The caller's output array: float32, C-contiguous, writeable, exact shape; or a new one.
+py::array_t<float> output_array(const py::object& out, const std::vector<int64_t>& shape,
+                                const char* what) {
+  if (out.is_none()) return py::array_t<float>(shape);
+  if (!py::isinstance<py::array>(out))
+    throw py::type_error(std::string(what) + ": out must be a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(out);
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(what) + ": out must be a writeable C-contiguous float32 array");
+  expect_shape(a, shape, std::string(what) + " out");
+  return py::reinterpret_borrow<py::array_t<float>>(out);
+}
+
+int resolve_threads(int threads) { return threads > 0 ? threads : available_cpus(); }
+
+Act parse_act(const std::string& s) {
+  if (s == "none") return Act::None;
+  if (s == "relu") return Act::Relu;
+  if (s == "lrelu") return Act::LRelu;
+  throw py::value_error("unknown activation '" + s + "': expected none, relu or lrelu");
+}
+
+cpu::Mode parse_mode(const std::string& s) {
+  if (s == "window") return cpu::Mode::Window;
+  if (s == "sequence") return cpu::Mode::Sequence;
+  throw py::value_error("unknown mode '" + s + "': expected 'window' or 'sequence'");
+}
+
+// ---- gast_block weights from a role -> array dict ------------------------------------------------
+std::shared_ptr<cpu::GastBlockWeights> gast_weights(const py::dict& W, int heads, int gc,
+                                                    const std::string& what) {
+  auto get = [&](const char* role) -> FArray {
+    if (!W.contains(role)) throw py::value_error(what + ": weight '" + role + "' is missing");
+    return as_f32(W[role], (what + "." + role).c_str());
+  };
+  FArray loc_w = get("loc_w"), loc_diag = get("loc_diag");
+  if (loc_w.ndim() != 2 || loc_diag.ndim() != 3)
+    throw py::value_error(what + ": loc_w must be [c, 4c] and loc_diag [2, j, c]");
+  const int64_t c = loc_w.shape(0), j = loc_diag.shape(1), h = heads, hg = int64_t(heads) * gc;
+  if (heads <= 0 || gc <= 0) throw py::value_error(what + ": heads and head_channels must be positive");
+  std::map<std::string, FArray> a;
+  const std::vector<std::pair<const char*, std::vector<int64_t>>> shapes = {
+      {"loc_w", {c, 4 * c}},       {"loc_diag", {2, j, c}},  {"loc_off", {2, j, j, c}},
+      {"loc_b", {2 * c}},          {"loc_cat_w", {2 * c, c}}, {"loc_cat_b", {c}},
+      {"glb_u", {c, 2 * h}},       {"glb_c", {2 * h}},        {"glb_g_w", {c, hg}},
+      {"glb_g_b", {hg}},           {"glb_ck", {h, j, j}},     {"glb_cat_w", {hg, c}},
+      {"glb_cat_b", {c}},          {"cat_w", {3 * c, 2 * c}}, {"cat_b", {2 * c}}};
+  for (const auto& rs : shapes) {
+    FArray arr = get(rs.first);
+    expect_shape(arr, rs.second, what + "." + rs.first);
+    a.emplace(rs.first, arr);
+  }
+  GastBlockParams p{};
+  p.j = int32_t(j);
+  p.c = int32_t(c);
+  p.heads = heads;
+  p.head_channels = gc;
+  p.loc_w = a.at("loc_w").data();
+  p.loc_diag = a.at("loc_diag").data();
+  p.loc_off = a.at("loc_off").data();
+  p.loc_b = a.at("loc_b").data();
+  p.loc_cat_w = a.at("loc_cat_w").data();
+  p.loc_cat_b = a.at("loc_cat_b").data();
+  p.glb_u = a.at("glb_u").data();
+  p.glb_c = a.at("glb_c").data();
+  p.glb_g_w = a.at("glb_g_w").data();
+  p.glb_g_b = a.at("glb_g_b").data();
+  p.glb_ck = a.at("glb_ck").data();
+  p.glb_cat_w = a.at("glb_cat_w").data();
+  p.glb_cat_b = a.at("glb_cat_b").data();
+  p.cat_w = a.at("cat_w").data();
+  p.cat_b = a.at("cat_b").data();
+  p.dtype = DType::F32;
+  return std::make_shared<cpu::GastBlockWeights>(cpu::gast_block_prepare(p));
+}
+
+// ---- plan dict (Plan.to_json()) -> PlanSpec --------------------------------------------------------
+cpu::PlanSpec parse_plan(const py::dict& plan, const py::dict& weights) {
+  cpu::PlanSpec ps;
+  ps.name = plan.contains("name") ? py::str(plan["name"]).cast<std::string>() : "plan";
+  ps.in_joints = plan["in_joints"].cast<int32_t>();
+  ps.out_joints = plan["out_joints"].cast<int32_t>();
+  ps.in_features = plan.contains("in_features") ? plan["in_features"].cast<int32_t>() : 2;
+  ps.receptive_field = plan["receptive_field"].cast<int32_t>();
+  ps.has_window = ps.has_sequence = false;
+  for (const auto& m : plan["modes"]) {
+    const std::string s = py::str(m);
+    ps.has_window |= s == "window";
+    ps.has_sequence |= s == "sequence";
+  }
+  std::map<std::string, int32_t> ids{{"input", 0}};
+  auto id_of = [&](const std::string& name, bool define) -> int32_t {
+    auto it = ids.find(name);
+    if (it != ids.end()) {
+      if (define) throw py::value_error("plan " + ps.name + ": buffer '" + name + "' is written twice");
+      return it->second;
+    }
+    if (!define) throw py::value_error("plan " + ps.name + ": buffer '" + name + "' is read before it is written");
+    const int32_t id = int32_t(ids.size());
+    ids.emplace(name, id);
+    return id;
+  };
+  auto weight = [&](const py::dict& roles, const char* role, const std::string& opname) -> FArray {
+    if (!roles.contains(role)) throw py::value_error(opname + ": no '" + role + "' weight");
+    const std::string wname = py::str(roles[role]);
+    if (!weights.contains(wname.c_str())) throw py::value_error(opname + ": weight '" + wname + "' is missing");
+    return as_f32(weights[wname.c_str()], wname.c_str());
+  };
+  static const std::map<std::string, cpu::OpKind> kinds = {
+      {"input_joint_major", cpu::OpKind::InputJointMajor}, {"input_flat", cpu::OpKind::InputFlat},
+      {"conv", cpu::OpKind::Conv},                         {"gast_block", cpu::OpKind::GastBlock},
+      {"rie_encode", cpu::OpKind::RieEncode},              {"concat", cpu::OpKind::Concat},
+      {"output_joint_major", cpu::OpKind::OutputJointMajor}, {"output_flat", cpu::OpKind::OutputFlat},
+      {"output_assemble", cpu::OpKind::OutputAssemble}};
+  for (const auto& oh : plan["ops"]) {
+    const py::dict od = py::reinterpret_borrow<py::dict>(oh);
+    const std::string kind = py::str(od["kind"]);
+    auto kit = kinds.find(kind);
+    if (kit == kinds.end()) throw py::value_error("plan " + ps.name + ": unknown op kind '" + kind + "'");
+    cpu::OpSpec op;
+    op.kind = kit->second;
+    const py::dict attrs = od.contains("attrs") ? py::dict(od["attrs"]) : py::dict();
+    const py::dict roles = od.contains("weights") ? py::dict(od["weights"]) : py::dict();
+    for (const auto& n : od["inputs"]) op.inputs.push_back(id_of(py::str(n), false));
+    for (const auto& n : od["outputs"]) op.outputs.push_back(id_of(py::str(n), true));
+    if (op.outputs.empty()) throw py::value_error("plan " + ps.name + ": op " + kind + " has no output");
+    op.name = kind + " -> " + py::str(od["outputs"].cast<py::list>()[0]).cast<std::string>();
+    auto attr_int = [&](const char* k, int32_t dflt) {
+      return attrs.contains(k) ? attrs[k].cast<int32_t>() : dflt;
+    };
+    switch (op.kind) {
+      case cpu::OpKind::Conv: {
+        op.k = attr_int("k", 1);
+        op.dilation = attr_int("dilation", 1);
+        op.act = parse_act(attrs.contains("act") ? py::str(attrs["act"]).cast<std::string>() : "none");
+        op.res_win_offset = attr_int("res_win_offset", 0);
+        op.res_win_stride = attr_int("res_win_stride", 1);
+        op.res_seq_offset = attr_int("res_seq_offset", 0);
+        FArray w = weight(roles, "w", op.name), b = weight(roles, "b", op.name);
+        if (op.k < 1 || w.ndim() != 2 || w.shape(0) % op.k)
+          throw py::value_error(op.name + ": conv weight must be [k*ci, co]");
+        op.ci = int32_t(w.shape(0) / op.k);
+        op.co = int32_t(w.shape(1));
+        expect_shape(b, {op.co}, op.name + " bias");
+        op.w.assign(w.data(), w.data() + w.size());
+        op.b.assign(b.data(), b.data() + b.size());
+        if (op.inputs.empty() || op.inputs.size() > 2) throw py::value_error(op.name + ": conv takes 1 or 2 inputs");
+        break;
+      }
+      case cpu::OpKind::GastBlock: {
+        py::dict W;
+        for (const auto& kv : roles) {
+          const std::string wname = py::str(kv.second);
+          if (!weights.contains(wname.c_str())) throw py::value_error(op.name + ": weight '" + wname + "' is missing");
+          W[kv.first] = weights[wname.c_str()];
+        }
+        op.gast = gast_weights(W, attr_int("heads", 0), attr_int("head_channels", 0), op.name);
+        break;
+      }
+      case cpu::OpKind::RieEncode: {
+        for (const auto& g : attrs["groups"]) op.groups.push_back(g.cast<std::vector<int32_t>>());
+        const int32_t cin = ps.in_joints * ps.in_features;
+        for (const auto& g : op.groups)
+          for (int32_t c : g)
+            if (c < 0 || c >= cin) throw py::value_error(op.name + ": channel index out of range");
+        break;
+      }
+      case cpu::OpKind::OutputAssemble: {
+        for (const auto& sj : attrs["sources"]) {
+          auto v = sj.cast<std::vector<int32_t>>();
+          if (v.size() != 2) throw py::value_error(op.name + ": sources must be (input, joint) pairs");
+          op.sources.emplace_back(v[0], v[1]);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    ps.ops.push_back(std::move(op));
+  }
+  ps.num_buffers = int32_t(ids.size());
+  return ps;
+}
+
+// ---- the Python-facing engine ----------------------------------------------------------------------
+class PyEngine {
+ public:
+  PyEngine(const py::dict& plan, const py::dict& weights, int threads)
+      : eng_(std::make_shared<cpu::Engine>(parse_plan(plan, weights), resolve_threads(threads))) {}
+
+  py::array_t<float> run(const py::handle& xh, const std::string& mode_s, const py::object& out) {
+    const cpu::Mode mode = parse_mode(mode_s);
+    FArray x = as_f32(xh, "x");
+    const auto& ps = eng_->plan();
+    if (x.ndim() != 4 || x.shape(2) != ps.in_joints || x.shape(3) != ps.in_features)
+      throw py::value_error("x: expected shape (N, T, " + std::to_string(ps.in_joints) + ", " +
+                            std::to_string(ps.in_features) + "), got " + shape_str(shape_of(x)));
+    const int64_t n = x.shape(0), t = x.shape(1);
+    std::vector<int64_t> oshape;
+    {
+      py::gil_scoped_release nogil;
+      oshape = eng_->output_shape(n, t, mode);
+    }
+    py::array_t<float> y = output_array(out, oshape, "run");
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    std::shared_ptr<cpu::Engine> eng = eng_;  // alive even if the Python object goes away
+    {
+      py::gil_scoped_release nogil;
+      eng->run(xp, n, t, mode, yp);
+    }
+    return y;
+  }
+
+  std::vector<int64_t> output_shape(int64_t n, int64_t t, const std::string& mode) {
+    return eng_->output_shape(n, t, parse_mode(mode));
+  }
+  size_t workspace_bytes(int64_t n, int64_t t, const std::string& mode) {
+    return eng_->workspace_bytes(n, t, parse_mode(mode));
+  }
+  int threads() const { return eng_->threads(); }
+  std::string name() const { return eng_->plan().name; }
+  py::tuple cache_stats() {
+    auto s = eng_->cache_stats();
+    return py::make_tuple(s.first, s.second);
+  }
+  void clear_cache() { eng_->clear_cache(); }
+
+ private:
+  std::shared_ptr<cpu::Engine> eng_;
+};
+
+// ---- BLAS location -------------------------------------------------------------------------------
+// The scipy-openblas32 wheel's shared library, found WITHOUT importing the package (importing it
+// dlopens the library, before we could choose OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS).
+std::string find_blas_library() {
+  if (const char* p = std::getenv("GASTRT_BLAS_LIBRARY")) return p;
+  py::object spec = py::module_::import("importlib.util").attr("find_spec")("scipy_openblas32");
+  if (spec.is_none())
+    throw py::import_error(
+        "gastrt._native needs the scipy-openblas32 package (pip install scipy-openblas32)");
+  py::object locs = spec.attr("submodule_search_locations");
+  if (locs.is_none() || py::len(locs) == 0)
+    throw py::import_error("scipy_openblas32 is not a regular package");
+  const std::string dir = py::str(py::list(locs)[0]).cast<std::string>() + "/lib";
+  py::object os = py::module_::import("os");
+  if (!os.attr("path").attr("isdir")(dir).cast<bool>())
+    throw py::import_error("scipy-openblas32 has no lib directory at " + dir);
+  std::string best;
+  for (const auto& f : os.attr("listdir")(dir)) {
+    const std::string name = py::str(f);
+    if (name.rfind("libscipy_openblas", 0) != 0) continue;
+    if (name.find(".so") == std::string::npos && name.find(".dylib") == std::string::npos) continue;
+    if (best.empty() || name < best) best = name;
+  }
+  if (best.empty()) throw py::import_error("no libscipy_openblas shared library in " + dir);
+  return dir + "/" + best;
+}
+
+int cuda_device_count_safe() {
+#ifdef GASTRT_HAVE_CUDA_OPS
+  try {
+    return gastrt::cuda::device_count();
+  } catch (...) {
+    return 0;
+  }
+#else
+  return 0;
+#endif
+}
+
+std::string compiler_string() {
+#if defined(__clang__)
+  return std::string("Clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("GCC ") + __VERSION__;
+#else
+  return "unknown";
+#endif
+}
+
+std::vector<std::string> split_archs(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == ';' || ch == ',' || ch == ' ') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "gastrt native runtime: fused fp32 CPU kernels (OpenBLAS GEMMs) and, when built "
+            "with CUDA, the GPU executor.";
+
+  try {
+    blas::load(find_blas_library());
+  } catch (const py::error_already_set&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw py::import_error(std::string("gastrt._native: ") + e.what());
+  }
+
+  m.def("build_config", [] {
+    py::dict d;
+    d["native"] = true;
+#ifdef GASTRT_HAVE_CUDA_OPS
+    d["cuda"] = true;
+#else
+    d["cuda"] = false;
+#endif
+    d["cuda_archs"] = split_archs(GASTRT_CUDA_ARCHS);
+    const std::string cv = GASTRT_CUDA_VERSION;
+    d["cuda_version"] = cv.empty() ? py::object(py::none()) : py::object(py::str(cv));
+    d["compiler"] = compiler_string();
+    d["blas"] = blas::config();
+    d["blas_core"] = blas::corename();
+    d["blas_core_note"] = blas::coretype_note();
+    d["blas_library"] = blas::library_path();
+    d["openmp"] = false;
+    d["threading"] = "gastrt thread pool (OpenBLAS single-threaded inside its tasks)";
+    d["cpu_isa"] = cpu::vec().isa;
+    d["default_threads"] = available_cpus();
+    return d;
+  }, "What this extension was compiled with (merged into gastrt.build_config()).");
+  m.def("has_cuda", [] {
+#ifdef GASTRT_HAVE_CUDA_OPS
+    return true;
+#else
+    return false;
+#endif
+  }, "True when the CUDA kernels were compiled in (says nothing about a GPU being present).");
+  m.def("cuda_device_count", &cuda_device_count_safe,
+        "Visible CUDA devices; 0 without a CUDA build, driver or GPU (never raises).");
+  m.def("available_cpus", &available_cpus, "CPUs this process may run on (sched_getaffinity).");
+
+  // ---- standalone kernels (tests; the engine calls the same C++ functions) ----
+  m.def(
+      "conv",
+      [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
+         int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
+         const py::object& out, int threads) {
+        FArray x = as_f32(xh, "x"), w = as_f32(wh, "w"), b = as_f32(bh, "b");
+        if (x.ndim() != 4) throw py::value_error("x: expected [N, G, T, Ci]");
+        if (k < 1 || stride < 1 || dilation < 1) throw py::value_error("k, stride, dilation must be >= 1");
+        const int64_t N = x.shape(0), G = x.shape(1), T = x.shape(2), Ci = x.shape(3);
+        if (w.ndim() != 2 || w.shape(0) != k * Ci) throw py::value_error("w: expected [k*Ci, Co]");
+        const int64_t Co = w.shape(1);
+        expect_shape(b, {Co}, "b");
+        const int64_t span = int64_t(k - 1) * dilation + 1;
+        if (T < span) throw py::value_error("x has " + std::to_string(T) + " frames, the conv needs " + std::to_string(span));
+        const int64_t To = (T - span) / stride + 1;
+        FArray res;
+        int64_t Tr = 0;
+        if (!resh.is_none()) {
+          res = as_f32(resh, "res");
+          if (res.ndim() != 4 || res.shape(0) != N || res.shape(1) != G || res.shape(3) != Co)
+            throw py::value_error("res: expected [N, G, Tr, Co]");
+          Tr = res.shape(2);
+        }
+        py::array_t<float> y = output_array(out, {N, G, To, Co}, "conv");
+        ConvParams p{};
+        p.x = x.data();
+        p.w = w.data();
+        p.b = b.data();
+        p.res = resh.is_none() ? nullptr : res.data();
+        p.y = y.mutable_data();
+        p.n_seq = N * G;
+        p.t_in = int32_t(T);
+        p.t_out = int32_t(To);
+        p.t_res = int32_t(Tr);
+        p.ci = int32_t(Ci);
+        p.co = int32_t(Co);
+        p.k = k;
+        p.stride = stride;
+        p.dilation = dilation;
+        p.res_offset = res_offset;
+        p.res_stride = res_stride;
+        p.act = parse_act(act);
+        p.dtype = DType::F32;
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          cpu::conv_f32(p, team);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
+      py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
+      py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
+      py::arg("threads") = 0,
+      "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].");
+
+  m.def(
+      "gast_block",
+      [](const py::handle& xh, const py::dict& W, int heads, int head_channels,
+         const py::object& out, int threads) {
+        FArray x = as_f32(xh, "x");
+        if (x.ndim() != 4) throw py::value_error("x: expected [N, J, T, C]");
+        auto gw = gast_weights(W, heads, head_channels, "gast_block");
+        if (x.shape(1) != gw->j || x.shape(3) != gw->c)
+          throw py::value_error("x: expected [N, " + std::to_string(gw->j) + ", T, " + std::to_string(gw->c) +
+                                "], got " + shape_str(shape_of(x)));
+        const int64_t N = x.shape(0), J = x.shape(1), T = x.shape(2), C = x.shape(3);
+        py::array_t<float> y = output_array(out, {N, J, T, 2 * C}, "gast_block");
+        const float* xp = x.data();
+        float* yp = y.mutable_data();
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          std::vector<float> scratch(cpu::gast_block_scratch_floats(*gw, N, int32_t(T), team.size()) + 16);
+          cpu::gast_block_f32(*gw, xp, yp, N, int32_t(T), scratch.data(), team);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("weights"), py::kw_only(), py::arg("heads"), py::arg("head_channels"),
+      py::arg("out") = py::none(), py::arg("threads") = 0,
+      "GAST-Net graph attention block: x [N, J, T, C] -> [N, J, T, 2C] (weights: role -> array).");
+
+  m.def(
+      "rie_encode",
+      [](const py::handle& xh, const std::vector<std::vector<int32_t>>& groups,
+         const py::object& outs, int threads) {
+        FArray x = as_f32(xh, "x");
+        if (x.ndim() != 4) throw py::value_error("x: expected [N, T, J, F]");
+        if (groups.empty() || groups.size() > 5) throw py::value_error("rie_encode takes 1 to 5 groups");
+        const int64_t N = x.shape(0), T = x.shape(1), CIN = x.shape(2) * x.shape(3);
+        for (const auto& g : groups)
+          for (int32_t c : g)
+            if (c < 0 || c >= CIN) throw py::value_error("rie_encode: channel index out of range");
+        std::vector<py::object> given;
+        if (!outs.is_none()) {
+          given = outs.cast<std::vector<py::object>>();
+          if (given.size() != groups.size() + 1)
+            throw py::value_error("rie_encode: outs must hold one array per group plus the centre");
+        }
+        std::vector<py::array_t<float>> ys;
+        RieEncodeParams p{};
+        for (size_t g = 0; g < groups.size(); ++g) {
+          ys.push_back(output_array(given.empty() ? py::object(py::none()) : given[g],
+                                    {N, 1, T, 3 * int64_t(groups[g].size())}, "rie_encode"));
+          p.out[g] = ys.back().mutable_data();
+          p.idx[g] = groups[g].data();
+          p.len[g] = int32_t(groups[g].size());
+        }
+        ys.push_back(output_array(given.empty() ? py::object(py::none()) : given.back(), {N, 1, 1, CIN},
+                                  "rie_encode"));
+        p.current = ys.back().mutable_data();
+        p.x = x.data();
+        p.n = N;
+        p.t = int32_t(T);
+        p.cin = int32_t(CIN);
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          cpu::rie_encode_f32(p, team);
+        }
+        py::list r;
+        for (auto& y : ys) r.append(y);
+        return r;
+      },
+      py::arg("x"), py::arg("groups"), py::kw_only(), py::arg("outs") = py::none(),
+      py::arg("threads") = 0,
+      "RIE encoding: x [N, T, J, F] -> [N, 1, T, 3*len(g)] per group + centre [N, 1, 1, J*F].");
+
+  py::class_<PyEngine>(m, "Engine", "A plan compiled for the native CPU runtime (thread-safe).")
+      .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("plan"), py::arg("weights"),
+           py::arg("threads") = 0)
+      .def("run", &PyEngine::run, py::arg("x"), py::arg("mode") = "window", py::arg("out") = py::none(),
+           "x [N, T, J, F] float32 -> [N, T_out, J_out, 3]; releases the GIL for the whole forward.")
+      .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
+      .def("workspace_bytes", &PyEngine::workspace_bytes, py::arg("n"), py::arg("t"),
+           py::arg("mode") = "window",
+           "Bytes of one call's workspace (activation arena + kernel scratch) for an input [n, t, J, F].")
+      .def("cache_stats", &PyEngine::cache_stats, "(cached shapes, idle cached workspaces)")
+      .def("clear_cache", &PyEngine::clear_cache)
+      .def_property_readonly("threads", &PyEngine::threads)
+      .def_property_readonly("name", &PyEngine::name);
+
+#ifdef GASTRT_HAVE_CUDA_OPS
+  // CUDA bindings: see the block below (added from csrc/cuda/BINDINGS_SNIPPET.md).
+#endif
+}

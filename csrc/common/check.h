@@ -1,0 +1,44 @@
+// Error checking shared by the CPU runtime and the CUDA kernels.
+// Errors throw std::runtime_error (pybind11 turns it into a Python RuntimeError); nothing in the
+// library ever calls exit()/abort(), since it runs inside a user's Python process.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace gastrt {
+
+[[noreturn]] inline void throw_error(const char* file, int line, const char* expr,
+                                     const std::string& what) {
+  std::ostringstream os;
+  os << "gastrt: " << what << " [" << expr << "] at " << file << ":" << line;
+  throw std::runtime_error(os.str());
+}
+
+}  // namespace gastrt
+
+// GASTRT_CHECK(cond, msg): argument / invariant validation; msg may use << chains.
+#define GASTRT_CHECK(cond, msg)                                                     \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::ostringstream gastrt_check_os_;                                          \
+      gastrt_check_os_ << msg;                                                      \
+      ::gastrt::throw_error(__FILE__, __LINE__, #cond, gastrt_check_os_.str());     \
+    }                                                                               \
+  } while (0)
+
+// GASTRT_CHECK_CUDA(expr): expr is a cudaError_t expression (runtime API call). Only usable in
+// TUs that include <cuda_runtime.h> before this header (the macro names CUDA symbols lazily, so
+// including check.h from plain C++ is fine as long as the macro is not expanded there).
+#define GASTRT_CHECK_CUDA(expr)                                                     \
+  do {                                                                              \
+    cudaError_t gastrt_cuda_err_ = (expr);                                          \
+    if (gastrt_cuda_err_ != cudaSuccess) {                                          \
+      ::gastrt::throw_error(__FILE__, __LINE__, #expr,                              \
+                            std::string("CUDA error ") + cudaGetErrorName(gastrt_cuda_err_) + \
+                                ": " + cudaGetErrorString(gastrt_cuda_err_));       \
+    }                                                                               \
+  } while (0)
+
+// GASTRT_CHECK_CUDA_LAST(): check for an asynchronous launch error right after a kernel launch.
+#define GASTRT_CHECK_CUDA_LAST() GASTRT_CHECK_CUDA(cudaGetLastError())

@@ -1,0 +1,126 @@
+// Temporal conv / 1x1 conv / Linear on the CPU: GEMMs straight on the channels-last activations
+// (no im2col), epilogue fused per output tile. See cpu_ops.h for the two GEMM forms.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "common/blas.h"
+#include "common/check.h"
+#include "common/thread_pool.h"
+#include "gastrt/cpu_ops.h"
+#include "vec_kernels.h"
+
+namespace gastrt {
+namespace cpu {
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
+
+struct Segment {  // rows [row0, row0 + rows) of the output whose A rows are uniformly strided
+  int64_t row0, rows;
+};
+
+}  // namespace
+
+void conv_f32(const ConvParams& p, Team& team) {
+  GASTRT_CHECK(p.dtype == DType::F32, "the CPU conv is fp32 only");
+  GASTRT_CHECK(p.n_seq >= 0 && p.ci > 0 && p.co > 0 && p.k > 0 && p.stride > 0 && p.dilation > 0,
+               "bad conv geometry: n_seq=" << p.n_seq << " ci=" << p.ci << " co=" << p.co
+                                           << " k=" << p.k << " stride=" << p.stride
+                                           << " dilation=" << p.dilation);
+  const int64_t span = int64_t(p.k - 1) * p.dilation + 1;
+  GASTRT_CHECK(p.t_out >= 1 && int64_t(p.t_out - 1) * p.stride + span <= p.t_in,
+               "conv reads past its input: t_in=" << p.t_in << " t_out=" << p.t_out
+                                                  << " k=" << p.k << " stride=" << p.stride
+                                                  << " dilation=" << p.dilation);
+  if (p.res) {
+    GASTRT_CHECK(p.res_offset >= 0 && p.res_stride >= 1 &&
+                     p.res_offset + int64_t(p.t_out - 1) * p.res_stride < p.t_res,
+                 "residual window out of range: t_res=" << p.t_res << " offset=" << p.res_offset
+                                                        << " stride=" << p.res_stride);
+  }
+  if (p.n_seq == 0) return;
+
+  const float* x = static_cast<const float*>(p.x);  // [n_seq, t_in, ci]
+  const float* w = static_cast<const float*>(p.w);  // [k*ci, co]
+  const float* b = static_cast<const float*>(p.b);  // [co]
+  const float* res = static_cast<const float*>(p.res);  // [n_seq, t_res, co] or null
+  float* y = static_cast<float*>(p.y);              // [n_seq, t_out, co]
+  const int64_t ci = p.ci, co = p.co, t_in = p.t_in, t_out = p.t_out;
+
+  // One GEMM with K = k*ci when each output row's k input frames are one contiguous window
+  // that does not overlap the next row's (BLAS needs lda >= K); else k shifted GEMMs, K = ci.
+  const bool fused_k = p.k == 1 || (p.dilation == 1 && p.stride >= p.k);
+  const int64_t lda = int64_t(p.stride) * ci;
+  // Rows of consecutive sequences continue the same stride when t_in == t_out * stride
+  // (window mode: 27 -> 9 -> 3 -> 1), so the whole batch is one GEMM.
+  const bool uniform = p.n_seq == 1 || t_in == t_out * p.stride;
+  const int64_t R = p.n_seq * t_out;
+
+  std::vector<Segment> segs;
+  if (uniform) {
+    segs.push_back({0, R});
+  } else {
+    segs.reserve(size_t(p.n_seq));
+    for (int64_t s = 0; s < p.n_seq; ++s) segs.push_back({s * t_out, t_out});
+  }
+
+  // Tiling. Plenty of rows: row tiles of >= 64 rows, ~2 per thread when rows abound (dynamic
+  // scheduling evens out a busy machine), full width. Few rows (batch 1): split the columns so
+  // each thread streams its own slice of the weights (those GEMMs are weight-bandwidth bound).
+  const int P = team.size();
+  int64_t tile_rows = R, tile_cols = co;
+  if (P > 1) {
+    if (R >= 32 * P) {
+      const int64_t per_thread = std::max<int64_t>(1, std::min<int64_t>(2, R / (256 * P)));
+      tile_rows = round_up(ceil_div(R, P * per_thread), 16);
+    } else {
+      tile_cols = round_up(ceil_div(co, P), 16);
+    }
+  } else {
+    tile_rows = std::max<int64_t>(tile_rows, 1);
+  }
+  const int64_t ncol = ceil_div(co, tile_cols);
+
+  struct Tile {
+    int64_t row0, rows, col0, cols;
+  };
+  std::vector<Tile> tiles;
+  for (const Segment& sg : segs)
+    for (int64_t r = 0; r < sg.rows; r += tile_rows)
+      for (int64_t cidx = 0; cidx < ncol; ++cidx) {
+        const int64_t c0 = cidx * tile_cols;
+        tiles.push_back({sg.row0 + r, std::min(tile_rows, sg.rows - r), c0,
+                         std::min(tile_cols, co - c0)});
+      }
+
+  const VecKernels& vk = vec();
+  const int act = int(p.act);
+  team.parallel_for(int64_t(tiles.size()), [&](int64_t ti, int) {
+    const Tile& tl = tiles[size_t(ti)];
+    // A row of output row r = (s, t): x + (s * t_in + t * stride) * ci (+ tau * dilation * ci).
+    const int64_t s0 = tl.row0 / t_out, t0 = tl.row0 % t_out;
+    const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
+    float* c0 = y + tl.row0 * co + tl.col0;
+    if (fused_k) {
+      blas::sgemm(tl.rows, tl.cols, int64_t(p.k) * ci, 1.f, a0, lda, w + tl.col0, co, 0.f, c0, co);
+    } else {
+      for (int tau = 0; tau < p.k; ++tau)
+        blas::sgemm(tl.rows, tl.cols, ci, 1.f, a0 + int64_t(tau) * p.dilation * ci, lda,
+                    w + int64_t(tau) * ci * co + tl.col0, co, tau ? 1.f : 0.f, c0, co);
+    }
+    // Epilogue on the tile just written: bias, activation, then the residual.
+    for (int64_t r = tl.row0; r < tl.row0 + tl.rows; ++r) {
+      const float* rr = nullptr;
+      if (res) {
+        const int64_t s = r / t_out, t = r % t_out;
+        rr = res + (s * p.t_res + p.res_offset + t * p.res_stride) * co + tl.col0;
+      }
+      vk.bias_act(y + r * co + tl.col0, b + tl.col0, tl.cols, act, rr);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace gastrt

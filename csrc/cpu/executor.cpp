@@ -1,0 +1,493 @@
+// The native CPU executor (see executor.h): schedule (shapes, buffer aliasing, arena offsets by
+// liveness) per input shape, then a straight walk over the ops calling the kernels.
+#include "gastrt/executor.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "common/check.h"
+#include "common/thread_pool.h"
+
+namespace gastrt {
+namespace cpu {
+
+namespace {
+inline size_t pad16(size_t n) { return (n + 15) & ~size_t(15); }
+enum Storage : int32_t { kArena = 0, kInput = 1, kOutput = 2 };
+constexpr size_t kMaxCachedShapes = 8;
+}  // namespace
+
+struct Buf {
+  int64_t d[4] = {0, 0, 0, 0};
+  int32_t root = -1;        // alias class (view ops share memory with their input)
+  int64_t floats() const { return d[0] * d[1] * d[2] * d[3]; }
+};
+
+struct Schedule {
+  int64_t n = 0, t = 0;
+  Mode mode = Mode::Window;
+  std::vector<Buf> bufs;
+  std::vector<int32_t> root_storage;  // per root id
+  std::vector<size_t> root_offset;    // floats, in the arena
+  std::vector<char> op_noop;          // view ops resolved as aliases
+  size_t arena_floats = 0, scratch_floats = 0;
+  std::vector<int64_t> out_shape;
+
+  size_t total_floats() const { return arena_floats + scratch_floats; }
+};
+
+struct Workspace {
+  float* mem = nullptr;
+  size_t floats = 0;
+  explicit Workspace(size_t n) : floats(n) {
+    const size_t bytes = std::max<size_t>(64, pad16(n) * sizeof(float));
+    mem = static_cast<float*>(std::aligned_alloc(64, bytes));
+    GASTRT_CHECK(mem != nullptr, "out of memory: could not allocate a "
+                                     << bytes << "-byte workspace");
+  }
+  ~Workspace() { std::free(mem); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+};
+
+struct Engine::CacheEntry {
+  std::shared_ptr<const Schedule> sched;
+  std::vector<std::unique_ptr<Workspace>> free;
+  uint64_t last_used = 0;
+};
+
+namespace {
+
+int64_t conv_out_frames(const OpSpec& op, int64_t t_in, Mode mode) {
+  const int64_t stride = mode == Mode::Window ? op.k : 1;
+  const int64_t dil = mode == Mode::Window ? 1 : op.dilation;
+  const int64_t span = int64_t(op.k - 1) * dil + 1;
+  GASTRT_CHECK(t_in >= span, op.name << ": " << t_in << " frames in, the conv needs at least "
+                                     << span);
+  return (t_in - span) / stride + 1;
+}
+
+// Shapes, aliasing and arena offsets for one input shape.
+std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_t t, Mode mode,
+                                         int threads) {
+  auto s = std::make_shared<Schedule>();
+  s->n = n;
+  s->t = t;
+  s->mode = mode;
+  const int nb = plan.num_buffers;
+  const int nops = int(plan.ops.size());
+  GASTRT_CHECK(nops > 0, "empty plan");
+  s->bufs.assign(size_t(nb), Buf{});
+  s->op_noop.assign(size_t(nops), 0);
+  std::vector<char> known(size_t(nb), 0);
+  auto in_buf = [&](const OpSpec& op, size_t i) -> Buf& {
+    GASTRT_CHECK(i < op.inputs.size(), op.name << ": missing input");
+    const int32_t id = op.inputs[i];
+    GASTRT_CHECK(id >= 0 && id < nb && known[size_t(id)], op.name << ": input used before it is produced");
+    return s->bufs[size_t(id)];
+  };
+  auto set_out = [&](const OpSpec& op, size_t i, int64_t a, int64_t b, int64_t c, int64_t d) {
+    GASTRT_CHECK(i < op.outputs.size(), op.name << ": missing output");
+    Buf& o = s->bufs[size_t(op.outputs[i])];
+    o.d[0] = a, o.d[1] = b, o.d[2] = c, o.d[3] = d;
+    known[size_t(op.outputs[i])] = 1;
+  };
+  s->bufs[0].d[0] = n, s->bufs[0].d[1] = t, s->bufs[0].d[2] = plan.in_joints,
+  s->bufs[0].d[3] = plan.in_features;
+  known[0] = 1;
+
+  // 1. shapes (plan.infer_shapes)
+  for (const OpSpec& op : plan.ops) {
+    switch (op.kind) {
+      case OpKind::InputJointMajor: {
+        const Buf& x = in_buf(op, 0);
+        set_out(op, 0, x.d[0], x.d[2], x.d[1], x.d[3]);
+        break;
+      }
+      case OpKind::InputFlat: {
+        const Buf& x = in_buf(op, 0);
+        set_out(op, 0, x.d[0], 1, x.d[1], x.d[2] * x.d[3]);
+        break;
+      }
+      case OpKind::Conv: {
+        const Buf& x = in_buf(op, 0);
+        GASTRT_CHECK(x.d[3] == op.ci, op.name << ": input has " << x.d[3] << " channels, the conv takes "
+                                              << op.ci);
+        const int64_t to = conv_out_frames(op, x.d[2], mode);
+        if (op.inputs.size() > 1) {
+          const Buf& r = in_buf(op, 1);
+          const bool win = mode == Mode::Window;
+          const int64_t ro = win ? op.res_win_offset : op.res_seq_offset;
+          const int64_t rs = win ? op.res_win_stride : 1;
+          GASTRT_CHECK(r.d[0] == x.d[0] && r.d[1] == x.d[1] && r.d[3] == op.co &&
+                           ro >= 0 && ro + (to - 1) * rs < r.d[2],
+                       op.name << ": residual of shape [" << r.d[0] << ", " << r.d[1] << ", "
+                               << r.d[2] << ", " << r.d[3] << "] does not fit the output");
+        }
+        set_out(op, 0, x.d[0], x.d[1], to, op.co);
+        break;
+      }
+      case OpKind::GastBlock: {
+        const Buf& x = in_buf(op, 0);
+        GASTRT_CHECK(x.d[1] == op.gast->j && x.d[3] == op.gast->c,
+                     op.name << ": gast_block for " << op.gast->j << " joints x " << op.gast->c
+                             << " channels got [" << x.d[0] << ", " << x.d[1] << ", " << x.d[2]
+                             << ", " << x.d[3] << "]");
+        set_out(op, 0, x.d[0], x.d[1], x.d[2], 2 * x.d[3]);
+        break;
+      }
+      case OpKind::RieEncode: {
+        GASTRT_CHECK(mode == Mode::Window, "RIE plans run in window mode only");
+        const Buf& x = in_buf(op, 0);
+        GASTRT_CHECK(op.groups.size() <= 5 && op.outputs.size() == op.groups.size() + 1,
+                     op.name << ": rie_encode supports up to 5 groups");
+        for (size_t g = 0; g < op.groups.size(); ++g)
+          set_out(op, g, x.d[0], 1, x.d[1], 3 * int64_t(op.groups[g].size()));
+        set_out(op, op.groups.size(), x.d[0], 1, 1, x.d[2] * x.d[3]);
+        break;
+      }
+      case OpKind::Concat: {
+        const Buf& x0 = in_buf(op, 0);
+        int64_t c = 0;
+        for (size_t i = 0; i < op.inputs.size(); ++i) {
+          const Buf& xi = in_buf(op, i);
+          GASTRT_CHECK(xi.d[0] == x0.d[0] && xi.d[1] == x0.d[1] && xi.d[2] == x0.d[2],
+                       op.name << ": concat inputs differ in shape");
+          c += xi.d[3];
+        }
+        set_out(op, 0, x0.d[0], x0.d[1], x0.d[2], c);
+        break;
+      }
+      case OpKind::OutputJointMajor: {
+        const Buf& x = in_buf(op, 0);
+        set_out(op, 0, x.d[0], x.d[2], x.d[1], x.d[3]);
+        break;
+      }
+      case OpKind::OutputFlat: {
+        const Buf& x = in_buf(op, 0);
+        GASTRT_CHECK(x.d[1] == 1 && x.d[3] % 3 == 0, op.name << ": output_flat needs [N, 1, T, 3k]");
+        set_out(op, 0, x.d[0], x.d[2], x.d[3] / 3, 3);
+        break;
+      }
+      case OpKind::OutputAssemble: {
+        const Buf& x0 = in_buf(op, 0);
+        for (size_t i = 0; i < op.inputs.size(); ++i) {
+          const Buf& xi = in_buf(op, i);
+          GASTRT_CHECK(xi.d[0] == x0.d[0] && xi.d[1] == 1 && xi.d[2] == x0.d[2],
+                       op.name << ": output_assemble inputs must be [N, 1, T, 3k]");
+        }
+        for (const auto& sj : op.sources) {
+          GASTRT_CHECK(sj.first >= 0 && size_t(sj.first) < op.inputs.size() && sj.second >= 0 &&
+                           3 * int64_t(sj.second) + 3 <= in_buf(op, size_t(sj.first)).d[3],
+                       op.name << ": output_assemble source out of range");
+        }
+        set_out(op, 0, x0.d[0], x0.d[2], int64_t(op.sources.size()), 3);
+        break;
+      }
+    }
+  }
+  const OpSpec& last = plan.ops.back();
+  GASTRT_CHECK(last.kind == OpKind::OutputJointMajor || last.kind == OpKind::OutputFlat ||
+                   last.kind == OpKind::OutputAssemble,
+               "the plan must end with an output op");
+  const int32_t out_id = last.outputs[0];
+  const Buf& ob = s->bufs[size_t(out_id)];
+  s->out_shape = {ob.d[0], ob.d[1], ob.d[2], ob.d[3]};
+
+  // 2. readers per buffer, aliasing of the view ops
+  std::vector<int> readers(size_t(nb), 0);
+  for (const OpSpec& op : plan.ops)
+    for (int32_t id : op.inputs) readers[size_t(id)]++;
+  for (int i = 0; i < nb; ++i) s->bufs[size_t(i)].root = i;
+  std::vector<int32_t> storage(size_t(nb), kArena);
+  storage[0] = kInput;
+  for (int oi = 0; oi < nops; ++oi) {
+    const OpSpec& op = plan.ops[size_t(oi)];
+    if (op.kind == OpKind::InputFlat) {  // a reshape of whatever it reads: alias
+      s->bufs[size_t(op.outputs[0])].root = s->bufs[size_t(op.inputs[0])].root;
+      s->op_noop[size_t(oi)] = 1;
+    } else if (op.kind == OpKind::OutputFlat && oi == nops - 1) {
+      // [N, 1, T, 3J] and [N, T, J, 3] are the same bytes: let the producer write straight
+      // into the caller's output array (when nobody else reads its buffer).
+      const int32_t in = op.inputs[0];
+      const int32_t r = s->bufs[size_t(in)].root;
+      int members = 0;
+      for (int i = 0; i < nb; ++i) members += s->bufs[size_t(i)].root == r;
+      if (storage[size_t(r)] == kArena && readers[size_t(in)] == 1 && members == 1) {
+        storage[size_t(r)] = kOutput;
+        s->bufs[size_t(op.outputs[0])].root = r;
+        s->op_noop[size_t(oi)] = 1;
+      }
+    }
+  }
+  const int32_t out_root = s->bufs[size_t(out_id)].root;
+  storage[size_t(out_root)] = kOutput;
+
+  // 3. liveness per root (index of the last op reading it) and arena offsets: first fit
+  // among the live intervals, allocating an op's outputs before freeing its inputs.
+  std::vector<int> last_use(size_t(nb), -1), def(size_t(nb), -1);
+  for (int oi = 0; oi < nops; ++oi) {
+    const OpSpec& op = plan.ops[size_t(oi)];
+    for (int32_t id : op.inputs) last_use[size_t(s->bufs[size_t(id)].root)] = oi;
+    for (int32_t id : op.outputs) {
+      const int32_t r = s->bufs[size_t(id)].root;
+      if (def[size_t(r)] < 0) def[size_t(r)] = oi;
+    }
+  }
+  s->root_storage = storage;
+  s->root_offset.assign(size_t(nb), 0);
+  std::vector<size_t> root_size(size_t(nb), 0);
+  for (int i = 0; i < nb; ++i) {
+    const Buf& b = s->bufs[size_t(i)];
+    root_size[size_t(b.root)] = std::max(root_size[size_t(b.root)], pad16(size_t(b.floats())));
+  }
+  std::map<size_t, size_t> live;  // offset -> size
+  size_t arena = 0;
+  for (int oi = 0; oi < nops; ++oi) {
+    const OpSpec& op = plan.ops[size_t(oi)];
+    for (int32_t id : op.outputs) {
+      const int32_t r = s->bufs[size_t(id)].root;
+      if (def[size_t(r)] != oi || storage[size_t(r)] != kArena || r != id) continue;
+      const size_t need = std::max<size_t>(root_size[size_t(r)], 16);
+      size_t pos = 0;
+      for (const auto& iv : live) {
+        if (iv.first >= pos + need) break;
+        pos = std::max(pos, iv.first + iv.second);
+      }
+      live[pos] = need;
+      s->root_offset[size_t(r)] = pos;
+      arena = std::max(arena, pos + need);
+    }
+    for (int r = 0; r < nb; ++r) {
+      if (storage[size_t(r)] != kArena || def[size_t(r)] < 0 || s->bufs[size_t(r)].root != r) continue;
+      const int end = std::max(last_use[size_t(r)], def[size_t(r)]);
+      if (end == oi) live.erase(s->root_offset[size_t(r)]);
+    }
+  }
+  s->arena_floats = arena;
+
+  // 4. kernel scratch: the largest gast_block need, for the team sizes a call can get
+  // (the engine's thread count, or 1 when the pool is busy).
+  size_t scratch = 0;
+  for (const OpSpec& op : plan.ops) {
+    if (op.kind != OpKind::GastBlock) continue;
+    const Buf& x = s->bufs[size_t(op.inputs[0])];
+    for (int ts : {1, threads})
+      scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
+  }
+  s->scratch_floats = pad16(scratch);
+  return s;
+}
+
+}  // namespace
+
+Engine::Engine(PlanSpec plan, int threads) : plan_(std::move(plan)), threads_(std::max(1, threads)) {
+  GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
+  GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
+}
+
+Engine::~Engine() = default;
+
+std::shared_ptr<const Schedule> Engine::schedule(int64_t n, int64_t t, Mode mode) {
+  GASTRT_CHECK(n >= 1 && t >= 1, "input must have at least one window and one frame");
+  GASTRT_CHECK(mode == Mode::Window ? plan_.has_window : plan_.has_sequence,
+               "plan " << plan_.name << " has no " << (mode == Mode::Window ? "window" : "sequence")
+                       << " mode");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& e : cache_) {
+      if (e->sched->n == n && e->sched->t == t && e->sched->mode == mode) {
+        e->last_used = ++tick_;
+        return e->sched;
+      }
+    }
+  }
+  std::shared_ptr<const Schedule> s = build_schedule(plan_, n, t, mode, threads_);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& e : cache_)  // another thread may have built it meanwhile
+    if (e->sched->n == n && e->sched->t == t && e->sched->mode == mode) return e->sched;
+  auto e = std::make_unique<CacheEntry>();
+  e->sched = s;
+  e->last_used = ++tick_;
+  cache_.push_back(std::move(e));
+  if (cache_.size() > kMaxCachedShapes) {
+    auto lru = std::min_element(cache_.begin(), cache_.end(),
+                                [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
+    cache_.erase(lru);  // its workspaces are freed; ones checked out are freed at check-in
+  }
+  return s;
+}
+
+std::unique_ptr<Workspace> Engine::checkout(const std::shared_ptr<const Schedule>& s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& e : cache_) {
+      if (e->sched == s && !e->free.empty()) {
+        auto ws = std::move(e->free.back());
+        e->free.pop_back();
+        return ws;
+      }
+    }
+  }
+  return std::make_unique<Workspace>(s->total_floats());
+}
+
+void Engine::checkin(const std::shared_ptr<const Schedule>& s, std::unique_ptr<Workspace> ws) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& e : cache_) {
+    if (e->sched == s) {
+      e->free.push_back(std::move(ws));
+      return;
+    }
+  }
+}
+
+std::vector<int64_t> Engine::output_shape(int64_t n, int64_t t, Mode mode) {
+  return schedule(n, t, mode)->out_shape;
+}
+
+size_t Engine::workspace_bytes(int64_t n, int64_t t, Mode mode) {
+  return schedule(n, t, mode)->total_floats() * sizeof(float);
+}
+
+std::pair<size_t, size_t> Engine::cache_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t nws = 0;
+  for (auto& e : cache_) nws += e->free.size();
+  return {cache_.size(), nws};
+}
+
+void Engine::clear_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cache_.clear();
+}
+
+void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out) {
+  std::shared_ptr<const Schedule> s = schedule(n, t, mode);
+  std::unique_ptr<Workspace> ws = checkout(s);
+  float* arena = ws->mem;
+  float* scratch = ws->mem + s->arena_floats;
+  auto ptr = [&](int32_t id) -> float* {
+    const int32_t r = s->bufs[size_t(id)].root;
+    switch (s->root_storage[size_t(r)]) {
+      case kInput: return const_cast<float*>(x);  // read-only: no op writes a kInput root
+      case kOutput: return out;
+      default: return arena + s->root_offset[size_t(r)];
+    }
+  };
+  auto dims = [&](int32_t id) -> const int64_t* { return s->bufs[size_t(id)].d; };
+
+  Team team(threads_);
+  const int nops = int(plan_.ops.size());
+  for (int oi = 0; oi < nops; ++oi) {
+    if (s->op_noop[size_t(oi)]) continue;
+    const OpSpec& op = plan_.ops[size_t(oi)];
+    switch (op.kind) {
+      case OpKind::InputJointMajor:
+      case OpKind::OutputJointMajor: {
+        // [A, B, C, F] -> [A, C, B, F]
+        const int64_t* d = dims(op.inputs[0]);
+        const float* src = ptr(op.inputs[0]);
+        float* dst = ptr(op.outputs[0]);
+        const int64_t A = d[0], B = d[1], C = d[2], F = d[3];
+        team.parallel_for(A * B, [&](int64_t ab, int) {
+          const int64_t a = ab / B, b = ab % B;
+          for (int64_t c = 0; c < C; ++c)
+            std::memcpy(dst + ((a * C + c) * B + b) * F, src + ((a * B + b) * C + c) * F,
+                        sizeof(float) * F);
+        });
+        break;
+      }
+      case OpKind::InputFlat:
+      case OpKind::OutputFlat: {  // not aliased: a plain copy
+        const Buf& b = s->bufs[size_t(op.inputs[0])];
+        std::memcpy(ptr(op.outputs[0]), ptr(op.inputs[0]), sizeof(float) * size_t(b.floats()));
+        break;
+      }
+      case OpKind::Conv: {
+        const int64_t* d = dims(op.inputs[0]);
+        const bool win = mode == Mode::Window;
+        ConvParams p{};
+        p.x = ptr(op.inputs[0]);
+        p.w = op.w.data();
+        p.b = op.b.data();
+        p.res = op.inputs.size() > 1 ? ptr(op.inputs[1]) : nullptr;
+        p.y = ptr(op.outputs[0]);
+        p.n_seq = d[0] * d[1];
+        p.t_in = int32_t(d[2]);
+        p.t_out = int32_t(dims(op.outputs[0])[2]);
+        p.t_res = op.inputs.size() > 1 ? int32_t(dims(op.inputs[1])[2]) : 0;
+        p.ci = op.ci;
+        p.co = op.co;
+        p.k = op.k;
+        p.stride = win ? op.k : 1;
+        p.dilation = win ? 1 : op.dilation;
+        p.res_offset = win ? op.res_win_offset : op.res_seq_offset;
+        p.res_stride = win ? op.res_win_stride : 1;
+        p.act = op.act;
+        p.dtype = DType::F32;
+        conv_f32(p, team);
+        break;
+      }
+      case OpKind::GastBlock: {
+        const int64_t* d = dims(op.inputs[0]);
+        gast_block_f32(*op.gast, ptr(op.inputs[0]), ptr(op.outputs[0]), d[0], int32_t(d[2]),
+                       scratch, team);
+        break;
+      }
+      case OpKind::RieEncode: {
+        const int64_t* d = dims(op.inputs[0]);
+        RieEncodeParams p{};
+        p.x = ptr(op.inputs[0]);
+        for (size_t g = 0; g < op.groups.size(); ++g) {
+          p.out[g] = ptr(op.outputs[g]);
+          p.idx[g] = op.groups[g].data();
+          p.len[g] = int32_t(op.groups[g].size());
+        }
+        p.current = ptr(op.outputs[op.groups.size()]);
+        p.n = d[0];
+        p.t = int32_t(d[1]);
+        p.cin = int32_t(d[2] * d[3]);
+        rie_encode_f32(p, team);
+        break;
+      }
+      case OpKind::Concat: {
+        const int64_t* d = dims(op.outputs[0]);
+        const int64_t rows = d[0] * d[1] * d[2], ctot = d[3];
+        float* dst = ptr(op.outputs[0]);
+        const int64_t per = std::max<int64_t>(1, 16384 / ctot);
+        team.parallel_for((rows + per - 1) / per, [&](int64_t task, int) {
+          const int64_t r0 = task * per, r1 = std::min(rows, r0 + per);
+          int64_t c0 = 0;
+          for (int32_t id : op.inputs) {
+            const int64_t ci = dims(id)[3];
+            const float* src = ptr(id);
+            for (int64_t r = r0; r < r1; ++r)
+              std::memcpy(dst + r * ctot + c0, src + r * ci, sizeof(float) * ci);
+            c0 += ci;
+          }
+        });
+        break;
+      }
+      case OpKind::OutputAssemble: {
+        const int64_t* d = dims(op.outputs[0]);  // [N, T, K, 3]
+        const int64_t rows = d[0] * d[1], K = d[2];
+        float* dst = ptr(op.outputs[0]);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t q = 0; q < K; ++q) {
+            const auto& sj = op.sources[size_t(q)];
+            const int32_t id = op.inputs[size_t(sj.first)];
+            const float* src = ptr(id) + r * dims(id)[3] + 3 * int64_t(sj.second);
+            std::memcpy(dst + (r * K + q) * 3, src, sizeof(float) * 3);
+          }
+        break;
+      }
+    }
+  }
+  checkin(s, std::move(ws));
+}
+
+}  // namespace cpu
+}  // namespace gastrt

@@ -1,0 +1,258 @@
+// GAST-Net GraphAttentionBlock on the CPU, fused per chunk of frames (see cpu_ops.h).
+//
+// Chunk workspace (rows R = frames * J, frame-major: row f*J + i is joint i of frame f):
+//   Z [R, 3c]   the block's [x | loc | glb] row block: x is gathered into columns [0, c), the
+//               local and global concat projections write their outputs into [c, 2c) and
+//               [2c, 3c) directly (ldc = 3c), so "concat" costs nothing and the block
+//               projection is ONE GEMM with K = 3c.
+//   P [R, pw]   x @ [loc_w | glb_g_w | glb_u]: h0/h1 (sym, con), g, and the attention logit
+//               vectors a / b
+//   S [R, 2c]   [relu(sym) | relu(con)]; reused for the block output O [R, 2c]
+//   Y [R, h*gc] the attention aggregation
+// plus j*j floats of softmax scratch per thread.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/blas.h"
+#include "common/check.h"
+#include "common/thread_pool.h"
+#include "gastrt/cpu_ops.h"
+#include "vec_kernels.h"
+
+namespace gastrt {
+namespace cpu {
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
+inline size_t pad16(size_t n) { return (n + 15) & ~size_t(15); }  // 64-byte aligned slices
+
+constexpr int64_t kChunkRows = 256;  // target GEMM rows per chunk (amortises B packing)
+
+std::vector<float> copy_f32(const void* p, size_t n, const char* what) {
+  GASTRT_CHECK(p != nullptr, "gast_block weight " << what << " is missing");
+  const float* f = static_cast<const float*>(p);
+  return std::vector<float>(f, f + n);
+}
+
+// How a block runs for `frames` frames on `team_size` threads.
+struct ChunkPlan {
+  bool split_stages;  // true: one chunk of all frames, each stage split across the team
+  int64_t frames_per_chunk;
+  int64_t nchunks;
+  int64_t slots;      // chunk workspaces needed
+};
+
+ChunkPlan plan_chunks(int64_t frames, int32_t j, int team_size) {
+  ChunkPlan cp{};
+  if (team_size > 1 && frames < 2 * team_size) {
+    cp.split_stages = true;
+    cp.frames_per_chunk = frames;
+    cp.nchunks = 1;
+    cp.slots = 1;
+    return cp;
+  }
+  const int64_t fmax = std::max<int64_t>(1, kChunkRows / j);
+  // A multiple of the team size, as few as possible with at most fmax frames each.
+  const int64_t nchunks = team_size * ceil_div(frames, team_size * fmax);
+  cp.split_stages = false;
+  cp.frames_per_chunk = ceil_div(frames, nchunks);
+  cp.nchunks = ceil_div(frames, cp.frames_per_chunk);
+  cp.slots = std::min<int64_t>(team_size, cp.nchunks);
+  return cp;
+}
+
+struct Layout {  // offsets (floats) inside one chunk workspace of R rows
+  size_t z, p, s, y, total;
+};
+
+Layout chunk_layout(const GastBlockWeights& w, int64_t rows) {
+  Layout l{};
+  const size_t r = size_t(rows);
+  l.z = 0;
+  l.p = l.z + pad16(r * 3 * w.c);
+  l.s = l.p + pad16(r * w.pw);
+  l.y = l.s + pad16(r * 2 * w.c);
+  l.total = l.y + pad16(r * size_t(w.heads) * w.gc);
+  return l;
+}
+
+// Either serial (inside one task) or a whole team working on the same stage.
+struct Par {
+  Team* team;  // null: serial
+
+  template <class F>
+  void each(int64_t n, F&& f) const {
+    if (!team || team->size() == 1) {
+      for (int64_t i = 0; i < n; ++i) f(i, 0);
+    } else {
+      team->parallel_for(n, f);
+    }
+  }
+
+  // Row-major C[M, N] = A @ B + beta C, split by columns (multiples of 16) when a team shares it.
+  void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+            int64_t ldb, float beta, float* C, int64_t ldc) const {
+    if (!team || team->size() == 1) {
+      blas::sgemm(M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    const int64_t P = team->size();
+    if (M >= 64 * P) {
+      const int64_t tr = round_up(ceil_div(M, P), 16);
+      team->parallel_for(ceil_div(M, tr), [&](int64_t i, int) {
+        const int64_t r0 = i * tr;
+        blas::sgemm(std::min(tr, M - r0), N, K, 1.f, A + r0 * lda, lda, B, ldb, beta,
+                    C + r0 * ldc, ldc);
+      });
+    } else {
+      const int64_t tc = round_up(ceil_div(N, P), 16);
+      team->parallel_for(ceil_div(N, tc), [&](int64_t i, int) {
+        const int64_t c0 = i * tc;
+        blas::sgemm(M, std::min(tc, N - c0), K, 1.f, A, lda, B + c0, ldb, beta, C + c0, ldc);
+      });
+    }
+  }
+};
+
+// All stages of the block for frames [f0, f0 + nf) (global frame g = n * t + tt).
+void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const float* x, float* y,
+               int32_t t, int64_t f0, int64_t nf, float* ws, float* att_scratch,
+               size_t att_stride, const Par& par) {
+  const VecKernels& vk = vec();
+  const int64_t J = w.j, C = w.c, HG = int64_t(w.heads) * w.gc, PW = w.pw;
+  const int64_t R = nf * J;
+  const Layout l = chunk_layout(w, R);
+  float* Z = ws + l.z;  // [R, 3C]
+  float* Pm = ws + l.p; // [R, PW]
+  float* S = ws + l.s;  // [R, 2C] (then O)
+  float* Y = ws + l.y;  // [R, HG]
+
+  // 1. gather x [n, j, t, c] -> Z[:, 0:C] frame-major
+  par.each(nf, [&](int64_t f, int) {
+    const int64_t g = f0 + f, n = g / t, tt = g % t;
+    for (int64_t i = 0; i < J; ++i)
+      std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
+  });
+  // 2. the three projections in one GEMM; bias only on the g / logit columns
+  par.gemm(R, PW, C, Z, 3 * C, w.w1.data(), PW, 0.f, Pm, PW);
+  par.each(R, [&](int64_t r, int) {
+    vk.bias_act(Pm + r * PW + 4 * C, w.b1.data() + 4 * C, PW - 4 * C, 0, nullptr);
+  });
+  // 3. per frame: local mixing (-> S) and global attention (-> Y)
+  par.each(nf, [&](int64_t f, int tid) {
+    const float* pf = Pm + f * J * PW;
+    vk.gast_local_frame(tab, pf, PW, S + f * J * 2 * C, 2 * C);
+    vk.gast_attention_frame(tab, pf + 4 * C + HG, pf + 4 * C, PW, Y + f * J * HG, HG,
+                            att_scratch + size_t(tid) * att_stride);
+  });
+  // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
+  par.gemm(R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, 0.f, Z + C, 3 * C);
+  par.gemm(R, C, HG, Y, HG, w.glb_cat_w.data(), C, 0.f, Z + 2 * C, 3 * C);
+  par.each(R, [&](int64_t r, int) {
+    vk.bias_act(Z + r * 3 * C + C, w.loc_cat_b.data(), C, 1, nullptr);
+    vk.bias_act(Z + r * 3 * C + 2 * C, w.glb_cat_b.data(), C, 1, nullptr);
+  });
+  // 5. out = relu([x | loc | glb] @ cat_w + cat_b): one GEMM, K = 3C, into S (now O)
+  float* O = S;
+  par.gemm(R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, 0.f, O, 2 * C);
+  // 6. bias + relu while scattering back to the joint-major y [n, j, t, 2c]
+  par.each(nf, [&](int64_t f, int) {
+    const int64_t g = f0 + f, n = g / t, tt = g % t;
+    for (int64_t i = 0; i < J; ++i)
+      vk.bias_act_to(y + ((n * J + i) * t + tt) * 2 * C, O + (f * J + i) * 2 * C,
+                     w.cat_b.data(), 2 * C, 1);
+  });
+}
+
+}  // namespace
+
+GastBlockWeights gast_block_prepare(const GastBlockParams& p) {
+  GASTRT_CHECK(p.dtype == DType::F32, "the CPU gast_block is fp32 only");
+  GASTRT_CHECK(p.j > 0 && p.c > 0 && p.heads > 0 && p.head_channels > 0,
+               "bad gast_block sizes: j=" << p.j << " c=" << p.c << " heads=" << p.heads
+                                          << " head_channels=" << p.head_channels);
+  GastBlockWeights w;
+  const size_t J = p.j, C = p.c, H = p.heads, G = p.head_channels, HG = H * G;
+  w.j = p.j;
+  w.c = p.c;
+  w.heads = p.heads;
+  w.gc = p.head_channels;
+  w.pw = int32_t(4 * C + HG + 2 * H);
+  const std::vector<float> loc_w = copy_f32(p.loc_w, C * 4 * C, "loc_w");
+  const std::vector<float> g_w = copy_f32(p.glb_g_w, C * HG, "glb_g_w");
+  const std::vector<float> u = copy_f32(p.glb_u, C * 2 * H, "glb_u");
+  w.w1.resize(C * w.pw);
+  for (size_t r = 0; r < C; ++r) {
+    float* dst = w.w1.data() + r * w.pw;
+    std::copy_n(loc_w.data() + r * 4 * C, 4 * C, dst);
+    std::copy_n(g_w.data() + r * HG, HG, dst + 4 * C);
+    std::copy_n(u.data() + r * 2 * H, 2 * H, dst + 4 * C + HG);
+  }
+  w.b1.assign(size_t(w.pw), 0.f);
+  const std::vector<float> gb = copy_f32(p.glb_g_b, HG, "glb_g_b");
+  const std::vector<float> gcb = copy_f32(p.glb_c, 2 * H, "glb_c");
+  std::copy(gb.begin(), gb.end(), w.b1.begin() + 4 * C);
+  std::copy(gcb.begin(), gcb.end(), w.b1.begin() + 4 * C + HG);
+  w.loc_diag = copy_f32(p.loc_diag, 2 * J * C, "loc_diag");
+  w.loc_off = copy_f32(p.loc_off, 2 * J * J * C, "loc_off");
+  w.loc_b = copy_f32(p.loc_b, 2 * C, "loc_b");
+  w.loc_cat_w = copy_f32(p.loc_cat_w, 2 * C * C, "loc_cat_w");
+  w.loc_cat_b = copy_f32(p.loc_cat_b, C, "loc_cat_b");
+  w.glb_ck = copy_f32(p.glb_ck, H * J * J, "glb_ck");
+  w.glb_cat_w = copy_f32(p.glb_cat_w, HG * C, "glb_cat_w");
+  w.glb_cat_b = copy_f32(p.glb_cat_b, C, "glb_cat_b");
+  w.cat_w = copy_f32(p.cat_w, 3 * C * 2 * C, "cat_w");
+  w.cat_b = copy_f32(p.cat_b, 2 * C, "cat_b");
+  // Sparse neighbour lists of the off-diagonal mixing tables. The diagonal is excluded (its
+  // weight is loc_diag; the plan guarantees loc_off's diagonal is zero, and a nonzero one
+  // would be applied by the NumPy oracle: keep it in the list then, to stay exact).
+  w.nbr_start.assign(2 * J + 1, 0);
+  for (size_t s = 0; s < 2; ++s)
+    for (size_t i = 0; i < J; ++i) {
+      for (size_t jj = 0; jj < J; ++jj) {
+        const float* o = w.loc_off.data() + ((s * J + i) * J + jj) * C;
+        bool nz = false;
+        for (size_t c = 0; c < C && !nz; ++c) nz = o[c] != 0.f;
+        if (nz) w.nbr.push_back(int32_t(jj));
+      }
+      w.nbr_start[s * J + i + 1] = int32_t(w.nbr.size());
+    }
+  return w;
+}
+
+size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t, int team_size) {
+  team_size = std::max(team_size, 1);
+  const ChunkPlan cp = plan_chunks(n * t, w.j, team_size);
+  const Layout l = chunk_layout(w, cp.frames_per_chunk * w.j);
+  return size_t(cp.slots) * l.total + size_t(team_size) * pad16(size_t(w.j) * w.j);
+}
+
+void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
+                    float* scratch, Team& team) {
+  GASTRT_CHECK(n >= 0 && t >= 1, "gast_block: bad input n=" << n << " t=" << t);
+  if (n == 0) return;
+  const GastFrameTables tab{w.j,           w.c,           w.heads,
+                            w.gc,          w.loc_diag.data(), w.loc_off.data(),
+                            w.loc_b.data(), w.nbr_start.data(), w.nbr.data(),
+                            w.glb_ck.data()};
+  const int64_t frames = n * t;
+  const ChunkPlan cp = plan_chunks(frames, w.j, team.size());
+  const Layout l = chunk_layout(w, cp.frames_per_chunk * w.j);
+  float* att = scratch + size_t(cp.slots) * l.total;
+  const size_t att_stride = pad16(size_t(w.j) * w.j);
+  if (cp.split_stages) {
+    run_chunk(w, tab, x, y, t, 0, frames, scratch, att, att_stride, Par{&team});
+    return;
+  }
+  team.parallel_for(cp.nchunks, [&](int64_t ci, int tid) {
+    const int64_t f0 = ci * cp.frames_per_chunk;
+    const int64_t nf = std::min(cp.frames_per_chunk, frames - f0);
+    run_chunk(w, tab, x, y, t, f0, nf, scratch + size_t(tid) * l.total, att + tid * att_stride,
+              att_stride, Par{nullptr});
+  });
+}
+
+}  // namespace cpu
+}  // namespace gastrt

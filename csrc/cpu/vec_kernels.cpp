@@ -1,0 +1,142 @@
+// Element-wise loops, written for the auto-vectoriser (unit-stride inner loops over channels,
+// __restrict, no calls inside). This file is compiled once per ISA level with
+// -DGASTRT_VK_NS=<namespace> and the matching -m flags (see CMakeLists.txt); vec_dispatch.cpp
+// picks one at run time. No -ffast-math: NaN / inf propagate exactly like NumPy's float ops
+// (relu(NaN) = NaN, as np.maximum).
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "gastrt/params.h"
+#include "vec_kernels.h"
+
+#ifndef GASTRT_VK_NS
+#define GASTRT_VK_NS vk_base
+#endif
+#define GASTRT_STR2(x) #x
+#define GASTRT_STR(x) GASTRT_STR2(x)
+
+namespace gastrt {
+namespace cpu {
+namespace GASTRT_VK_NS {
+namespace {
+
+// NaN-propagating activations (NumPy: np.maximum(y, 0), np.where(y >= 0, y, 0.2 * y)).
+template <int ACT>
+inline float act(float v) {
+  if (ACT == 1) return v < 0.f ? 0.f : v;
+  if (ACT == 2) return v >= 0.f ? v : v * kLReluSlope;
+  return v;
+}
+
+template <int ACT, bool RES>
+void bias_act_t(float* __restrict y, const float* __restrict b, int64_t n,
+                const float* __restrict res) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = act<ACT>(y[i] + b[i]);
+    if (RES) v += res[i];
+    y[i] = v;
+  }
+}
+
+void bias_act(float* y, const float* b, int64_t n, int a, const float* res) {
+  if (res) {
+    if (a == 1) bias_act_t<1, true>(y, b, n, res);
+    else if (a == 2) bias_act_t<2, true>(y, b, n, res);
+    else bias_act_t<0, true>(y, b, n, res);
+  } else {
+    if (a == 1) bias_act_t<1, false>(y, b, n, nullptr);
+    else if (a == 2) bias_act_t<2, false>(y, b, n, nullptr);
+    else bias_act_t<0, false>(y, b, n, nullptr);
+  }
+}
+
+template <int ACT>
+void bias_act_to_t(float* __restrict dst, const float* __restrict src, const float* __restrict b,
+                   int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = act<ACT>(src[i] + b[i]);
+}
+
+void bias_act_to(float* dst, const float* src, const float* b, int64_t n, int a) {
+  if (a == 1) bias_act_to_t<1>(dst, src, b, n);
+  else if (a == 2) bias_act_to_t<2>(dst, src, b, n);
+  else bias_act_to_t<0>(dst, src, b, n);
+}
+
+void gast_local_frame(const GastFrameTables& t, const float* P, int64_t ldp, float* S,
+                      int64_t lds) {
+  const int J = t.j, C = t.c;
+  for (int s = 0; s < 2; ++s) {
+    const float* __restrict lb = t.loc_b + s * C;
+    for (int i = 0; i < J; ++i) {
+      float* __restrict out = S + i * lds + s * C;
+      const float* __restrict h0 = P + i * ldp + (2 * s) * C;
+      const float* __restrict d = t.loc_diag + (int64_t(s) * J + i) * C;
+      for (int c = 0; c < C; ++c) out[c] = d[c] * h0[c];
+      for (int k = t.nbr_start[s * J + i]; k < t.nbr_start[s * J + i + 1]; ++k) {
+        const int jj = t.nbr[k];
+        const float* __restrict h1 = P + jj * ldp + (2 * s + 1) * C;
+        const float* __restrict o = t.loc_off + ((int64_t(s) * J + i) * J + jj) * C;
+        for (int c = 0; c < C; ++c) out[c] += o[c] * h1[c];
+      }
+      for (int c = 0; c < C; ++c) out[c] = act<1>(out[c] + lb[c]);
+    }
+  }
+}
+
+// out[0:n] = sum_j w[j] * g[j*ldg + 0:n], four rows of g at a time (fewer passes over out).
+inline void weighted_rows(float* __restrict out, const float* __restrict w, int nj,
+                          const float* __restrict g, int64_t ldg, int n) {
+  for (int c = 0; c < n; ++c) out[c] = 0.f;
+  int j = 0;
+  for (; j + 4 <= nj; j += 4) {
+    const float w0 = w[j], w1 = w[j + 1], w2 = w[j + 2], w3 = w[j + 3];
+    const float* __restrict g0 = g + j * ldg;
+    const float* __restrict g1 = g0 + ldg;
+    const float* __restrict g2 = g1 + ldg;
+    const float* __restrict g3 = g2 + ldg;
+    for (int c = 0; c < n; ++c) out[c] += w0 * g0[c] + w1 * g1[c] + w2 * g2[c] + w3 * g3[c];
+  }
+  for (; j < nj; ++j) {
+    const float wj = w[j];
+    const float* __restrict gj = g + j * ldg;
+    for (int c = 0; c < n; ++c) out[c] += wj * gj[c];
+  }
+}
+
+void gast_attention_frame(const GastFrameTables& t, const float* ab, const float* G,
+                          int64_t ldp, float* Y, int64_t ldy, float* scratch) {
+  const int J = t.j, H = t.heads, gc = t.gc;
+  for (int h = 0; h < H; ++h) {
+    const float* ck = t.glb_ck + int64_t(h) * J * J;
+    for (int i = 0; i < J; ++i) {
+      float* row = scratch + i * J;
+      const float a = ab[i * ldp + h];
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j < J; ++j) {
+        const float z = act<2>(a + ab[j * ldp + H + h]);
+        row[j] = z;
+        mx = z > mx ? z : mx;
+      }
+      float sum = 0.f;
+      for (int j = 0; j < J; ++j) {
+        const float e = std::exp(row[j] - mx);
+        row[j] = e;
+        sum += e;
+      }
+      for (int j = 0; j < J; ++j) row[j] = row[j] / sum + ck[i * J + j];
+    }
+    for (int i = 0; i < J; ++i)
+      weighted_rows(Y + i * ldy + h * gc, scratch + i * J, J, G + h * gc, ldp, gc);
+  }
+}
+
+}  // namespace
+
+extern const VecKernels kernels;
+const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
+                            gast_attention_frame};
+
+}  // namespace GASTRT_VK_NS
+}  // namespace cpu
+}  // namespace gastrt

@@ -1,0 +1,49 @@
+// Element-wise inner loops of the CPU kernels, compiled several times (baseline x86-64, AVX2+FMA,
+// AVX-512) from vec_kernels.cpp and picked once at run time by CPUID, so the wheel runs on any
+// x86-64 machine and still uses the wide vectors where they exist. The GEMMs are OpenBLAS's
+// (which dispatches by itself); these loops are the epilogues and GAST's per-frame mixing and
+// attention, a few percent of the FLOPs but far more of the time if left scalar.
+#pragma once
+#include <cstdint>
+
+namespace gastrt {
+namespace cpu {
+
+// Read-only tables of one GAST block's per-frame part (pointers into GastBlockWeights).
+struct GastFrameTables {
+  int32_t j, c, heads, gc;
+  const float* loc_diag;     // [2, j, c]
+  const float* loc_off;      // [2, j, j, c]
+  const float* loc_b;        // [2c]
+  const int32_t* nbr_start;  // [2j + 1]
+  const int32_t* nbr;
+  const float* glb_ck;       // [h, j, j]
+};
+
+struct VecKernels {
+  const char* isa;
+  // y[0:n] = act(y + b) (+ res) ; act 0 none, 1 relu, 2 lrelu(0.2); res may be null.
+  void (*bias_act)(float* y, const float* b, int64_t n, int act, const float* res);
+  // dst[0:n] = act(src + b) (separate destination: the scatter of a frame-major tile).
+  void (*bias_act_to)(float* dst, const float* src, const float* b, int64_t n, int act);
+  // Local mixing of one frame: P rows i (stride ldp) hold [h0_sym | h1_sym | h0_con | h1_con]
+  // (c each); S rows i (stride lds) get [relu(sym) | relu(con)].
+  void (*gast_local_frame)(const GastFrameTables& t, const float* P, int64_t ldp, float* S,
+                           int64_t lds);
+  // Global attention of one frame: logits from ab (row i at ab + i*ldp: [a_0..a_{h-1} |
+  // b_0..b_{h-1}], biases included), softmax over j, + C_k, then Y rows i (stride ldy)
+  // [h*gc] = sum_j att[h, i, j] * G row j (stride ldp, biases included). scratch: j*j floats.
+  void (*gast_attention_frame)(const GastFrameTables& t, const float* ab, const float* G,
+                               int64_t ldp, float* Y, int64_t ldy, float* scratch);
+};
+
+const VecKernels& vec();  // the best variant for this CPU (chosen once)
+
+// The variants (vec_kernels.cpp compiled with the matching flags; only vk_base exists on
+// non-x86 builds).
+namespace vk_base { extern const VecKernels kernels; }
+namespace vk_avx2 { extern const VecKernels kernels; }
+namespace vk_avx512 { extern const VecKernels kernels; }
+
+}  // namespace cpu
+}  // namespace gastrt

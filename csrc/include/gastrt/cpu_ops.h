@@ -1,0 +1,71 @@
+// The native CPU kernels (fp32, torch-free). Semantics: python/gastrt/plan.py; oracle:
+// python/gastrt/backends/numpy_backend.py. Every kernel takes the thread Team it may use
+// (common/thread_pool.h) and never allocates inside its hot loops: scratch comes from the caller.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "gastrt/params.h"
+
+namespace gastrt {
+
+class Team;
+
+namespace cpu {
+
+// ---- conv (csrc/cpu/conv.cpp) ------------------------------------------------------------------
+// Temporal conv / 1x1 conv / Linear with the fused epilogue of ConvParams (dtype must be F32):
+//   x [n_seq, t_in, ci], w [k*ci, co], b [co], res [n_seq, t_res, co] or null -> y [n_seq, t_out, co]
+// stride >= k with dilation 1 (window mode, 1x1): ONE GEMM per row tile with K = k*ci and
+// lda = stride*ci (the k-frame window is contiguous: no im2col). Otherwise (sequence mode,
+// dilated): k shifted GEMMs with K = ci accumulating into the same output tile.
+// Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
+void conv_f32(const ConvParams& p, Team& team);
+
+// ---- GAST-Net graph attention block (csrc/cpu/gast_block.cpp) ----------------------------------
+// Weights rearranged once (Engine construction): the three projections of x fused into one
+// [c, 4c + h*gc + 2h] matrix, the sparse neighbour lists of the two J x J mixing tables.
+struct GastBlockWeights {
+  int32_t j = 0, c = 0, heads = 0, gc = 0;
+  int32_t pw = 0;               // 4c + h*gc + 2h: width of the fused projection
+  std::vector<float> w1;        // [c, pw]  [loc_w | glb_g_w | glb_u]
+  std::vector<float> b1;        // [pw]     [0 (4c) | glb_g_b | glb_c]
+  std::vector<float> loc_diag;  // [2, j, c]
+  std::vector<float> loc_off;   // [2, j, j, c]
+  std::vector<float> loc_b;     // [2c]
+  std::vector<float> loc_cat_w; // [2c, c]
+  std::vector<float> loc_cat_b; // [c]
+  std::vector<float> glb_ck;    // [h, j, j]
+  std::vector<float> glb_cat_w; // [h*gc, c]
+  std::vector<float> glb_cat_b; // [c]
+  std::vector<float> cat_w;     // [3c, 2c]  rows: x | local | global
+  std::vector<float> cat_b;     // [2c]
+  // Neighbours with a nonzero off-diagonal weight in any channel: for s in {sym, con} and
+  // row i, nbr[nbr_start[s*j + i] .. nbr_start[s*j + i + 1]) (CSR). GAST's tables are sparse
+  // (a handful of neighbours per joint); dense random tables work too.
+  std::vector<int32_t> nbr_start, nbr;
+};
+
+// Copies + rearranges the weights of GastBlockParams (fp32 only; x / y / n / t are ignored).
+GastBlockWeights gast_block_prepare(const GastBlockParams& p);
+
+// Scratch floats gast_block_f32 needs for x [n, j, t, c] with a team of `team_size` threads.
+size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t, int team_size);
+
+// x [n, j, t, c] -> y [n, j, t, 2c]. Frames (n, t) are processed in chunks of ~256 rows
+// (frame-major inside the chunk), every stage of the block on a chunk before the next chunk:
+// one GEMM for the three projections, the per-frame J x J mixing and 4-head attention, the
+// local / global concat projections written straight into column slices of the chunk's
+// [x | loc | glb] row block, and the block projection (K = 3c) whose epilogue scatters back to
+// the joint-major output. With many frames each thread runs whole chunks (no synchronisation
+// inside the block); with fewer frames than 2 x threads (batch-1 windows) every stage is split
+// across the team instead (GEMMs by columns).  scratch: gast_block_scratch_floats(..., team.size()).
+void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
+                    float* scratch, Team& team);
+
+// ---- RIE input encoding (csrc/cpu/rie.cpp) -----------------------------------------------------
+void rie_encode_f32(const RieEncodeParams& p, Team& team);
+
+}  // namespace cpu
+}  // namespace gastrt

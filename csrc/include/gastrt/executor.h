@@ -1,0 +1,110 @@
+// The native CPU executor: a whole plan (python/gastrt/plan.py) as one C++ object.
+//
+// Built ONCE from the plan (weights copied and rearranged into the kernels' layouts), then
+// run(x, n, t, mode) executes a whole forward with no Python in between (bindings.cpp releases
+// the GIL around it).
+//
+// Memory: per input shape (n, t, mode) a Schedule (every buffer's shape and its offset in one
+// arena, computed once with liveness: buffers whose last reader has run are reused) and
+// Workspaces (arena + kernel scratch, 64-byte aligned) are cached and reused across calls.
+// The cache keeps the 8 most recently used shapes; clear_cache() drops everything.
+//
+// Thread safety: run() may be called from several threads at once. Each call checks a
+// Workspace out of the cache's free list for its shape (allocating a new one if all are in
+// use) and returns it at the end, so concurrent calls never share scratch memory; the
+// Schedule is immutable once built. The shape cache itself is guarded by a mutex held only for
+// the look-up. Worker threads: see common/thread_pool.h (a concurrent call that finds the pool
+// busy runs on its own thread).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gastrt/cpu_ops.h"
+#include "gastrt/params.h"
+
+namespace gastrt {
+namespace cpu {
+
+enum class Mode : int32_t { Window = 0, Sequence = 1 };
+
+enum class OpKind : int32_t {
+  InputJointMajor,
+  InputFlat,
+  Conv,
+  GastBlock,
+  RieEncode,
+  Concat,
+  OutputJointMajor,
+  OutputFlat,
+  OutputAssemble,
+};
+
+// One plan op, already resolved (bindings.cpp parses the plan JSON into these).
+struct OpSpec {
+  OpKind kind = OpKind::Conv;
+  std::string name;                 // outputs[0], for error messages
+  std::vector<int32_t> inputs;      // buffer ids (0 is the plan input)
+  std::vector<int32_t> outputs;
+  // conv: w [k*ci, co], b [co]
+  int32_t k = 1, dilation = 1, ci = 0, co = 0;
+  Act act = Act::None;
+  int32_t res_win_offset = 0, res_win_stride = 1, res_seq_offset = 0;
+  std::vector<float> w, b;
+  // gast_block
+  std::shared_ptr<GastBlockWeights> gast;
+  // rie_encode: channel groups of the flattened [T, J*F] input
+  std::vector<std::vector<int32_t>> groups;
+  // output_assemble: output joint q <- (source input, joint within it)
+  std::vector<std::pair<int32_t, int32_t>> sources;
+};
+
+struct PlanSpec {
+  std::string name;
+  std::vector<OpSpec> ops;
+  int32_t num_buffers = 1;          // ids [0, num_buffers)
+  int32_t in_joints = 0, in_features = 2, out_joints = 0;
+  int32_t receptive_field = 1;
+  bool has_window = true, has_sequence = true;
+};
+
+struct Schedule;
+struct Workspace;
+
+class Engine {
+ public:
+  Engine(PlanSpec plan, int threads);
+  ~Engine();
+
+  const PlanSpec& plan() const { return plan_; }
+  int threads() const { return threads_; }
+
+  // [N, T_out, J_out, 3] for an input [n, t, in_joints, in_features]; throws on bad shapes.
+  std::vector<int64_t> output_shape(int64_t n, int64_t t, Mode mode);
+  // x [n, t, in_joints, in_features] (contiguous fp32) -> out (contiguous, output_shape()).
+  void run(const float* x, int64_t n, int64_t t, Mode mode, float* out);
+  // Peak bytes of one call's workspace (arena + scratch) for this shape; does not allocate it.
+  size_t workspace_bytes(int64_t n, int64_t t, Mode mode);
+  // Number of cached shapes / workspaces (for tests) and a way to release them.
+  std::pair<size_t, size_t> cache_stats();
+  void clear_cache();
+
+ private:
+  std::shared_ptr<const Schedule> schedule(int64_t n, int64_t t, Mode mode);
+  std::unique_ptr<Workspace> checkout(const std::shared_ptr<const Schedule>& s);
+  void checkin(const std::shared_ptr<const Schedule>& s, std::unique_ptr<Workspace> ws);
+
+  PlanSpec plan_;
+  int threads_;
+  struct CacheEntry;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<CacheEntry>> cache_;
+  uint64_t tick_ = 0;
+};
+
+}  // namespace cpu
+}  // namespace gastrt

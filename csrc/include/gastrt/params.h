@@ -1,0 +1,75 @@
+// Plain parameter structs shared by the CPU kernels (csrc/cpu) and the CUDA kernels (csrc/cuda).
+// Torch-free: pointers, sizes, strides. Semantics are defined in python/gastrt/plan.py; every
+// kernel is tested against the NumPy executor (python/gastrt/backends/numpy_backend.py).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace gastrt {
+
+enum class Act : int32_t { None = 0, Relu = 1, LRelu = 2 };
+constexpr float kLReluSlope = 0.2f;
+
+// Storage type of activations / weights. The CPU computes in fp32 only; the CUDA kernels take
+// fp16 / bf16 operands with fp32 accumulation.
+enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2 };
+
+// Temporal conv (strided or dilated), 1x1 conv and Linear, channels-last, fused epilogue:
+//   y[s, t, :] = act( sum_tau x[s, t*stride + tau*dilation, :] @ w[tau*ci : (tau+1)*ci, :] + b )
+//              (+ res[s, res_offset + t*res_stride, :])
+// for every sequence s in [0, n_seq) (n_seq = N*G: GAST-Net's joints fold into the GEMM's rows).
+// With stride == k and dilation == 1 each output row reads one contiguous k*ci window: a GEMM
+// with lda = k*ci and no im2col.
+struct ConvParams {
+  const void* x;    // [n_seq, t_in, ci]
+  const void* w;    // [k*ci, co]
+  const void* b;    // [co]
+  const void* res;  // [n_seq, t_res, co] or nullptr
+  void* y;          // [n_seq, t_out, co]
+  int64_t n_seq;
+  int32_t t_in, t_out, t_res;
+  int32_t ci, co, k, stride, dilation;
+  int32_t res_offset, res_stride;
+  Act act;
+  DType dtype;      // of x, w, res and y (b is always fp32)
+};
+
+// GAST-Net GraphAttentionBlock (see plan.py `gast_block`), per (n, t) frame over its J joints:
+// x [n, j, t, c] -> y [n, j, t, 2c]. All weights fp32 on the CPU; dtype as above on CUDA.
+struct GastBlockParams {
+  const void* x;          // [n, j, t, c]
+  void* y;                // [n, j, t, 2c]
+  int64_t n;
+  int32_t j, t, c, heads, head_channels;
+  const void* loc_w;      // [c, 4c]   [W0_sym | W1_sym | W0_con | W1_con], BN scale folded
+  const float* loc_diag;  // [2, j, c] per-channel self weight (sym, con)
+  const float* loc_off;   // [2, j, j, c] per-channel neighbour weights, zero diagonal
+  const float* loc_b;     // [2c]
+  const void* loc_cat_w;  // [2c, c]
+  const float* loc_cat_b; // [c]
+  const void* glb_u;      // [c, 2h]   theta / phi folded with concat_project
+  const float* glb_c;     // [2h]
+  const void* glb_g_w;    // [c, h*gc]
+  const float* glb_g_b;   // [h*gc]
+  const float* glb_ck;    // [h, j, j]
+  const void* glb_cat_w;  // [h*gc, c]
+  const float* glb_cat_b; // [c]
+  const void* cat_w;      // [3c, 2c]  rows: residual x | local | global
+  const float* cat_b;     // [2c]
+  DType dtype;
+};
+
+// RIE input encoding (window mode): x [n, t, 34] (c = 2*joint + xy) ->
+//   out[g] [n, t, 3*len_g] = [x[:, :, idx] | x[:, :, idx] - x[:, :, idx % 2] | x[:, :, idx] - x[:, t/2, idx]]
+//   current [n, 34] = x[:, t/2, :]
+struct RieEncodeParams {
+  const float* x;          // [n, t, cin]
+  float* out[5];           // [n, t, 3*len[g]]
+  float* current;          // [n, cin]
+  const int32_t* idx[5];   // channel indices of each group
+  int32_t len[5];
+  int64_t n;
+  int32_t t, cin;
+};
+
+}  // namespace gastrt

@@ -1,0 +1,146 @@
+"""`gastrt` command line: build, info, and the subcommands other modules register
+(lift / render, bench, export, stream). User errors print one line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+from ._version import __version__
+
+# modules that contribute subcommands through add_parsers(subparsers)
+_PLUGINS = ("gastrt.lifting", "gastrt.bench", "gastrt.onnx_export", "gastrt.stream")
+
+
+def _fmt_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def cmd_build(args) -> int:
+    from .engine import build, lower_checkpoint
+
+    if args.backend == "tensorrt":
+        from .tensorrt_builder import build_tensorrt_cli
+        return build_tensorrt_cli(args)
+    out = build(args.checkpoint, args.output, causal=args.causal, precision=args.precision)
+    from .engine_file import read_engine
+    meta, _ = read_engine(out, verify=False)
+    h = meta["hyper"]
+    print(f"detected   {_family_line(meta)}")
+    print(f"joints     {meta['num_joints']} in, {meta['num_joints_out']} out"
+          + (f" ({meta['skeleton']})" if meta.get("skeleton") else ""))
+    print(f"receptive  {meta['receptive_field']} frames (filter widths {h['filter_widths']}), "
+          f"{'causal' if meta['causal'] else 'symmetric'}")
+    print(f"channels   {h['channels']}")
+    print(f"parameters {meta['parameter_count']:,}")
+    print(f"precision  {meta['precision']}")
+    print(f"wrote      {out} ({os.path.getsize(out):,} bytes)")
+    return 0
+
+
+def _family_line(meta: dict) -> str:
+    from .families.detect import FAMILY_NAMES
+
+    fam = FAMILY_NAMES.get(meta["family"], meta["family"])
+    h = meta["hyper"]
+    extra = ""
+    if meta["family"] == "rie":
+        extra = f", stage {h['stage']}, latent {h['latent']}"
+    if h.get("trajectory"):
+        extra += ", with trajectory model"
+    return fam + extra
+
+
+def cmd_info(args) -> int:
+    from .engine import load
+
+    eng = load(args.engine, backend="numpy")
+    meta = eng.metadata
+    if args.json:
+        m = {k: v for k, v in meta.items() if k != "plans"}
+        m["flops_per_frame"] = {mode: eng.flops_per_frame(mode) for mode in ("window", "sequence")}
+        m["file_bytes"] = os.path.getsize(args.engine)
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return 0
+    h = meta["hyper"]
+    seq_ok = "sequence" in eng.plans["pos"].modes
+    rows = [
+        ("engine", args.engine),
+        ("family", _family_line(meta)),
+        ("joints", f"{meta['num_joints']} in, {meta['num_joints_out']} out"
+         + (f" ({meta['skeleton']})" if meta.get("skeleton") else "")),
+        ("receptive field", f"{meta['receptive_field']} frames, widths {h['filter_widths']}, "
+         f"{'causal (shift ' + str(meta['causal_shift']) + ')' if meta['causal'] else 'symmetric'}"),
+        ("channels", str(h["channels"])),
+        ("parameters", f"{meta['parameter_count']:,}"),
+        ("precision", meta["precision"]),
+        ("FLOPs/frame window", _fmt_count(eng.flops_per_frame("window"))),
+        ("FLOPs/frame sequence", _fmt_count(eng.flops_per_frame("sequence")) if seq_ok
+         else "n/a (windows: encodes relative to each window's centre)"),
+        ("file size", f"{os.path.getsize(args.engine):,} bytes"),
+        ("source", f"{meta['source_name']} sha256 {meta['source_sha256'][:16]}…"),
+        ("built by", f"gastrt {meta['gastrt_version']} (engine format {meta['format_version']})"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gastrt", description="Fast 2D->3D pose lifting engines "
+                                "(GAST-Net, VideoPose3D, RIE).")
+    p.add_argument("--version", action="version", version=f"gastrt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    b = sub.add_parser("build", help="checkpoint -> engine file")
+    b.add_argument("checkpoint", help="checkpoint saved by the original training scripts (.bin/.pth)")
+    b.add_argument("-o", "--output", help="engine path (default: CHECKPOINT with .gastrt)")
+    b.add_argument("--causal", action="store_true", help="the checkpoint was trained with causal convolutions")
+    b.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    b.add_argument("--backend", choices=("gastrt", "tensorrt"), default="gastrt",
+                   help="gastrt engine file (default) or a TensorRT plan")
+    b.add_argument("--min-batch", type=int, default=1)
+    b.add_argument("--opt-batch", type=int, default=64)
+    b.add_argument("--max-batch", type=int, default=4096)
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("info", help="describe an engine file")
+    i.add_argument("engine")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+
+    for name in _PLUGINS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "add_parsers"):
+            mod.add_parsers(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("gastrt: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # GastrtError, CheckpointError and friends are ValueErrors
+        msg = str(e) or e.__class__.__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{e.filename}: {msg}"
+        print(f"gastrt: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The `.gastrt` engine file: the safetensors layout (u64 header length, JSON header, raw
+little-endian tensors), so any safetensors reader can open it; gastrt's metadata lives in
+`__metadata__["gastrt"]` as a JSON string. No pickle anywhere; memory-mapped on load; the data
+section carries a SHA-256 so truncation and corruption are caught with a clear error."""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from .errors import EngineFileError
+
+FORMAT_NAME = "gastrt-engine"
+FORMAT_VERSION = 1
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+_MAX_HEADER = 64 << 20
+
+
+def to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    """fp32 -> bfloat16 bit pattern (round to nearest even), as uint16."""
+    b = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    rounded = b + (np.uint32(0x7FFF) + ((b >> 16) & 1))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(a: np.ndarray) -> np.ndarray:
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+
+def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
+    a32 = np.ascontiguousarray(a, dtype=np.float32)
+    if precision == "fp32":
+        return "F32", a32
+    if precision == "fp16":
+        return "F16", a32.astype(np.float16)
+    if precision == "bf16":
+        return "BF16", to_bf16_bits(a32)
+    raise ValueError(f"unknown precision {precision!r}: expected fp32, fp16 or bf16")
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Write through a temp file in the destination folder, then rename: never a partial file."""
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".gastrt-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
+    """tensors: name -> (safetensors dtype, array already in that dtype)."""
+    header: dict = {}
+    off = 0
+    blobs = []
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        dt, a = tensors[name]
+        raw = np.ascontiguousarray(a).astype(np.dtype(_DTYPES[dt]).newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        blobs.append(raw)
+        h.update(raw)
+    meta = dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, data_sha256=h.hexdigest(),
+                data_bytes=off)
+    header["__metadata__"] = {"gastrt": json.dumps(meta, sort_keys=True)}
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-(len(hb) + 8) % 8)
+
+    def write(f):
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
+
+    atomic_write(path, write)
+
+
+def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """-> (metadata, name -> array in its stored dtype; bf16 as uint16 bits). Arrays are views
+    of a read-only memory map."""
+    def bad(why: str) -> EngineFileError:
+        return EngineFileError(f"{path}: {why}")
+
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise bad("is a directory, expected a .gastrt engine file") from None
+    except OSError as e:
+        raise bad(f"cannot open ({e.strerror})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise bad("not a gastrt engine (file too short; expected a .gastrt file written by `gastrt build`)")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    (hlen,) = struct.unpack("<Q", mm[:8])
+    if hlen > min(size - 8, _MAX_HEADER):
+        raise bad("not a gastrt engine or truncated (header length out of range)")
+    try:
+        header = json.loads(bytes(mm[8:8 + hlen]))
+        meta = json.loads(header.pop("__metadata__")["gastrt"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise bad("not a gastrt engine (no gastrt metadata in the header)") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise bad("not a gastrt engine (format tag missing)")
+    ver = meta.get("format_version")
+    if not isinstance(ver, int) or ver > FORMAT_VERSION:
+        raise bad(f"engine format version {ver} is newer than this gastrt reads ({FORMAT_VERSION}); "
+                  "upgrade gastrt or rebuild the engine")
+    base = 8 + hlen
+    if size != base + meta.get("data_bytes", -1):
+        raise bad(f"truncated or corrupted ({size} bytes, expected {base + meta.get('data_bytes', 0)})")
+    if verify and hashlib.sha256(memoryview(mm)[base:]).hexdigest() != meta.get("data_sha256"):
+        raise bad("corrupted: weight checksum mismatch")
+    tensors = {}
+    for name, info in header.items():
+        try:
+            dt = _DTYPES[info["dtype"]]
+            b, e = info["data_offsets"]
+            shape = tuple(int(s) for s in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"corrupted header entry {name!r}") from None
+        a = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"), count=(e - b) // np.dtype(dt).itemsize,
+                          offset=base + b)
+        if a.size != int(np.prod(shape)):
+            raise bad(f"corrupted header entry {name!r} (size does not match shape)")
+        tensors[name] = a.reshape(shape)
+    return meta, tensors
+
+
+def weights_as_float32(tensors: dict, dtypes: dict | None = None) -> dict[str, np.ndarray]:
+    out = {}
+    for name, a in tensors.items():
+        if a.dtype == np.uint16:
+            out[name] = from_bf16_bits(a)
+        else:
+            out[name] = np.ascontiguousarray(a, dtype=np.float32)
+    return out

@@ -1,0 +1,16 @@
+"""Errors users can cause. All are ValueError subclasses: the CLI prints one line for them."""
+
+
+class GastrtError(ValueError):
+    """A user-facing error: bad input, bad file, unsupported request."""
+
+
+class CheckpointMismatch(GastrtError):
+    def __init__(self, family: str, detail: str):
+        self.family = family
+        self.detail = detail
+        super().__init__(f"checkpoint looks most like {family}, but {detail}")
+
+
+class EngineFileError(GastrtError):
+    """Truncated, corrupted or too-new engine file."""

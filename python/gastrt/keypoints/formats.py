@@ -1,0 +1,441 @@
+"""Readers for 2D keypoint files. Every reader returns a :class:`RawKeypoints` in pixels with
+people and frames laid out densely; a frame or joint the file does not have is 0 (score 0)
+so that ``fill.present_mask`` flags it.
+
+Containers (detected by :func:`detect_container`):
+
+* ``gast-json``       GAST-Net JSON: ``{"label", "data": [{"frame_index" (1-based),
+                      "skeleton": [{"pose": [[x, y]]*J, "score": [[s]]*J, "bbox": [...]}]}]}``;
+                      a skeleton with an empty bbox is skipped, as in the original loader
+* ``openpose-json``   OpenPose ``--write_json`` output: a directory of per-frame
+                      ``*_<frame>_keypoints.json`` files (or one such file):
+                      ``{"people": [{"pose_keypoints_2d": [x, y, c] * J}]}``, J = 25 or 18
+* ``mmpose-json``     MMPose predictions: ``MMPoseInferencer(pred_out_dir=...)`` video output
+                      ``[{"frame_id", "instances": [{"keypoints", "keypoint_scores"}]}]``, the
+                      ``topdown_demo_with_mmdet --save-predictions`` output ``{"meta_info",
+                      "instance_info": [...same frames...]}``, or one image's instance list
+* ``videopose3d-npz`` VideoPose3D custom dataset (``prepare_data_2d_custom.py``):
+                      ``positions_2d[video]['custom'][0]`` (T, J, 2) and ``metadata`` with
+                      ``layout_name`` and ``video_metadata[video] = {'w', 'h'}``
+* ``array``           ``.npy`` / ``.npz`` array (T, J, 2|3) or (P, T, J, 2|3); channel 3 is a
+                      score. An ``.npz`` may add ``scores`` (P, T, J), ``size`` [w, h] and
+                      ``format`` (a layout name)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ._errors import UserError
+
+Progress = Callable[[str, int, int], None]
+
+CONTAINERS = ("gast-json", "openpose-json", "mmpose-json", "videopose3d-npz", "array")
+
+
+@dataclass
+class RawKeypoints:
+    """A keypoint file as read. keypoints: (P, T, J, 2) float32 pixels, scores: (P, T, J)
+    float32 or None, fmt_hint: a layout name the file states (or None), size: (w, h) the file
+    states (or None), extra: container details (label, video name, ...)."""
+    keypoints: np.ndarray
+    scores: np.ndarray | None
+    container: str
+    source: str
+    fmt_hint: str | None = None
+    size: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_people(self) -> int:
+        return self.keypoints.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.keypoints.shape[1]
+
+    @property
+    def num_joints(self) -> int:
+        return self.keypoints.shape[2]
+
+
+def _err(source: str, msg: str) -> UserError:
+    return UserError(f"{source}: {msg}")
+
+
+def _load_json(path: str) -> Any:
+    try:
+        if os.path.getsize(path) == 0:
+            raise _err(path, "file is empty")
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise _err(path, f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise _err(path, "not a text JSON file (bad UTF-8)") from None
+    except OSError as e:
+        raise _err(path, f"cannot read: {e.strerror or e}") from None
+
+
+def _openpose_frame_files(directory: str) -> list[tuple[int, str]]:
+    names = sorted(n for n in os.listdir(directory) if n.lower().endswith(".json"))
+    if not names:
+        raise _err(directory, "directory holds no .json files (expected OpenPose per-frame "
+                              "*_keypoints.json files)")
+    nums = []
+    for n in names:
+        m = re.search(r"(\d+)(?:_keypoints)?\.json$", n, re.IGNORECASE)
+        nums.append(int(m.group(1)) if m else None)
+    if all(v is not None for v in nums) and len(set(nums)) == len(nums):
+        first = min(nums)
+        pairs = sorted((v - first, os.path.join(directory, n)) for v, n in zip(nums, names))
+    else:
+        pairs = [(i, os.path.join(directory, n)) for i, n in enumerate(names)]
+    return pairs
+
+
+def detect_container(path: str) -> str:
+    """Which reader a path needs (see module doc). Raises UserError for unknown files."""
+    if os.path.isdir(path):
+        return "openpose-json"
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file or directory")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        return "array"
+    if ext == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                keys = {os.path.splitext(n)[0] for n in z.namelist()}
+        except (zipfile.BadZipFile, OSError):
+            if os.path.exists(path) and os.path.getsize(path) == 0:
+                raise _err(path, "file is empty") from None
+            raise _err(path, "not a valid .npz archive") from None
+        if "poses_3d" in keys:
+            raise _err(path, "this is a `gastrt lift` output (poses_3d), not a 2D keypoint "
+                             "file; render it with `gastrt render`")
+        return "videopose3d-npz" if "positions_2d" in keys else "array"
+    if ext == ".json":
+        return _json_container(_load_json(path), path)[0]
+    raise _err(path, f"unknown keypoint file type {ext or '(no extension)'!r}: expected a "
+                     f".json (GAST-Net, OpenPose, MMPose), .npz (VideoPose3D, array) or .npy "
+                     f"file, or an OpenPose output directory")
+
+
+def _json_container(obj: Any, path: str) -> tuple[str, Any]:
+    if isinstance(obj, dict):
+        if "data" in obj and isinstance(obj["data"], list):
+            return "gast-json", obj
+        if "people" in obj:
+            return "openpose-json", obj
+        if "instance_info" in obj:
+            return "mmpose-json", obj
+    elif isinstance(obj, list):
+        if not obj:
+            raise _err(path, "JSON holds an empty list: no frames")
+        first = obj[0]
+        if isinstance(first, dict) and ("instances" in first or "keypoints" in first):
+            return "mmpose-json", obj
+    raise _err(path, "unrecognised JSON layout: expected GAST-Net ({'label', 'data': [...]}), "
+                     "OpenPose ({'people': [...]}) or MMPose predictions "
+                     "([{'frame_id', 'instances'}])")
+
+
+# --- GAST-Net JSON ---------------------------------------------------------------------------
+
+def read_gast_json(path: str, obj: Any = None, progress: Progress | None = None) -> RawKeypoints:
+    """GAST-Net keypoint JSON (COCO-17 or COCO-WholeBody-133 poses). -> RawKeypoints."""
+    obj = _load_json(path) if obj is None else obj
+    data = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        raise _err(path, "not a GAST-Net keypoint JSON (no 'data' list)")
+    if not data:
+        raise _err(path, "'data' is empty: no frames")
+    entries = []  # (frame, person, pose, score)
+    num_frames, num_joints = 0, None
+    for k, fr in enumerate(data):
+        if not isinstance(fr, dict) or "frame_index" not in fr or "skeleton" not in fr:
+            raise _err(path, f"data[{k}] lacks 'frame_index' or 'skeleton'")
+        try:
+            fi = int(fr["frame_index"])
+        except (TypeError, ValueError):
+            raise _err(path, f"data[{k}].frame_index is not an integer") from None
+        if fi < 1:
+            raise _err(path, f"data[{k}].frame_index is {fi}; GAST-Net frames count from 1")
+        num_frames = max(num_frames, fi)
+        for i, sk in enumerate(fr["skeleton"] or []):
+            if not isinstance(sk, dict) or "pose" not in sk:
+                raise _err(path, f"data[{k}].skeleton[{i}] has no 'pose'")
+            if "bbox" in sk and sk["bbox"] is not None and len(sk["bbox"]) == 0:
+                continue  # the original loader skips empty boxes
+            try:
+                pose = np.asarray(sk["pose"], dtype=np.float32)
+                score = np.asarray(sk.get("score", np.ones(len(pose))), dtype=np.float32)
+            except (TypeError, ValueError):
+                raise _err(path, f"data[{k}].skeleton[{i}]: pose/score are not numbers") from None
+            if pose.size == 0:
+                continue
+            if pose.ndim != 2 or pose.shape[1] < 2:
+                raise _err(path, f"data[{k}].skeleton[{i}].pose has shape {pose.shape}, "
+                                 f"expected (J, 2)")
+            score = score.reshape(-1)
+            if num_joints is None:
+                num_joints = pose.shape[0]
+            if pose.shape[0] != num_joints or score.shape[0] != num_joints:
+                raise _err(path, f"data[{k}].skeleton[{i}] has {pose.shape[0]} joints / "
+                                 f"{score.shape[0]} scores, earlier poses had {num_joints}")
+            entries.append((fi - 1, i, pose[:, :2], score))
+        if progress:
+            progress("read", k + 1, len(data))
+    if num_joints is None:
+        raise _err(path, "no skeleton in any frame: nothing to lift")
+    P = 1 + max(e[1] for e in entries)
+    kp = np.zeros((P, num_frames, num_joints, 2), dtype=np.float32)
+    sc = np.zeros((P, num_frames, num_joints), dtype=np.float32)
+    for t, p, pose, score in entries:
+        kp[p, t], sc[p, t] = pose, score
+    return RawKeypoints(kp, sc, "gast-json", path, None, None,
+                        {"label": obj.get("label"), "label_index": obj.get("label_index")})
+
+
+# --- OpenPose ---------------------------------------------------------------------------------
+
+def _openpose_people(obj: Any, path: str) -> list[np.ndarray]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("people"), list):
+        raise _err(path, "not an OpenPose frame JSON (no 'people' list)")
+    out = []
+    for i, person in enumerate(obj["people"]):
+        flat = person.get("pose_keypoints_2d", person.get("pose_keypoints")) \
+            if isinstance(person, dict) else None
+        if flat is None:
+            raise _err(path, f"people[{i}] has no 'pose_keypoints_2d' (OpenPose body output)")
+        try:
+            arr = np.asarray(flat, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise _err(path, f"people[{i}].pose_keypoints_2d is not a list of numbers") from None
+        if arr.size == 0:
+            continue
+        if arr.size % 3:
+            raise _err(path, f"people[{i}].pose_keypoints_2d has {arr.size} values, not a "
+                             f"multiple of 3 (x, y, confidence)")
+        out.append(arr.reshape(-1, 3))
+    return out
+
+
+def read_openpose(path: str, progress: Progress | None = None) -> RawKeypoints:
+    """OpenPose JSON: a directory of per-frame files (frame number from the file name) or one
+    frame file. Joints: BODY_25 (25) or COCO-18 (18). -> RawKeypoints (fmt_hint 'openpose')."""
+    files = _openpose_frame_files(path) if os.path.isdir(path) else [(0, path)]
+    frames: list[tuple[int, list[np.ndarray], str]] = []
+    for k, (t, f) in enumerate(files):
+        frames.append((t, _openpose_people(_load_json(f), f), f))
+        if progress:
+            progress("read", k + 1, len(files))
+    num_joints = None
+    for _, people, f in frames:
+        for arr in people:
+            if num_joints is None:
+                num_joints = arr.shape[0]
+            elif arr.shape[0] != num_joints:
+                raise _err(f, f"a person has {arr.shape[0]} joints, other frames have "
+                              f"{num_joints} (mixed OpenPose models?)")
+    if num_joints is None:
+        raise _err(path, "no person in any OpenPose frame: nothing to lift")
+    T = 1 + max(t for t, _, _ in frames)
+    P = max(len(people) for _, people, _ in frames)
+    kp = np.zeros((P, T, num_joints, 2), dtype=np.float32)
+    sc = np.zeros((P, T, num_joints), dtype=np.float32)
+    for t, people, _ in frames:
+        for p, arr in enumerate(people):
+            kp[p, t], sc[p, t] = arr[:, :2], arr[:, 2]
+    return RawKeypoints(kp, sc, "openpose-json", path, "openpose", None,
+                        {"files": len(files)})
+
+
+# --- MMPose -------------------------------------------------------------------------------------
+
+_MMPOSE_DATASETS = {"coco": "coco", "coco_wholebody": "wholebody", "mpii": "mpii",
+                    "h36m": "h36m"}
+
+
+def read_mmpose(path: str, obj: Any = None, progress: Progress | None = None) -> RawKeypoints:
+    """MMPose prediction JSON (inferencer video output, topdown demo output, or one image's
+    instance list). Person slots follow instance order. -> RawKeypoints."""
+    obj = _load_json(path) if obj is None else obj
+    hint, base = None, 0
+    if isinstance(obj, dict):
+        meta = obj.get("meta_info") or {}
+        hint = _MMPOSE_DATASETS.get(str(meta.get("dataset_name", "")).lower())
+        frames, base = obj.get("instance_info"), 1  # the demo counts frames from 1
+    else:
+        frames = obj
+    if not isinstance(frames, list) or not frames:
+        raise _err(path, "MMPose predictions hold no frames")
+    if isinstance(frames[0], dict) and "instances" not in frames[0] and "keypoints" in frames[0]:
+        frames = [{"frame_id": base, "instances": frames}]  # a single image's instances
+    ids = []
+    for k, fr in enumerate(frames):
+        if not isinstance(fr, dict) or not isinstance(fr.get("instances"), list):
+            raise _err(path, f"frame {k} has no 'instances' list")
+        fid = fr.get("frame_id", k + base)
+        try:
+            ids.append(int(fid))
+        except (TypeError, ValueError):
+            raise _err(path, f"frame {k}: frame_id {fid!r} is not an integer") from None
+    base = min(base, min(ids))
+    num_joints, entries = None, []
+    for k, (fr, fid) in enumerate(zip(frames, ids)):
+        for i, inst in enumerate(fr["instances"]):
+            try:
+                pose = np.asarray(inst["keypoints"], dtype=np.float32)
+                score = np.asarray(inst.get("keypoint_scores", np.ones(len(pose))),
+                                   dtype=np.float32).reshape(-1)
+            except (KeyError, TypeError, ValueError):
+                raise _err(path, f"frame {k} instance {i}: no numeric 'keypoints'") from None
+            if pose.ndim != 2 or pose.shape[1] < 2:
+                raise _err(path, f"frame {k} instance {i}: keypoints shape {pose.shape}, "
+                                 f"expected (J, 2)")
+            if num_joints is None:
+                num_joints = pose.shape[0]
+            if pose.shape[0] != num_joints or score.shape[0] != num_joints:
+                raise _err(path, f"frame {k} instance {i} has {pose.shape[0]} keypoints / "
+                                 f"{score.shape[0]} scores, earlier ones had {num_joints}")
+            entries.append((fid - base, i, pose[:, :2], score))
+        if progress:
+            progress("read", k + 1, len(frames))
+    if num_joints is None:
+        raise _err(path, "no instance in any frame: nothing to lift")
+    T = 1 + max(i - base for i in ids)
+    P = 1 + max(e[1] for e in entries)
+    kp = np.zeros((P, T, num_joints, 2), dtype=np.float32)
+    sc = np.zeros((P, T, num_joints), dtype=np.float32)
+    for t, p, pose, score in entries:
+        kp[p, t], sc[p, t] = pose, score
+    return RawKeypoints(kp, sc, "mmpose-json", path, hint, None, {})
+
+
+# --- VideoPose3D custom npz ---------------------------------------------------------------------
+
+_VP3D_LAYOUTS = {"coco": "coco", "h36m": "h36m", "mpii": "mpii", "humaneva15": "h36m"}
+
+
+def read_videopose3d(path: str, video: str | None = None) -> RawKeypoints:
+    """VideoPose3D custom 2D dataset npz (needs pickle: the format stores dicts). Picks
+    ``video`` (or the only one). -> RawKeypoints with size from video_metadata."""
+    try:
+        with np.load(path, allow_pickle=True) as z:
+            positions = z["positions_2d"].item()
+            metadata = z["metadata"].item() if "metadata" in z.files else {}
+    except Exception as e:  # unpickling can raise nearly anything
+        raise _err(path, f"not a readable VideoPose3D npz ({type(e).__name__}: {e})") from None
+    if not isinstance(positions, dict) or not positions:
+        raise _err(path, "positions_2d holds no video")
+    if video is None:
+        if len(positions) > 1:
+            raise _err(path, f"holds {len(positions)} videos ({', '.join(sorted(positions))}); "
+                             f"pick one with --video")
+        video = next(iter(positions))
+    if video not in positions:
+        raise _err(path, f"no video {video!r} (has: {', '.join(sorted(positions))})")
+    entry = positions[video]
+    if isinstance(entry, dict):
+        if "custom" in entry:
+            entry = entry["custom"]
+        elif len(entry) == 1:
+            entry = next(iter(entry.values()))
+        else:
+            raise _err(path, f"positions_2d[{video!r}] has no 'custom' entry")
+    if isinstance(entry, (list, tuple)):
+        if not entry:
+            raise _err(path, f"positions_2d[{video!r}]['custom'] is empty")
+        entry = entry[0]
+    arr = np.asarray(entry, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[-1] < 2 or arr.shape[0] == 0:
+        raise _err(path, f"positions_2d[{video!r}] has shape {arr.shape}, expected (T, J, 2)")
+    size = None
+    vm = (metadata or {}).get("video_metadata", {}).get(video)
+    if isinstance(vm, dict) and "w" in vm and "h" in vm:
+        size = (int(vm["w"]), int(vm["h"]))
+    hint = _VP3D_LAYOUTS.get(str((metadata or {}).get("layout_name", "")).lower())
+    scores = arr[None, ..., 2] if arr.shape[-1] > 2 else None
+    return RawKeypoints(arr[None, ..., :2].copy(), scores, "videopose3d-npz", path, hint, size,
+                        {"video": video})
+
+
+# --- plain arrays -----------------------------------------------------------------------------
+
+def read_array(path: str) -> RawKeypoints:
+    """``.npy`` / ``.npz`` array (T, J, C) or (P, T, J, C), C = 2 (x, y) or 3 (x, y, score)."""
+    size, hint, scores = None, None, None
+    try:
+        if os.path.getsize(path) == 0:
+            raise _err(path, "file is empty")
+        if path.lower().endswith(".npy"):
+            arr = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                names = [n for n in ("keypoints", "keypoints_2d", "kpts", "arr_0") if n in z.files]
+                arrays = [n for n in z.files if n not in ("scores", "size", "format")]
+                if names:
+                    key = names[0]
+                elif len(arrays) == 1:
+                    key = arrays[0]
+                else:
+                    raise _err(path, f"cannot tell which array holds the keypoints "
+                                     f"({', '.join(z.files) or 'none'}); name it 'keypoints'")
+                arr = z[key]
+                if "scores" in z.files:
+                    scores = np.asarray(z["scores"], dtype=np.float32)
+                if "size" in z.files:
+                    s = np.asarray(z["size"]).reshape(-1)
+                    if s.size != 2:
+                        raise _err(path, f"'size' must be [w, h], got {s.tolist()}")
+                    size = (int(s[0]), int(s[1]))
+                if "format" in z.files:
+                    hint = str(z["format"])
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
+        raise _err(path, f"not a readable numpy array file ({e})") from None
+    except (OSError, zipfile.BadZipFile) as e:
+        raise _err(path, f"not a readable numpy array file ({e})") from None
+    if arr.dtype.kind not in "fiu":
+        raise _err(path, f"keypoints have dtype {arr.dtype}, expected numbers")
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+        if scores is not None and scores.ndim == 2:
+            scores = scores[None]
+    if arr.ndim != 4 or arr.shape[-1] not in (2, 3) or 0 in arr.shape:
+        raise _err(path, f"keypoint array has shape {arr.shape}, expected (T, J, 2|3) or "
+                         f"(P, T, J, 2|3)")
+    if arr.shape[-1] == 3 and scores is None:
+        scores = arr[..., 2]
+    if scores is not None and scores.shape != arr.shape[:-1]:
+        raise _err(path, f"scores have shape {scores.shape}, keypoints {arr.shape[:-1]}")
+    return RawKeypoints(np.ascontiguousarray(arr[..., :2]), scores, "array", path, hint, size, {})
+
+
+def read_keypoints(path: str | os.PathLike, *, video: str | None = None,
+                   progress: Progress | None = None) -> RawKeypoints:
+    """Read any supported keypoint file or OpenPose directory (see module doc)."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and path.lower().endswith(".json"):
+        container, obj = _json_container(_load_json(path), path)
+        if container == "gast-json":
+            return read_gast_json(path, obj, progress)
+        if container == "mmpose-json":
+            return read_mmpose(path, obj, progress)
+        return read_openpose(path, progress)
+    container = detect_container(path)
+    if container == "openpose-json":
+        return read_openpose(path, progress)
+    if container == "videopose3d-npz":
+        return read_videopose3d(path, video)
+    return read_array(path)

@@ -1,0 +1,465 @@
+"""Real keypoint files in, 3D poses out: ``lift_file`` / ``save_result`` and the ``gastrt lift``
+and ``gastrt render`` subcommands (``add_parsers``).
+
+Pipeline: read the file (``gastrt.keypoints.formats``) -> keep the joints the conversion needs
+-> fill missing detections per person per joint -> convert to the engine's layout
+(GAST-Net's coco_h36m & co.) -> normalise [0, w] -> [-1, 1] -> ONE batched
+``engine.lift_sequence((P, T, J, 2), flip=...)`` -> optional world transform.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, fill_missing,
+                        guess_format, nonzero_frames, normalize_screen, plan_layout,
+                        present_mask, read_keypoints, rebase_height)
+
+Progress = Callable[[str, int, int], None]
+
+__all__ = ["LiftResult", "PreparedKeypoints", "lift_file", "lift_keypoints", "prepare_keypoints",
+           "save_result", "load_result", "parse_size", "ProgressBar", "add_parsers",
+           "LiftWarning"]
+
+
+class LiftWarning(UserWarning):
+    """Something in the input was skipped or guessed (the CLI prints these as one line each)."""
+
+
+def _warn(msg: str, sink: list[str]) -> None:
+    sink.append(msg)
+    warnings.warn(msg, LiftWarning, stacklevel=3)
+
+
+@dataclass
+class LiftResult:
+    """poses_3d (P, T, J, 3) float32 camera space; valid (P, T) bool (False = the person was
+    not detected in that frame and it was filled); keypoints_2d (P, T, J, 2) float32, the
+    normalised 2D input the engine got; poses_world (P, T, J, 3) when world=True; metadata."""
+    poses_3d: np.ndarray
+    valid: np.ndarray
+    keypoints_2d: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    poses_world: np.ndarray | None = None
+
+
+@dataclass
+class PreparedKeypoints:
+    """Engine-ready 2D input. keypoints_2d (P, T, J, 2) normalised; valid (P, T); people: the
+    file's person slots kept; fmt/layout: the source layout; size (w, h)."""
+    keypoints_2d: np.ndarray
+    valid: np.ndarray
+    people: list[int]
+    fmt: str
+    layout: str
+    size: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_size(size: Any) -> tuple[int, int] | None:
+    """'1920x1080' / (1920, 1080) / None -> (w, h)."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        parts = size.lower().replace("*", "x").split("x")
+        try:
+            w, h = (int(p) for p in parts)
+        except ValueError:
+            raise UserError(f"--size must look like WIDTHxHEIGHT (e.g. 1920x1080), "
+                            f"got {size!r}") from None
+    else:
+        try:
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise UserError(f"size must be (width, height), got {size!r}") from None
+    if w <= 0 or h <= 0:
+        raise UserError(f"image size must be positive, got {w}x{h}")
+    return w, h
+
+
+_COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
+
+
+def _engine_input_layout(engine: Any) -> str:
+    """'coco' when the engine takes COCO-17 ordered 2D (metadata 'input_layout', or COCO's
+    left/right input symmetry, as VideoPose3D's HumanEva model has), else 'h36m'."""
+    md = getattr(engine, "metadata", None) or {}
+    v = getattr(engine, "input_layout", None) or md.get("input_layout")
+    if v:
+        return "coco" if str(v).lower().startswith("coco") else "h36m"
+    kps_left = getattr(engine, "kps_left", None) or md.get("kps_left") or ()
+    if int(engine.num_joints) == 17 and tuple(kps_left) == _COCO17_LEFT:
+        return "coco"
+    return "h36m"
+
+
+def prepare_keypoints(raw: RawKeypoints, *, num_joints: int, fmt: str = "auto",
+                      size: Any = None, people: int | None = None,
+                      engine_input: str = "h36m") -> PreparedKeypoints:
+    """File keypoints -> engine-ready normalised (P, T, num_joints, 2) plus the valid mask.
+
+    fmt 'auto' takes the layout the file states, else guesses from the joint count. size
+    (w, h) overrides the file's; one of them is required. people: keep at most N people
+    (in file order, after dropping people never detected).
+    """
+    src = raw.source
+    notes: list[str] = []
+    if fmt == "auto":
+        fmt = raw.fmt_hint or guess_format(raw.num_joints, raw.container, src)
+    plan = plan_layout(fmt, raw.num_joints, num_joints, engine_input=engine_input, source=src)
+    wh = parse_size(size) or raw.size
+    if wh is None:
+        raise UserError(f"{src}: the file does not record the image size ({raw.container}); "
+                        f"pass --size WIDTHxHEIGHT (the video's resolution in pixels)")
+    if people is not None and (not isinstance(people, (int, np.integer)) or people < 1):
+        raise UserError(f"--people must be a positive integer, got {people!r}")
+
+    kp = raw.keypoints[:, :, plan.select]
+    sc = None if raw.scores is None else raw.scores[:, :, plan.select]
+    present = present_mask(kp, sc)
+    seen = present.any(axis=(1, 2))
+    if not seen.any():
+        raise UserError(f"{src}: every frame is missing (no detected joint in "
+                        f"{raw.num_frames} frames): nothing to lift")
+    keep = [p for p in range(raw.num_people) if seen[p]]
+    for p in range(raw.num_people):
+        if not seen[p]:
+            _warn(f"{src}: person {p} is never detected; skipped", notes)
+    if people is not None:
+        keep = keep[:people]
+    kp, present = kp[keep], present[keep]
+
+    filled = fill_missing(kp, present)
+    for i, p in enumerate(keep):
+        missing = np.flatnonzero(filled.never_seen[i])
+        if missing.size:
+            _warn(f"{src}: person {p}: joints {missing.tolist()} of the {plan.layout} layout "
+                  f"are never detected; placed at the mean of the other joints", notes)
+    # GAST-Net's valid-frame rule, on the raw (zero-for-missing) converted pose
+    raw_zeroed = np.where(present[..., None], np.nan_to_num(kp), 0).astype(np.float32)
+    valid = nonzero_frames(plan.convert(raw_zeroed))
+    converted = plan.convert(filled.keypoints)
+    norm = normalize_screen(converted, *wh)
+    return PreparedKeypoints(np.ascontiguousarray(norm, dtype=np.float32), valid, keep, fmt,
+                             plan.layout, wh, notes)
+
+
+def lift_keypoints(engine: Any, keypoints_2d: np.ndarray, *, flip: bool = True) -> np.ndarray:
+    """All people in ONE engine call. keypoints_2d (P, T, J, 2) -> (P, T, J_out, 3) float32
+    (J_out = engine.num_joints_out, e.g. 15 for VideoPose3D's 17 -> 15 HumanEva model)."""
+    kp = np.ascontiguousarray(keypoints_2d, dtype=np.float32)
+    out = np.asarray(engine.lift_sequence(kp, flip=flip), dtype=np.float32)
+    j_out = int(getattr(engine, "num_joints_out", None) or kp.shape[-2])
+    if out.shape != kp.shape[:-2] + (j_out, 3):
+        raise RuntimeError(f"engine returned {out.shape} for input {kp.shape}")
+    return out
+
+
+def _load_engine(engine_or_path: Any) -> tuple[Any, str | None]:
+    if not isinstance(engine_or_path, (str, os.PathLike)):
+        return engine_or_path, None
+    path = os.fspath(engine_or_path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: engine file not found")
+    import gastrt
+    load = getattr(gastrt, "load", None)
+    if load is None:
+        try:
+            from gastrt.engine import load  # type: ignore
+        except ImportError:
+            raise UserError("gastrt.load is not available in this installation") from None
+    return load(path), path
+
+
+def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = "auto",
+              size: Any = None, flip: bool = True, people: int | None = None,
+              world: bool = False, progress: Progress | None = None,
+              video: str | None = None) -> LiftResult:
+    """Lift a 2D keypoint file (GAST-Net JSON, OpenPose JSON dir/file, MMPose JSON,
+    VideoPose3D npz, .npy/.npz array) with an engine (object or ``.gastrt`` path).
+
+    fmt: 'auto' or a layout in FORMATS; size: (w, h) or 'WxH' when the file has none;
+    flip: test-time flip augmentation; people: at most N people; world: also return
+    poses_world (demo camera->world rotation, lowest z of each person's sequence -> 0);
+    progress(stage, done, total); video: which video of a multi-video VideoPose3D npz.
+    Raises UserError (a ValueError) for bad input. -> LiftResult
+    """
+    input_path = os.fspath(input_path)
+    if fmt != "auto" and fmt not in FORMATS:
+        raise UserError(f"unknown keypoint format {fmt!r}: choose auto, {', '.join(FORMATS)}")
+    if not os.path.exists(input_path):
+        raise UserError(f"{input_path}: no such file or directory")
+    parse_size(size)
+    engine, engine_path = _load_engine(engine_or_path)
+    raw = read_keypoints(input_path, video=video, progress=progress)
+    engine_input = _engine_input_layout(engine)
+    prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
+                             people=people, engine_input=engine_input)
+    P, T = prep.valid.shape
+    if progress:
+        progress("lift", 0, T)
+    poses = lift_keypoints(engine, prep.keypoints_2d, flip=flip)
+    if progress:
+        progress("lift", T, T)
+    poses_world = None
+    if world:
+        poses_world = np.stack([rebase_height(camera_to_world(p)) for p in poses])
+    meta = {
+        "gastrt_lift": 1,
+        "engine": engine_path,
+        "family": getattr(engine, "family", None),
+        "receptive_field": _plain(getattr(engine, "receptive_field", None)),
+        "causal": _plain(getattr(engine, "causal", None)),
+        "num_joints": int(engine.num_joints),
+        "num_joints_out": int(poses.shape[2]),
+        "engine_input": engine_input,
+        "input": input_path,
+        "container": raw.container,
+        "format": prep.fmt,
+        "layout": prep.layout,
+        "size": list(prep.size),
+        "flip": bool(flip),
+        "world": bool(world),
+        "people": prep.people,
+        "frames": int(T),
+        "valid_frames": int(prep.valid.sum()),
+        "warnings": prep.warnings,
+    }
+    meta.update({k: _plain(v) for k, v in raw.extra.items() if v is not None})
+    return LiftResult(poses, prep.valid, prep.keypoints_2d, meta, poses_world)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+# --- saving / loading -----------------------------------------------------------------------
+
+def _atomic_write(out_path: str, write: Callable[[Any], None], binary: bool) -> None:
+    d = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(d):
+        raise UserError(f"{out_path}: output directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out_path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else
+                                                        {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _out_kind(out_path: str) -> str:
+    ext = os.path.splitext(out_path)[1].lower()
+    if ext not in (".npz", ".json"):
+        raise UserError(f"{out_path}: output must end in .npz or .json")
+    return ext
+
+
+def save_result(result: LiftResult, out_path: str | os.PathLike) -> str:
+    """Write a LiftResult atomically (temp file in the same directory, then os.replace).
+    ``.npz``: poses_3d, valid, keypoints_2d, [poses_world], metadata (JSON string).
+    ``.json``: the same keys, arrays as nested lists. -> the path written."""
+    out_path = os.fspath(out_path)
+    ext = _out_kind(out_path)
+    arrays = {"poses_3d": np.asarray(result.poses_3d, dtype=np.float32),
+              "valid": np.asarray(result.valid, dtype=bool),
+              "keypoints_2d": np.asarray(result.keypoints_2d, dtype=np.float32)}
+    if result.poses_world is not None:
+        arrays["poses_world"] = np.asarray(result.poses_world, dtype=np.float32)
+    meta_json = json.dumps(result.metadata, sort_keys=True)
+    if ext == ".npz":
+        _atomic_write(out_path, lambda f: np.savez_compressed(
+            f, metadata=np.array(meta_json), **arrays), binary=True)
+    else:
+        doc: dict[str, Any] = {"metadata": result.metadata}
+        for k, a in arrays.items():
+            doc[k] = a.tolist() if a.dtype == bool else np.round(a.astype(np.float64), 6).tolist()
+        _atomic_write(out_path, lambda f: json.dump(doc, f, allow_nan=False), binary=False)
+    return out_path
+
+
+def load_result(path: str | os.PathLike) -> LiftResult:
+    """Read a ``save_result`` file (.npz or .json) back. -> LiftResult"""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+            meta = json.loads(str(d.get("metadata", "{}")))
+        elif ext == ".json":
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            meta = doc.get("metadata", {})
+            d = {k: np.asarray(doc[k]) for k in ("poses_3d", "valid", "keypoints_2d",
+                                                  "poses_world") if k in doc}
+        else:
+            raise UserError(f"{path}: expected a `gastrt lift` output (.npz or .json)")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: not a readable `gastrt lift` output ({e})") from None
+    if "poses_3d" not in d:
+        raise UserError(f"{path}: no poses_3d: not a `gastrt lift` output")
+    poses = np.asarray(d["poses_3d"], dtype=np.float32)
+    if poses.ndim != 4 or poses.shape[-1] != 3:
+        raise UserError(f"{path}: poses_3d has shape {poses.shape}, expected (P, T, J, 3)")
+    valid = np.asarray(d.get("valid", np.ones(poses.shape[:2])), dtype=bool)
+    kp2d = np.asarray(d.get("keypoints_2d", np.zeros(poses.shape[:-1] + (2,))), dtype=np.float32)
+    world = d.get("poses_world")
+    return LiftResult(poses, valid, kp2d, meta,
+                      None if world is None else np.asarray(world, dtype=np.float32))
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+class ProgressBar:
+    """A tiny stderr progress bar: ``bar(stage, done, total)``. Silent when the stream is not
+    a TTY or total < min_total."""
+
+    def __init__(self, stream: Any = None, *, min_total: int = 200, width: int = 30):
+        self.stream = sys.stderr if stream is None else stream
+        try:
+            self.enabled = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self.min_total, self.width = min_total, width
+        self._last: tuple[str, int] | None = None
+        self._open = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled or total < self.min_total:
+            return
+        filled = self.width * min(done, total) // max(total, 1)
+        if self._last == (stage, filled) and done < total:
+            return
+        self._last = (stage, filled)
+        self.stream.write(f"\r{stage:<5} [{'#' * filled}{'.' * (self.width - filled)}] "
+                          f"{done}/{total}")
+        self._open = done < total
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _default_output(input_path: str) -> str:
+    base = os.path.basename(os.path.normpath(input_path))
+    stem = os.path.splitext(base)[0] if os.path.isfile(input_path) else base
+    return f"{stem or 'keypoints'}_3d.npz"
+
+
+def _print_warnings(caught: list) -> None:
+    for w in caught:
+        print(f"gastrt: warning: {w.message}", file=sys.stderr)
+
+
+def _cmd_lift(args: argparse.Namespace) -> int:
+    out = args.output or _default_output(args.input)
+    _out_kind(out)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"{out}: output directory {out_dir} does not exist")
+    if os.path.exists(args.input) and os.path.abspath(out) == os.path.abspath(args.input):
+        raise UserError(f"{out}: output would overwrite the input")
+    bar = ProgressBar()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LiftWarning)
+            result = lift_file(args.engine, args.input, fmt=args.format, size=args.size,
+                               flip=args.flip, people=args.people, world=args.world,
+                               progress=bar, video=args.video)
+    finally:
+        bar.close()
+    _print_warnings(caught)
+    save_result(result, out)
+    P, T, J, _ = result.poses_3d.shape
+    print(f"wrote {out}: {P} {'person' if P == 1 else 'people'} x {T} frames x {J} joints "
+          f"({result.metadata.get('family')}, {result.metadata['format']}, "
+          f"{int(result.valid.sum())}/{P * T} detected)")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .render import render_result
+    written = render_result(args.result, args.output, person=args.person, fps=args.fps,
+                            frame=args.frame)
+    print(f"wrote {written}")
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``lift`` and ``render`` on an argparse subparsers object; each sets
+    ``func(args) -> int``."""
+    p = subparsers.add_parser(
+        "lift", help="lift a 2D keypoint file to 3D poses with an engine",
+        description="Lift 2D keypoints (GAST-Net JSON, OpenPose JSON directory or file, MMPose "
+                    "prediction JSON, VideoPose3D custom npz, .npy/.npz array) to 3D poses.")
+    p.add_argument("engine", help="engine file (.gastrt)")
+    p.add_argument("input", help="keypoint file or OpenPose output directory")
+    p.add_argument("-o", "--output", help="output .npz or .json (default: INPUT_3d.npz here)")
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                   help="2D joint layout of the file (default: auto)")
+    p.add_argument("--size", metavar="WxH",
+                   help="video resolution in pixels; required when the file has none")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="test-time flip augmentation (default: on)")
+    p.add_argument("--people", type=_positive_int, metavar="N",
+                   help="lift at most N people (default: all)")
+    p.add_argument("--world", action="store_true",
+                   help="also write poses_world: demo camera->world rotation, feet on z=0")
+    p.add_argument("--video", help="video name inside a multi-video VideoPose3D npz")
+    p.set_defaults(func=_cmd_lift)
+
+    r = subparsers.add_parser(
+        "render", help="render a `gastrt lift` output as a 3D skeleton animation",
+        description="Render 3D poses next to their 2D input: .mp4 (needs ffmpeg; GIF "
+                    "otherwise), .gif, or .png (one frame). Needs matplotlib "
+                    "(pip install gastrt[render]).")
+    r.add_argument("result", help="output of `gastrt lift` (.npz or .json)")
+    r.add_argument("-o", "--output", required=True, help="out.mp4, out.gif or out.png")
+    r.add_argument("--person", type=int, default=0, help="which person (default 0)")
+    r.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    r.add_argument("--frame", type=int, default=None,
+                   help="frame for .png output (default: the middle one)")
+    r.set_defaults(func=_cmd_render)

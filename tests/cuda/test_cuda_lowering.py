@@ -1,0 +1,151 @@
+"""The Python half of the CUDA backend, verified without a GPU: CudaBackend runs on a NumPy
+simulator of the native engine (sim_engine.py) that interprets the program bytecode with the
+executor's rules, and must agree with the NumPy executor. Runs everywhere (no skip on GPU-less
+machines); needs torch only to make the tiny checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gastrt  # noqa: E402
+from gastrt.backends import cuda as C  # noqa: E402
+from gastrt.backends.numpy_backend import NumpyBackend  # noqa: E402
+from gastrt.errors import GastrtError  # noqa: E402
+
+from _models import TINY, engine_file, keypoints, rel_err  # noqa: E402
+from sim_engine import SimEngine  # noqa: E402
+
+# model-level tolerance against the fp32 NumPy executor (the simulator stores activations in the
+# engine precision, like the GPU)
+MODEL_TOL = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 8e-2}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cuda_lowering")
+    return {k: {p: engine_file(d, k, precision=p) for p in ("fp32", "fp16", "bf16")} for k in TINY}
+
+
+def _pair(path, precision):
+    eng = gastrt.load(path, backend="numpy")
+    sim = SimEngine(0, C.DTYPE_CODE[precision])
+    be = C.CudaBackend(eng.plans, eng._weights, 0, precision, _engine=sim)
+    return eng, NumpyBackend(eng.plans, eng._weights), be, sim
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_backend_matches_numpy(files, key, precision):
+    eng, ref, be, sim = _pair(files[key][precision], precision)
+    rng = np.random.default_rng(1)
+    for pname, plan in eng.plans.items():
+        j, rf = plan.in_joints, plan.receptive_field
+        for n in (1, 3, 5):  # buckets 1, 4, 8: the IO steps see n, the body the bucket
+            x = keypoints(rng, n, rf, j)
+            y = be.run(pname, x, "window")
+            assert rel_err(y, ref.run(pname, x, "window")) <= MODEL_TOL[precision], (pname, n)
+        if "sequence" in plan.modes:
+            x = keypoints(rng, 2, rf + 12, j)
+            y = be.run(pname, x, "sequence")
+            assert rel_err(y, ref.run(pname, x, "sequence")) <= MODEL_TOL[precision], pname
+    assert all(g for _, _, g in sim.runs)
+
+
+def test_engine_api_over_simulator(files):
+    """The public Engine calls (lift, lift_sequence, flip, trajectory) with a CUDA backend."""
+    eng, _, be, _ = _pair(files["vp3d"]["fp32"], "fp32")
+    cpu = gastrt.load(files["vp3d"]["fp32"], backend="numpy")
+    eng.backend = be
+    rng = np.random.default_rng(2)
+    w = keypoints(rng, 6, eng.receptive_field, 17)
+    np.testing.assert_allclose(eng.lift(w, flip=True), cpu.lift(w, flip=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(eng.lift_trajectory(w), cpu.lift_trajectory(w), rtol=1e-5, atol=1e-6)
+    s = keypoints(rng, 1, 40, 17)[0]
+    np.testing.assert_allclose(eng.lift_sequence(s), cpu.lift_sequence(s), rtol=1e-5, atol=1e-6)
+
+
+def test_rie_convs_are_grouped(files):
+    eng = gastrt.load(files["rie3"]["fp32"], backend="numpy")
+    plan = eng.plans["pos"]
+    steps = C.schedule(plan)
+    sizes = [len(s) for s in steps if plan.ops[s[0]].kind == "conv"]
+    assert max(sizes) >= 5, sizes  # the five branches (+ the global path) per level
+    order = [i for s in steps for i in s]
+    assert sorted(order) == list(range(len(plan.ops)))
+    pos = {i: k for k, i in enumerate(order)}
+    produced = {o: i for i, op in enumerate(plan.ops) for o in op.outputs}
+    for i, op in enumerate(plan.ops):  # topological
+        for name in op.inputs:
+            if name in produced:
+                assert pos[produced[name]] < pos[i]
+
+
+def test_chunking_buckets_and_cache(files):
+    eng, ref, be, sim = _pair(files["gast17"]["fp32"], "fp32")
+    be.max_batch = 4
+    rng = np.random.default_rng(3)
+    x = keypoints(rng, 10, eng.receptive_field, 17)
+    np.testing.assert_allclose(be.run("pos", x, "window"), ref.run("pos", x, "window"), rtol=1e-5, atol=1e-6)
+    ns = [n for _, n, _ in sim.runs[-3:]]
+    assert ns == [4, 4, 2]
+    assert be.bucket(3, "window") == 4 and be.bucket(3, "sequence") == 3
+    for t in range(C.PROGRAM_CACHE + 3):  # LRU: old programs are destroyed in the simulator too
+        be.run("pos", keypoints(rng, 1, eng.receptive_field + 2 * t, 17), "sequence")
+    assert len(be._progs) == C.PROGRAM_CACHE and len(sim.progs) == C.PROGRAM_CACHE
+
+
+def test_arena_reuse_and_no_aliasing(files):
+    """Buffers whose live ranges overlap never overlap in the arena; the arena is smaller than
+    the sum of the buffers (they are reused). fp16: the GAST blocks run fused, no scratch."""
+    eng = gastrt.load(files["gast19"]["fp16"], backend="numpy")
+    sim = SimEngine(0, 1)
+    be = C.CudaBackend(eng.plans, eng._weights, 0, "fp16", _engine=sim)
+    low = be.lowered("pos", "window", 8, eng.receptive_field)
+    plan = eng.plans["pos"]
+    step_of = {i: k for k, s in enumerate(low.steps) for i in s}
+    live = {}
+    for name, (off, shape) in low.buffers.items():
+        first = min(step_of[i] for i, op in enumerate(plan.ops) if name in op.outputs)
+        last = max([step_of[i] for i, op in enumerate(plan.ops) if name in op.inputs] + [first])
+        live[name] = (first, last, off, off + int(np.prod(shape)) * 2)
+    names = sorted(live)
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            f1, l1, o1, e1 = live[names[a]]
+            f2, l2, o2, e2 = live[names[b]]
+            if f1 <= l2 and f2 <= l1:
+                assert e1 <= o2 or e2 <= o1, (names[a], names[b])
+    total = sum(e - o for _, _, o, e in live.values())
+    assert low.arena_bytes < total
+
+
+@pytest.mark.parametrize("fused", [0, 1])
+def test_gast_scratch_paths(files, fused):
+    """Both GAST paths' planning (scratch or none) lowers and runs; a tiny scratch budget forces
+    the multi-kernel path's time chunking (sizes checked by the simulator)."""
+    eng, ref, be, sim = _pair(files["gast15"]["fp16"], "fp16")
+    be.set_option("gast_fused", fused)
+    be.set_option("gast_scratch_budget", 1)
+    x = keypoints(np.random.default_rng(4), 3, eng.receptive_field + 6, 15)
+    assert rel_err(be.run("pos", x, "sequence"), ref.run("pos", x, "sequence")) <= MODEL_TOL["fp16"]
+
+
+def test_out_of_memory_names_the_batch(files):
+    eng, ref, be, sim = _pair(files["gast17"]["fp32"], "fp32")
+    rng = np.random.default_rng(5)
+    small = keypoints(rng, 2, eng.receptive_field, 17)
+    be.run("pos", small, "window")
+    be.set_option("arena_limit", sim.arena_bytes())
+    with pytest.raises(GastrtError, match="batch size 64"):
+        be.run("pos", keypoints(rng, 64, eng.receptive_field, 17), "window")
+    np.testing.assert_allclose(be.run("pos", small, "window"), ref.run("pos", small, "window"), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs(files):
+    eng, _, be, _ = _pair(files["rie1"]["fp32"], "fp32")
+    with pytest.raises(GastrtError, match="sequence"):
+        be.run("pos", keypoints(np.random.default_rng(0), 1, 20, 17), "sequence")
+    with pytest.raises(GastrtError, match="expected input"):
+        be.run("pos", np.zeros((2, eng.receptive_field, 16, 2), np.float32), "window")

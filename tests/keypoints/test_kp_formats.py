@@ -1,0 +1,153 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gastrt.keypoints import convert as cv
+from gastrt.keypoints.formats import detect_container, read_keypoints
+from kp_helpers import BASEBALL17, BASEBALL133, coco_pose, wholebody_pose, write_gast_json
+
+
+def test_gast_json_coco17(tmp_path):
+    # frame 2 absent, person 1 only in frame 3, an empty-bbox skeleton in frame 1
+    p = write_gast_json(tmp_path / "k.json", {
+        1: [coco_pose(0), None],
+        3: [coco_pose(2), coco_pose(2, 1)],
+        4: [coco_pose(3)],
+    })
+    assert detect_container(p) == "gast-json"
+    r = read_keypoints(p)
+    assert r.container == "gast-json" and r.size is None and r.extra["label"] == "test"
+    assert r.keypoints.shape == (2, 4, 17, 2) and r.scores.shape == (2, 4, 17)
+    np.testing.assert_array_equal(r.keypoints[0, 0], coco_pose(0))
+    np.testing.assert_array_equal(r.keypoints[0, 1], 0)       # frame 2 absent
+    np.testing.assert_array_equal(r.keypoints[1, 0], 0)       # empty bbox skipped
+    np.testing.assert_array_equal(r.keypoints[1, 2], coco_pose(2, 1))
+    assert r.scores[0, 0, 0] == pytest.approx(0.9) and r.scores[0, 1, 0] == 0
+
+
+def test_gast_json_wholebody(tmp_path):
+    p = write_gast_json(tmp_path / "w.json", {1: [wholebody_pose(0)], 2: [wholebody_pose(1)]})
+    r = read_keypoints(p)
+    assert r.keypoints.shape == (1, 2, 133, 2)
+    assert cv.guess_format(r.num_joints, r.container) == "wholebody"
+
+
+def _openpose_person(coco, n):
+    """Embed a COCO-17 pose in OpenPose order with n = 18 or 25 joints (x, y, c flat)."""
+    inv = cv.OPENPOSE18_TO_COCO17 if n == 18 else cv.BODY25_TO_COCO17
+    arr = np.zeros((n, 3), np.float32)
+    arr[inv, :2] = coco
+    arr[inv, 2] = 0.8
+    if n == 25:
+        arr[19:25, :2] = wholebody_pose()[17:23]
+        arr[19:25, 2] = 0.7
+    return arr.reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("n", [18, 25])
+def test_openpose_directory(tmp_path, n):
+    d = tmp_path / "op"
+    d.mkdir()
+    for t in (0, 1, 3):  # frame 2 has no file, frame 1 has nobody
+        people = [] if t == 1 else [{"person_id": [-1],
+                                     "pose_keypoints_2d": _openpose_person(coco_pose(t), n)}]
+        (d / f"clip_{t:012d}_keypoints.json").write_text(json.dumps(
+            {"version": 1.3, "people": people}))
+    assert detect_container(str(d)) == "openpose-json"
+    r = read_keypoints(str(d))
+    assert r.keypoints.shape == (1, 4, n, 2) and r.fmt_hint == "openpose"
+    sel = cv.plan_layout("openpose", n, 17).select
+    np.testing.assert_array_equal(r.keypoints[0, 0][sel], coco_pose(0))
+    np.testing.assert_array_equal(r.keypoints[0, 3][sel], coco_pose(3))
+    assert (r.scores[0, 1] == 0).all() and (r.scores[0, 2] == 0).all()
+
+
+def test_openpose_single_file(tmp_path):
+    f = tmp_path / "one_000000000007_keypoints.json"
+    people = [{"pose_keypoints_2d": _openpose_person(coco_pose(0, i), 25)} for i in range(2)]
+    f.write_text(json.dumps({"people": people}))
+    r = read_keypoints(str(f))
+    assert r.keypoints.shape == (2, 1, 25, 2) and r.container == "openpose-json"
+
+
+def test_mmpose_inferencer_and_demo_layouts(tmp_path):
+    def inst(t, i=0):
+        return {"keypoints": coco_pose(t, i).tolist(), "keypoint_scores": [0.9] * 17,
+                "bbox": [[0, 0, 1, 1]], "bbox_score": 0.99}
+    # MMPoseInferencer video output: 0-based frame ids, every frame listed
+    frames = [{"frame_id": 0, "instances": [inst(0), inst(0, 1)]},
+              {"frame_id": 1, "instances": []},
+              {"frame_id": 2, "instances": [inst(2)]}]
+    a = tmp_path / "inferencer.json"
+    a.write_text(json.dumps(frames))
+    r = read_keypoints(str(a))
+    assert r.container == "mmpose-json" and r.keypoints.shape == (2, 3, 17, 2)
+    np.testing.assert_array_equal(r.keypoints[0, 2], coco_pose(2))
+    np.testing.assert_array_equal(r.keypoints[1, 0], coco_pose(0, 1))
+    assert (r.scores[:, 1] == 0).all()
+    # topdown_demo_with_mmdet --save-predictions: 1-based ids, meta_info
+    b = tmp_path / "demo.json"
+    b.write_text(json.dumps({"meta_info": {"dataset_name": "coco", "num_keypoints": 17},
+                             "instance_info": [dict(f, frame_id=f["frame_id"] + 1)
+                                               for f in frames]}))
+    rb = read_keypoints(str(b))
+    np.testing.assert_array_equal(rb.keypoints, r.keypoints)
+    assert rb.fmt_hint == "coco"
+    # one image's instance list
+    c = tmp_path / "image.json"
+    c.write_text(json.dumps([inst(0)]))
+    assert read_keypoints(str(c)).keypoints.shape == (1, 1, 17, 2)
+
+
+def _write_vp3d(path, videos):
+    """Exactly the layout of VideoPose3D's data/prepare_data_2d_custom.py."""
+    metadata = {"layout_name": "coco", "num_joints": 17,
+                "keypoints_symmetry": [[1, 3, 5, 7, 9, 11, 13, 15], [2, 4, 6, 8, 10, 12, 14, 16]],
+                "video_metadata": {}}
+    output = {}
+    for name, (kp, w, h) in videos.items():
+        output[name] = {"custom": [kp.astype("float32")]}
+        metadata["video_metadata"][name] = {"w": w, "h": h}
+    np.savez_compressed(path, positions_2d=output, metadata=metadata)
+    return str(path)
+
+
+def test_videopose3d_npz(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(5)])
+    p = _write_vp3d(tmp_path / "data_2d_custom_myvideos.npz", {"clip.mp4": (seq, 1280, 720)})
+    assert detect_container(p) == "videopose3d-npz"
+    r = read_keypoints(p)
+    assert r.size == (1280, 720) and r.fmt_hint == "coco" and r.extra["video"] == "clip.mp4"
+    np.testing.assert_array_equal(r.keypoints[0], seq)
+    p2 = _write_vp3d(tmp_path / "two.npz", {"a": (seq, 640, 480), "b": (seq[:3], 320, 240)})
+    with pytest.raises(ValueError, match="--video"):
+        read_keypoints(p2)
+    rb = read_keypoints(p2, video="b")
+    assert rb.size == (320, 240) and rb.num_frames == 3
+
+
+def test_arrays(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(4)])
+    np.save(tmp_path / "a.npy", seq)
+    r = read_keypoints(tmp_path / "a.npy")
+    assert r.container == "array" and r.keypoints.shape == (1, 4, 17, 2) and r.scores is None
+    both = np.stack([seq, seq + 1])
+    with_score = np.concatenate([both, np.full(both.shape[:-1] + (1,), 0.5, np.float32)], -1)
+    np.save(tmp_path / "b.npy", with_score)
+    rb = read_keypoints(tmp_path / "b.npy")
+    assert rb.keypoints.shape == (2, 4, 17, 2) and rb.scores.shape == (2, 4, 17)
+    np.savez(tmp_path / "c.npz", keypoints=seq, size=np.array([800, 600]), format="coco")
+    rc = read_keypoints(tmp_path / "c.npz")
+    assert rc.size == (800, 600) and rc.fmt_hint == "coco"
+
+
+@pytest.mark.skipif(not os.path.exists(BASEBALL17), reason="shared baseball data not present")
+def test_real_gast_files():
+    r = read_keypoints(BASEBALL17)
+    assert r.keypoints.shape == (1, 277, 17, 2) and r.extra["label"] == "baseball"
+    assert (r.scores > 0).all()
+    if os.path.exists(BASEBALL133):
+        w = read_keypoints(BASEBALL133)
+        assert w.keypoints.shape == (1, 277, 133, 2)

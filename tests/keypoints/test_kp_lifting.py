@@ -1,0 +1,345 @@
+import argparse
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import gastrt.lifting as lifting
+from gastrt.keypoints import convert as cv
+from gastrt.lifting import LiftWarning, lift_file, load_result, save_result
+from kp_helpers import (BASEBALL17, BASEBALL133, FakeEngine, coco_pose, wholebody_pose,
+                        write_gast_json)
+
+W, H = 1280, 720
+
+
+def _expected_input(coco_seq):
+    return cv.normalize_screen(cv.coco_to_h36m(coco_seq), W, H)
+
+
+def test_lift_equals_lift_sequence_on_converted_array(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(6)])
+    p = write_gast_json(tmp_path / "k.json", {t + 1: [seq[t]] for t in range(6)})
+    eng = FakeEngine(17)
+    r = lift_file(eng, p, size=(W, H), flip=False)
+    assert len(eng.calls) == 1 and eng.calls[0] == ((1, 6, 17, 2), False)
+    x = _expected_input(seq)
+    np.testing.assert_allclose(r.keypoints_2d[0], x, atol=1e-6)
+    np.testing.assert_allclose(r.poses_3d, FakeEngine(17).lift_sequence(x[None]), atol=1e-6)
+    assert r.poses_3d.dtype == np.float32 and r.valid.all() and r.poses_world is None
+    md = r.metadata
+    assert md["format"] == "coco" and md["size"] == [W, H] and md["family"] == "gast"
+    assert md["container"] == "gast-json" and md["flip"] is False
+
+
+def test_flip_passes_through(tmp_path):
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)], 2: [coco_pose(1)]})
+    eng = FakeEngine(17)
+    r1 = lift_file(eng, p, size="1280x720")              # default flip=True
+    r0 = lift_file(eng, p, size="1280x720", flip=False)
+    assert [c[1] for c in eng.calls] == [True, False]
+    np.testing.assert_allclose(r1.poses_3d[..., 2] - r0.poses_3d[..., 2], 0.25, atol=1e-6)
+
+
+def test_multi_person_one_batched_call_equals_per_person(tmp_path):
+    frames = {t + 1: [coco_pose(t, 0), coco_pose(t, 1)] for t in range(5)}
+    p = write_gast_json(tmp_path / "two.json", frames)
+    eng = FakeEngine(17)
+    r = lift_file(eng, p, size=(W, H))
+    assert len(eng.calls) == 1 and eng.calls[0][0] == (2, 5, 17, 2)
+    for i in range(2):
+        pi = write_gast_json(tmp_path / f"p{i}.json",
+                             {t + 1: [coco_pose(t, i)] for t in range(5)})
+        ri = lift_file(FakeEngine(17), pi, size=(W, H))
+        np.testing.assert_allclose(r.poses_3d[i], ri.poses_3d[0], atol=1e-6)
+    assert r.metadata["people"] == [0, 1]
+    r1 = lift_file(FakeEngine(17), p, size=(W, H), people=1)
+    assert r1.poses_3d.shape[0] == 1
+
+
+def test_missing_frames_are_interpolated_and_flagged(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(6)])
+    # frames 3 and 4 (t=2,3) absent, frame 6 (t=5) with all-zero scores, t=0 nose NaN
+    frames = {t + 1: [seq[t]] for t in (0, 1, 4)}
+    p = write_gast_json(tmp_path / "gap.json", frames)
+    doc = json.load(open(p))
+    doc["data"][0]["skeleton"][0]["pose"][0] = [float("nan"), float("nan")]
+    doc["data"].append({"frame_index": 6, "skeleton": [{"pose": seq[5].tolist(),
+                                                        "score": [[0.0]] * 17,
+                                                        "bbox": [1, 2, 3, 4]}]})
+    with open(p, "w") as f:
+        json.dump(doc, f)  # json writes NaN literally, as Python's json reads it
+    r = lift_file(FakeEngine(17), p, size=(W, H))
+    np.testing.assert_array_equal(r.valid[0], [True, True, False, False, True, False])
+    # coco_pose moves by +3 px per frame on both axes: t=1 -> t=4 is linear, so the filled
+    # frames equal the real poses; t=5 holds t=4; the t=0 nose holds t=1's nose
+    filled = seq.copy()
+    filled[5] = seq[4]
+    filled[0, 0] = seq[1, 0]
+    np.testing.assert_allclose(r.keypoints_2d[0], _expected_input(filled), atol=1e-6)
+
+
+def test_absent_person_skipped_with_warning(tmp_path):
+    p = write_gast_json(tmp_path / "k.json", {1: [None, coco_pose(0)], 2: [None, coco_pose(1)]})
+    with pytest.warns(LiftWarning, match="person 0 is never detected"):
+        r = lift_file(FakeEngine(17), p, size=(W, H))
+    assert r.poses_3d.shape[0] == 1 and r.metadata["people"] == [1]
+
+
+def test_size_from_file_and_required(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(3)])
+    p = write_gast_json(tmp_path / "k.json", {t + 1: [seq[t]] for t in range(3)})
+    with pytest.raises(ValueError, match=r"k\.json.*--size"):
+        lift_file(FakeEngine(17), p)
+    out = {"v": {"custom": [seq]}}
+    meta = {"layout_name": "coco", "num_joints": 17, "video_metadata": {"v": {"w": W, "h": H}}}
+    npz = tmp_path / "vp.npz"
+    np.savez_compressed(npz, positions_2d=out, metadata=meta)
+    r = lift_file(FakeEngine(17), npz)
+    np.testing.assert_allclose(r.keypoints_2d[0], _expected_input(seq), atol=1e-6)
+    r2 = lift_file(FakeEngine(17), npz, size=(2 * W, 2 * H))  # explicit size wins
+    assert r2.metadata["size"] == [2 * W, 2 * H]
+
+
+def test_wholebody_to_toe_engine_and_to_body_engine(tmp_path):
+    p = write_gast_json(tmp_path / "w.json", {t + 1: [wholebody_pose(t)] for t in range(3)})
+    wb = np.stack([wholebody_pose(t) for t in range(3)])
+    r19 = lift_file(FakeEngine(19), p, size=(W, H))
+    np.testing.assert_allclose(r19.keypoints_2d[0],
+                               cv.normalize_screen(cv.wholebody_to_h36m_toes(wb), W, H), atol=1e-6)
+    r17 = lift_file(FakeEngine(17), p, size=(W, H))
+    np.testing.assert_allclose(r17.keypoints_2d[0], _expected_input(wb[:, :17]), atol=1e-6)
+
+
+def test_coco_input_engine_skips_h36m_conversion(tmp_path):
+    seq = np.stack([coco_pose(t) for t in range(3)])
+    p = write_gast_json(tmp_path / "k.json", {t + 1: [seq[t]] for t in range(3)})
+    eng = FakeEngine(17, family="videopose3d", metadata={"input_layout": "coco"})
+    r = lift_file(eng, p, size=(W, H))
+    np.testing.assert_allclose(r.keypoints_2d[0], cv.normalize_screen(seq, W, H), atol=1e-6)
+
+
+def test_world(tmp_path):
+    p = write_gast_json(tmp_path / "k.json", {t + 1: [coco_pose(t), coco_pose(t, 1)]
+                                              for t in range(4)})
+    r = lift_file(FakeEngine(17), p, size=(W, H), world=True)
+    assert r.metadata["world"] is True
+    for i in range(2):
+        w = cv.camera_to_world(r.poses_3d[i])
+        w[..., 2] -= w[..., 2].min()
+        np.testing.assert_allclose(r.poses_world[i], w, atol=1e-6)
+        assert r.poses_world[i][..., 2].min() == pytest.approx(0, abs=1e-7)
+
+
+@pytest.mark.parametrize("ext", [".npz", ".json"])
+def test_save_and_load_round_trip(tmp_path, ext):
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)], 3: [coco_pose(2)]})
+    r = lift_file(FakeEngine(17), p, size=(W, H), world=True)
+    out = tmp_path / f"out{ext}"
+    save_result(r, out)
+    assert sorted(os.listdir(tmp_path)) == ["k.json", f"out{ext}"]  # no temp file left
+    back = load_result(out)
+    np.testing.assert_allclose(back.poses_3d, r.poses_3d, atol=1e-5)
+    np.testing.assert_allclose(back.poses_world, r.poses_world, atol=1e-5)
+    np.testing.assert_array_equal(back.valid, r.valid)
+    assert back.metadata["format"] == "coco" and back.metadata["size"] == [W, H]
+    if ext == ".npz":
+        with np.load(out) as z:
+            assert z["poses_3d"].dtype == np.float32 and z["valid"].dtype == bool
+            assert json.loads(str(z["metadata"]))["world"] is True
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)]})
+    r = lift_file(FakeEngine(17), p, size=(W, H))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez_compressed", boom)
+    with pytest.raises(OSError):
+        save_result(r, tmp_path / "out.npz")
+    assert os.listdir(tmp_path) == ["k.json"]
+    with pytest.raises(ValueError, match=r"\.npz or \.json"):
+        save_result(r, tmp_path / "out.txt")
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+def _bad_files(tmp_path):
+    (tmp_path / "malformed.json").write_text('{"label": "x", "data": [')
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    (tmp_path / "k.csv").write_text("1,2\n")
+    write_gast_json(tmp_path / "j26.json", {1: [np.ones((26, 2)) * 5]})
+    write_gast_json(tmp_path / "allmissing.json", {1: [np.zeros((17, 2))],
+                                                   2: [np.zeros((17, 2))]})
+    (tmp_path / "nodata.json").write_text('{"label": "x", "data": []}')
+    return {
+        "malformed.json": "malformed JSON",
+        "empty.json": "empty",
+        "other.json": "unrecognised JSON",
+        "k.csv": "unknown keypoint file type",
+        "j26.json": "26 joints",
+        "allmissing.json": "every frame is missing",
+        "nodata.json": "no frames",
+        "nothere.json": "no such file",
+    }
+
+
+def test_bad_inputs_raise_helpful_value_errors(tmp_path):
+    for name, needle in _bad_files(tmp_path).items():
+        with pytest.raises(ValueError) as e:
+            lift_file(FakeEngine(17), tmp_path / name, size=(W, H), fmt="auto")
+        msg = str(e.value)
+        assert needle in msg and (name in msg), (name, msg)
+    p = write_gast_json(tmp_path / "c.json", {1: [coco_pose(0)]})
+    with pytest.raises(ValueError, match=r"c\.json.*foot keypoints"):
+        lift_file(FakeEngine(19), p, size=(W, H))
+    with pytest.raises(ValueError, match="unknown keypoint format"):
+        lift_file(FakeEngine(17), p, size=(W, H), fmt="halpe")
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        lift_file(FakeEngine(17), p, size="wide")
+    with pytest.raises(ValueError, match="engine file not found"):
+        lift_file(tmp_path / "missing.gastrt", p, size=(W, H))
+    np.save(tmp_path / "a.npy", np.stack([coco_pose(t) for t in range(3)]))
+    with pytest.raises(ValueError, match="--format coco or --format h36m"):
+        lift_file(FakeEngine(17), tmp_path / "a.npy", size=(W, H))
+    r = lift_file(FakeEngine(17), tmp_path / "a.npy", size=(W, H), fmt="coco")
+    assert r.poses_3d.shape == (1, 3, 17, 3)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="gastrt")
+    lifting.add_parsers(ap.add_subparsers(dest="command"))
+    return ap
+
+
+@pytest.fixture
+def fake_load(monkeypatch):
+    engines = []
+
+    def load(path):
+        eng = FakeEngine(17)
+        engines.append(eng)
+        return eng, os.fspath(path)
+    monkeypatch.setattr(lifting, "_load_engine", load)
+    return engines
+
+
+def test_cli_lift(tmp_path, fake_load, capsys):
+    p = write_gast_json(tmp_path / "k.json", {t + 1: [coco_pose(t)] for t in range(4)})
+    out = tmp_path / "o.json"
+    args = _parser().parse_args(["lift", "m.gastrt", p, "-o", str(out), "--size", "1280x720",
+                                 "--no-flip", "--world", "--people", "1"])
+    assert args.func(args) == 0
+    doc = json.loads(out.read_text())
+    assert np.asarray(doc["poses_3d"]).shape == (1, 4, 17, 3)
+    assert doc["metadata"]["flip"] is False and "poses_world" in doc
+    assert fake_load[0].calls[0][1] is False
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_lift_errors_leave_no_output(tmp_path, fake_load, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)]})
+    (tmp_path / "malformed.json").write_text("{")
+    ap = _parser()
+    for argv in (["lift", "m.gastrt", p],                          # no --size
+                 ["lift", "m.gastrt", p, "--size", "10x10", "-o", "x.txt"],
+                 ["lift", "m.gastrt", p, "--size", "10x10", "-o", p],
+                 ["lift", "m.gastrt", str(tmp_path / "malformed.json"), "--size", "10x10"]):
+        args = ap.parse_args(argv)
+        with pytest.raises(ValueError):
+            args.func(args)
+    assert sorted(os.listdir(tmp_path)) == ["k.json", "malformed.json"]
+    with pytest.raises(SystemExit):
+        ap.parse_args(["lift", "m.gastrt", p, "--format", "halpe"])
+    # default output name lands in the working directory
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "10x10"])
+    assert args.func(args) == 0 and os.path.exists("k_3d.npz")
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar():
+    quiet = io.StringIO()
+    bar = lifting.ProgressBar(quiet, min_total=1)
+    bar("read", 5, 10)
+    assert quiet.getvalue() == ""                 # not a TTY: silent
+    tty = _Tty()
+    bar = lifting.ProgressBar(tty, min_total=10, width=10)
+    bar("read", 3, 5)                             # short input: silent
+    assert tty.getvalue() == ""
+    for i in range(1, 21):
+        bar("read", i, 20)
+    s = tty.getvalue()
+    assert "[##########] 20/20" in s and s.endswith("\n") and "\r" in s
+
+
+# --- real data ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.exists(BASEBALL17), reason="shared baseball data not present")
+def test_real_baseball_files(tmp_path):
+    from gastrt.keypoints.formats import read_keypoints
+    eng = FakeEngine(17)
+    r = lift_file(eng, BASEBALL17, size=(1920, 1080), world=True)
+    raw = read_keypoints(BASEBALL17).keypoints[0]
+    assert r.poses_3d.shape == (1, 277, 17, 3) and r.valid.all()
+    np.testing.assert_allclose(r.keypoints_2d[0],
+                               cv.normalize_screen(cv.coco_to_h36m(raw), 1920, 1080), atol=1e-6)
+    save_result(r, tmp_path / "b.npz")
+    if os.path.exists(BASEBALL133):
+        r19 = lift_file(FakeEngine(19), BASEBALL133, size=(1920, 1080))
+        assert r19.poses_3d.shape == (1, 277, 19, 3) and np.isfinite(r19.poses_3d).all()
+
+
+# --- the real engine (skips until gastrt.build / gastrt.load / the factory exist) ----------------
+
+def _real_engine(tmp_path, preset):
+    try:
+        from gastrt import build, load  # type: ignore
+        from gastrt.reference.factory import PRESETS, random_state_dict  # type: ignore
+        import torch
+    except ImportError as e:
+        pytest.skip(f"engine API not importable yet: {e}")
+    family, config = PRESETS[preset]
+    ckpt = tmp_path / f"{preset}.bin"
+    torch.save({"model_pos": random_state_dict(family, config, seed=0)}, ckpt)
+    eng_path = tmp_path / f"{preset}.gastrt"
+    build(os.fspath(ckpt), os.fspath(eng_path))
+    return eng_path, load(os.fspath(eng_path))
+
+
+@pytest.mark.parametrize("preset", ["gast-27", "gast-27-toes", "videopose3d-27-humaneva"])
+def test_real_engine_integration(tmp_path, preset):
+    eng_path, eng = _real_engine(tmp_path, preset)
+    pose = wholebody_pose if eng.num_joints == 19 else coco_pose
+    frames = {t + 1: [pose(t), pose(t, 1)] for t in range(20)}
+    del frames[10]
+    p = write_gast_json(tmp_path / "k.json", frames)
+    for flip in (False, True):
+        r = lift_file(eng_path, p, size=(W, H), flip=flip)
+        ref = np.asarray(eng.lift_sequence(r.keypoints_2d, flip=flip))
+        np.testing.assert_allclose(r.poses_3d, ref, atol=1e-5)
+    for i in range(2):  # multi-person == per person
+        one = np.asarray(eng.lift_sequence(r.keypoints_2d[i], flip=True))
+        np.testing.assert_allclose(r.poses_3d[i], one, rtol=1e-4, atol=1e-4)
+    assert r.poses_3d.shape == (2, 20, eng.num_joints_out, 3)
+    assert not r.valid[:, 9].any() and r.valid[:, 8].all()
+    assert r.metadata["family"] == eng.family and r.metadata["engine"] == os.fspath(eng_path)
+    if preset == "videopose3d-27-humaneva":  # COCO-17 input, no H36M conversion
+        assert r.metadata["engine_input"] == "coco"
+        np.testing.assert_allclose(r.keypoints_2d[0, 0], cv.normalize_screen(coco_pose(0), W, H),
+                                   atol=1e-6)
+    out = tmp_path / "r.npz"
+    save_result(r, out)
+    pytest.importorskip("matplotlib")
+    from gastrt.render import render_result
+    assert os.path.exists(render_result(out, tmp_path / "r.png"))

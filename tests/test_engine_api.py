@@ -1,0 +1,225 @@
+"""Engine file, checkpoint variants, lowering errors and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import TOL, rel_err
+
+torch = pytest.importorskip("torch")
+
+import gastrt  # noqa: E402
+from gastrt.engine_file import read_engine  # noqa: E402
+from gastrt.reference import factory  # noqa: E402
+
+SMALL = ("gast", {"num_joints": 17, "filter_widths": [3, 3], "channels": 16})
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, ckpt_cache):
+    ck = ckpt_cache(*SMALL, seed=11)
+    path = gastrt.build(ck, str(tmp_path_factory.mktemp("small") / "small.gastrt"))
+    return ck, path
+
+
+def test_metadata_and_api_names(small):
+    ck, path = small
+    eng = gastrt.load(path, backend="numpy")
+    assert (eng.family, eng.receptive_field, eng.num_joints, eng.causal, eng.precision) == \
+        ("gast", 9, 17, False, "fp32")
+    meta, tensors = read_engine(path)
+    assert meta["format_version"] == 1 and meta["hyper"]["channels"] == 16
+    assert meta["source_sha256"] and meta["gastrt_version"] == gastrt.__version__
+    sd = torch.load(ck, weights_only=True)["model_pos"]
+    trainable = sum(v.numel() for k, v in sd.items()
+                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert meta["parameter_count"] == trainable
+    # every BatchNorm is folded: no running statistics survive in the engine
+    assert not any("running" in n or "bn" in n for n in tensors)
+
+
+def test_engine_file_is_safetensors_compatible(small):
+    safetensors = pytest.importorskip("safetensors.numpy")
+    _, path = small
+    loaded = safetensors.load_file(path)
+    _, tensors = read_engine(path)
+    assert set(loaded) == set(tensors)
+    for k in loaded:
+        np.testing.assert_array_equal(loaded[k], tensors[k])
+
+
+def test_default_output_path(tmp_path, ckpt_cache):
+    import shutil
+    ck = str(tmp_path / "model.bin")
+    shutil.copy(ckpt_cache(*SMALL, seed=11), ck)
+    out = gastrt.build(ck)
+    assert out == str(tmp_path / "model.gastrt") and os.path.exists(out)
+
+
+@pytest.mark.parametrize("variant", ["wrapped", "legacy", "bare", "module", "bare-legacy"])
+def test_checkpoint_variants(tmp_path, small, variant):
+    ck, ref_path = small
+    full = torch.load(ck, weights_only=True)
+    sd = full["model_pos"]
+    obj = {"wrapped": full, "legacy": full, "bare": sd, "bare-legacy": sd,
+           "module": dict(full, model_pos={"module." + k: v for k, v in sd.items()})}[variant]
+    p = str(tmp_path / f"{variant}.bin")
+    torch.save(obj, p, _use_new_zipfile_serialization="legacy" not in variant)
+    eng = gastrt.load(gastrt.build(p, str(tmp_path / "v.gastrt")), backend="numpy")
+    ref = gastrt.load(ref_path, backend="numpy")
+    x = np.random.default_rng(0).standard_normal((2, 9, 17, 2)).astype(np.float32)
+    np.testing.assert_array_equal(eng.lift(x), ref.lift(x))
+
+
+def test_input_dtypes_and_layouts(small):
+    _, path = small
+    eng = gastrt.load(path, backend="numpy")
+    x = np.random.default_rng(1).standard_normal((4, 9, 17, 2))
+    ref = eng.lift(x.astype(np.float32))
+    # float64 is converted (documented), non-contiguous input is handled
+    assert rel_err(eng.lift(x), ref) < TOL["fp32"]
+    xt = np.asfortranarray(x.astype(np.float32))
+    assert rel_err(eng.lift(xt), ref) < TOL["fp32"]
+    assert rel_err(eng.lift(x.astype(np.float32)[::-1].copy()[::-1]), ref) < TOL["fp32"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 8, 17, 2), np.float32), r"expected shape \(B, 9, 17, 2\)"),
+    (np.zeros((2, 9, 16, 2), np.float32), r"expected shape"),
+    (np.zeros((9, 17, 2), np.float32), r"expected shape"),
+    (np.zeros((0, 9, 17, 2), np.float32), r"empty"),
+    (np.zeros((2, 9, 17, 2), np.int32), r"floating-point"),
+    (np.full((1, 9, 17, 2), np.nan, np.float32), r"non-finite"),
+    (np.full((1, 9, 17, 2), np.inf, np.float32), r"non-finite"),
+    ("not an array", r"floating-point"),
+])
+def test_bad_windows(small, bad, match):
+    eng = gastrt.load(small[1], backend="numpy")
+    with pytest.raises(ValueError, match=match):
+        eng.lift(bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((0, 17, 2), np.float32), r"empty"),
+    (np.zeros((5, 17, 3), np.float32), r"expected shape \(T, 17, 2\)"),
+    (np.zeros((5, 17), np.float32), r"expected shape"),
+    (np.array([[[np.nan, 0.0]] * 17] * 4, np.float32), r"non-finite"),
+])
+def test_bad_sequences(small, bad, match):
+    eng = gastrt.load(small[1], backend="numpy")
+    with pytest.raises(ValueError, match=match):
+        eng.lift_sequence(bad)
+
+
+def _corrupt(path, tmp_path, how):
+    data = bytearray(open(path, "rb").read())
+    out = tmp_path / f"{how}.gastrt"
+    if how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    elif how == "flipped-byte":
+        data[-100] ^= 0xFF
+    elif how == "header-garbage":
+        data[10:20] = b"\x00" * 10
+    elif how == "newer-format":
+        hlen = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(bytes(data[8:8 + hlen]))
+        meta = json.loads(header["__metadata__"]["gastrt"])
+        meta["format_version"] = 99
+        header["__metadata__"]["gastrt"] = json.dumps(meta)
+        hb = json.dumps(header).encode()
+        hb += b" " * (-(len(hb) + 8) % 8)
+        data = struct.pack("<Q", len(hb)) + hb + data[8 + hlen:]
+    elif how == "empty":
+        data = b""
+    elif how == "not-an-engine":
+        data = b"hello world, this is not an engine file at all" * 3
+    out.write_bytes(bytes(data))
+    return str(out)
+
+
+@pytest.mark.parametrize("how, match", [
+    ("truncated", "truncated"), ("flipped-byte", "checksum"), ("header-garbage", "not a gastrt engine"),
+    ("newer-format", "newer"), ("empty", "too short"), ("not-an-engine", "not a gastrt engine"),
+])
+def test_bad_engine_files(small, tmp_path, how, match):
+    with pytest.raises(gastrt.EngineFileError, match=match):
+        gastrt.load(_corrupt(small[1], tmp_path, how))
+
+
+def test_missing_and_directory_paths(tmp_path):
+    with pytest.raises(ValueError, match="cannot open"):
+        gastrt.load(str(tmp_path / "nope.gastrt"))
+    with pytest.raises(ValueError, match="directory"):
+        gastrt.load(str(tmp_path))
+
+
+def test_bad_device_and_threads(small):
+    with pytest.raises(ValueError, match="unknown device"):
+        gastrt.load(small[1], device="tpu")
+    with pytest.raises(ValueError, match="threads"):
+        gastrt.load(small[1], threads=0)
+    if not gastrt.cuda_available():
+        with pytest.raises(ValueError, match="CUDA|GPU"):
+            gastrt.load(small[1], device="cuda")
+
+
+def test_mismatched_checkpoints(tmp_path, small):
+    sd = dict(torch.load(small[0], weights_only=True)["model_pos"])
+    cases = {
+        "missing": ({k: v for k, v in sd.items() if "gcn_con.e" not in k}, r"GAST-Net.*gcn_con\.e"),
+        "shape": (dict(sd, **{"layers_graph_conv.0.cat_conv.weight": torch.zeros(3, 3, 1, 1)}),
+                  r"GAST-Net.*cat_conv.weight.*shape"),
+        "extra": (dict(sd, **{"mystery.weight": torch.zeros(2)}), r"unexpected key 'mystery.weight'"),
+        "unrelated": ({"fc.weight": torch.zeros(2, 2), "conv1.bias": torch.zeros(2)}, r"matches none"),
+        "vp3d-no-shrink": ({k: v for k, v in torch.load(_vp3d(tmp_path), weights_only=True)["model_pos"].items()
+                            if not k.startswith("shrink")}, r"VideoPose3D.*shrink"),
+    }
+    for name, (obj, match) in cases.items():
+        p = str(tmp_path / f"{name}.bin")
+        torch.save({"epoch": 1, "model_pos": obj}, p)
+        out = str(tmp_path / f"{name}.gastrt")
+        with pytest.raises(ValueError, match=match):
+            gastrt.build(p, out)
+        assert not os.path.exists(out), "a failed build must not leave a file"
+
+
+def _vp3d(tmp_path):
+    p = str(tmp_path / "vp3d.bin")
+    cfg = {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17, "filter_widths": [3, 3],
+           "channels": 32, "trajectory": False}
+    torch.save(factory.make_checkpoint("videopose3d", cfg, seed=2), p)
+    return p
+
+
+def test_unreadable_checkpoints(tmp_path):
+    for name, data in {"empty.bin": b"", "text.bin": b"{\"model_pos\": 1}", "rand.bin": os.urandom(4096)}.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(ValueError):
+            gastrt.build(str(p), str(tmp_path / "x.gastrt"))
+        assert not (tmp_path / "x.gastrt").exists()
+
+
+def test_bad_precision(small, tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        gastrt.build(small[0], str(tmp_path / "x.gastrt"), precision="int8")
+
+
+def test_runtime_does_not_import_torch(small):
+    """load / lift / lift_sequence never import torch (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, gastrt\n"
+            f"e = gastrt.load({small[1]!r})\n"
+            "e.lift(np.zeros((1, 9, 17, 2), np.float32)); e.lift_sequence(np.zeros((5, 17, 2), np.float32), flip=True)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not env.get("GASTRT_TEST_INSTALLED"):
+        env["PYTHONPATH"] = os.path.join(root, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
