@@ -5,24 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.join(ROOT, "python") not in sys.path and not os.environ.get("GASTRT_TEST_INSTALLED"):
+try:  # test the installed package (with its compiled runtime) when there is one
+    import gastrt  # noqa: F401
+except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "python"))
+    import gastrt  # noqa: F401
 
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
-
-# fp32 tolerance: max |engine - eager| / max |eager|
-TOL = {"fp32": 1e-5, "fp16": 3e-3, "bf16": 1e-2}
-
-
-def rel_err(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert np.isfinite(got).all(), "non-finite values in the result"
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+from gastrt_testutil import TOL, rel_err, subprocess_env  # noqa: F401,E402
 
 
 @pytest.fixture(scope="session")

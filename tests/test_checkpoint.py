@@ -139,6 +139,17 @@ def test_bare_state_dict(tmp_path, seed, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_other_pickle_protocols(tmp_path, seed, fmt, protocol):
+    """torch.save(..., pickle_protocol=N): frames / MEMOIZE opcodes at 4 and up."""
+    model = Small()
+    path = tmp_path / "p.pt"
+    torch.save({"model_pos": model.state_dict()}, path, pickle_protocol=protocol,
+               _use_new_zipfile_serialization=(fmt == "zip"))
+    assert_state_dict(load_state_dicts(path)[0], model.state_dict())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_dataparallel_prefix_stripped(tmp_path, seed, fmt):
     model = Small()
     wrapped = torch.nn.DataParallel(model).state_dict()
@@ -289,7 +300,7 @@ def test_old_legacy_variants(tmp_path, seed):
     root = _OldStorage("140001", 12)
     view = _OldStorage("140001", 12, ("140002", 4, 6))  # elements 4..9 of the root
     obj = {"w": _OldTensor(root, 0, (3, 4), (4, 1), v1=False),
-           "v": _OldTensor(view, 1, (2, 2), (1, 3), v1=True)}  # view[1], view[2], view[4], view[5]
+           "v": _OldTensor(view, 1, (2, 2), (1, 3), v1=True)}  # [[view[1], view[4]], [view[2], view[5]]]
     buf = io.BytesIO()
     for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
         pickle.dump(header, buf, protocol=2)
@@ -394,9 +405,9 @@ def _legacy_framed(obj_pickle):
     return buf.getvalue()
 
 
-def _zip_with_data_pkl(tmp_path, obj_pickle):
-    """A genuine torch zip file with data.pkl replaced."""
-    src = zipfile.ZipFile(save({"w": torch.ones(2)}, tmp_path / "src.pt", "zip"))
+def _zip_with_data_pkl(tmp_path, obj_pickle, src=None):
+    """A genuine torch zip file (``src`` or a fresh one) with data.pkl replaced."""
+    src = zipfile.ZipFile(src or save({"w": torch.ones(2)}, tmp_path / "src.pt", "zip"))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as dst:
         for name in src.namelist():
@@ -441,6 +452,29 @@ def test_dict_without_tensors(tmp_path, fmt):
     _raises(save({"epoch": 1, "lr": 0.1}, tmp_path / "a.pt", fmt), "no 'model_pos'")
     _raises(save({"model_pos": {"x": 1}}, tmp_path / "b.pt", fmt), "contains no tensors")
     _raises(save({"model_pos": [torch.ones(1)]}, tmp_path / "c.pt", fmt), "expected a state_dict")
+
+
+def test_huge_memo_index_is_refused_cheaply(tmp_path):
+    """A corrupt LONG_BINPUT index would make the C unpickler zero a 2**32-entry memo table."""
+    evil = b"\x80\x02}r\xf0\xff\xff\xff."  # EMPTY_DICT, LONG_BINPUT 0xfffffff0, STOP
+    (tmp_path / "memo.pt").write_bytes(_legacy_framed(evil))
+    start = time.perf_counter()
+    _raises(tmp_path / "memo.pt", "memo index")
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_zero_stride_blowup_is_refused(tmp_path, fmt):
+    """Stride 0 lets one stored float describe a 2**40-element tensor: refused, not allocated."""
+    data = bytearray(save({"w": torch.ones(1).expand(4, 4)}, tmp_path / "ok.pt", fmt).read_bytes())
+    if fmt == "zip":
+        data = bytearray(zipfile.ZipFile(io.BytesIO(bytes(data))).read("ok/data.pkl"))
+    i = data.index(b"K\x04K\x04\x86")  # the size (4, 4): BININT1 4, BININT1 4, TUPLE2
+    data[i:i + 5] = b"J\x00\x00\x10\x00J\x00\x00\x10\x00\x86"  # (2**20, 2**20) as BININT
+    if fmt == "zip":
+        data = _zip_with_data_pkl(tmp_path, bytes(data), src=tmp_path / "ok.pt")
+    (tmp_path / "big.pt").write_bytes(bytes(data))
+    _raises(tmp_path / "big.pt", "far more than the file holds")
 
 
 def test_out_of_bounds_view_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import TOL, rel_err
+from gastrt_testutil import TOL, rel_err, subprocess_env
 
 torch = pytest.importorskip("torch")
 
@@ -217,9 +217,5 @@ def test_runtime_does_not_import_torch(small):
             f"e = gastrt.load({small[1]!r})\n"
             "e.lift(np.zeros((1, 9, 17, 2), np.float32)); e.lift_sequence(np.zeros((5, 17, 2), np.float32), flip=True)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not env.get("GASTRT_TEST_INSTALLED"):
-        env["PYTHONPATH"] = os.path.join(root, "python") + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import TOL, rel_err
+from gastrt_testutil import TOL, rel_err
 
 torch = pytest.importorskip("torch")
 

@@ -13,6 +13,9 @@ Both container formats written by ``torch.save`` are supported:
   GAST-Net / VideoPose3D / RIE checkpoints): consecutive pickles (magic number,
   protocol version, sys_info, the object, the sorted storage keys) followed by,
   for every key, an int64 element count and the raw little-endian bytes.
+
+Every pickle is scanned with ``pickletools`` before the C unpickler sees it, so a
+corrupt length or memo index fails cleanly instead of allocating gigabytes.
 """
 
 from __future__ import annotations
@@ -231,15 +234,31 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data
 
 
-def _materialize(t: _LazyTensor, big_endian: bool) -> np.ndarray:
+class _Context:
+    """Per-file settings for materializing tensors."""
+
+    def __init__(self, big_endian, file_size):
+        self.big_endian = big_endian
+        # Zero or overlapping strides let a few stored bytes describe a huge tensor: cap the
+        # total we create. Real checkpoints copy about their own size (views add a little).
+        self.budget = 4 * file_size + (1 << 30)
+        self.tensors = {}  # id(array) -> array, for the arrays that were tensors
+
+
+def _materialize(t: _LazyTensor, ctx: _Context) -> np.ndarray:
     """Storage bytes + offset/size/stride -> C-contiguous native-endian numpy copy."""
     dt = t.dtype
     if dt.np is None:
         raise _Problem(f"tensor dtype torch.{dt.name} is not supported (numpy has no equivalent)")
-    np_dt = dt.np.newbyteorder(">") if big_endian else dt.np
+    np_dt = dt.np.newbyteorder(">") if ctx.big_endian else dt.np
     size, stride, offset = t.size, t.stride, t.offset
     if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
         raise _corrupt(f"invalid tensor geometry: size {size}, stride {stride}, offset {offset}")
+    nbytes = int(np.prod(size, dtype=object)) * (4 if dt.bf16 else np_dt.itemsize)
+    ctx.budget -= nbytes
+    if ctx.budget < 0:
+        raise _corrupt(f"tensor of size {size} (stride {stride}) expands to {nbytes} bytes, "
+                       "far more than the file holds")
     if 0 in size:
         out = np.empty(size, dtype=np_dt)
     else:
@@ -571,33 +590,33 @@ def _read_legacy(buf):
     return obj, False
 
 
-def _resolve(obj, big_endian, tensors, memo):
+def _resolve(obj, ctx, memo):
     """Replace tensor placeholders by numpy arrays throughout containers (in place where mutable)."""
     oid = id(obj)
     if oid in memo:
         return memo[oid]
     if isinstance(obj, _LazyTensor):
-        out = _materialize(obj, big_endian)
-        tensors[id(out)] = out  # holding the array keeps its id unique
+        out = _materialize(obj, ctx)
+        ctx.tensors[id(out)] = out  # holding the array keeps its id unique
     elif isinstance(obj, _Storage):
         # A storage saved on its own: its elements as a 1-D array.
         out = _materialize(_LazyTensor(obj, 0, (obj.bytes().size // obj.dtype.itemsize,), (1,),
-                                       obj.dtype), big_endian)
+                                       obj.dtype), ctx)
     elif isinstance(obj, dict):
         memo[oid] = obj
         for k in list(obj):
-            obj[k] = _resolve(obj[k], big_endian, tensors, memo)
+            obj[k] = _resolve(obj[k], ctx, memo)
         if isinstance(obj, collections.OrderedDict):  # attributes set by BUILD, e.g. _metadata
             for k, v in list(vars(obj).items()):
-                setattr(obj, k, _resolve(v, big_endian, tensors, memo))
+                setattr(obj, k, _resolve(v, ctx, memo))
         return obj
     elif isinstance(obj, list):
         memo[oid] = obj
-        obj[:] = [_resolve(v, big_endian, tensors, memo) for v in obj]
+        obj[:] = [_resolve(v, ctx, memo) for v in obj]
         return obj
     elif isinstance(obj, tuple):
         memo[oid] = obj  # guards against cycles through a tuple
-        out = tuple(_resolve(v, big_endian, tensors, memo) for v in obj)
+        out = tuple(_resolve(v, ctx, memo) for v in obj)
         if all(a is b for a, b in zip(out, obj)):
             out = obj
     elif isinstance(obj, _NPArray):
@@ -635,8 +654,8 @@ def _read(path):
                 raise CheckpointError(f"{path}: {_NOT_TORCH}")
             try:
                 obj, big_endian = _read_zip(fh, buf) if fmt == "zip" else _read_legacy(buf)
-                tensors = {}
-                obj = _resolve(obj, big_endian, tensors, {})
+                ctx = _Context(big_endian, len(buf))
+                obj = _resolve(obj, ctx, {})
             except _Problem as e:
                 raise CheckpointError(f"{path}: {e}") from None
             except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is corruption
@@ -645,7 +664,7 @@ def _read(path):
                 ) from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
-    return obj, fmt, tensors
+    return obj, fmt, ctx.tensors
 
 
 def read_torch_file(path) -> object:

@@ -17,8 +17,6 @@ from gastrt.reference import (PRESETS, build_model, make_checkpoint,  # noqa: E4
                               random_state_dict, local_graph_adjacencies)
 from gastrt.skeletons import adjacency, gast_masks, skeleton_for  # noqa: E402
 
-torch.set_num_threads(2)
-
 # Small channel overrides for tests that run the networks (GAST needs channels % 4 == 0).
 SMALL = {"gast": {"channels": 4}, "videopose3d": {"channels": 32}, "rie": {"channels": 16, "latent": 16}}
 

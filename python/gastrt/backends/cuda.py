@@ -671,6 +671,59 @@ class OpHarness:
         finally:
             self.eng.destroy_program(pid)
 
+    def time_program(self, code: list[int], arena: int, iters: int = 50, warmup: int = 5,
+                     use_graph: bool = True) -> list[float]:
+        """Device milliseconds per run of a single-op program on arena contents (random data
+        is not needed for timing: the arena is zeroed / left from earlier calls)."""
+        self.eng.reserve_arena(arena)
+        pid = self.eng.create_program(np.asarray(code, dtype=np.int64), arena, 1, 0, 0)
+        try:
+            return list(self.eng.time_program(pid, iters, warmup, use_graph))
+        finally:
+            self.eng.destroy_program(pid)
+
+    def conv_code(self, op, x_shape, co: int, mode: str, res_t: int | None = None) -> tuple[list[int], int]:
+        """(program, arena bytes) of one conv on zero data: x [N,G,T,Ci] -> [N,G,To,co]."""
+        n, g, t, ci = x_shape
+        geo = conv_geometry(op, mode)
+        k = int(op.attrs["k"])
+        to = (t - ((k - 1) * geo.dilation + 1)) // geo.stride + 1
+        alloc = ArenaAllocator()
+        xo = alloc.alloc(n * g * t * ci * self.esize)
+        rf = [REF_NONE, 0, 0, 1]
+        if res_t is not None:
+            rf = [alloc.alloc(n * g * res_t * co * self.esize), res_t, geo.res_offset, geo.res_stride]
+        yo = alloc.alloc(n * g * to * co * self.esize)
+        w = self._w(np.zeros((k * ci, co), np.float32), True)
+        b = self._w(np.zeros(co, np.float32), False)
+        f = [xo, w, b, rf[0], yo, n * g, t, to, rf[1], to, ci, co, k, geo.stride, geo.dilation, rf[2], rf[3], co,
+             ACT_CODE[op.attrs.get("act", "none")]]
+        return [OP_CONV, CONV_FIELDS + 1, 1] + f, alloc.top
+
+    def gast_code(self, op, x_shape) -> tuple[list[int], int]:
+        """(program, arena bytes) of one GAST block on zero data and small random weights."""
+        n, j, t, c = x_shape
+        h, gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
+        rng = np.random.default_rng(0)
+        shapes = {"loc_w": (c, 4 * c), "glb_u": (c, 2 * h), "glb_g_w": (c, h * gc), "glb_c": (2 * h,),
+                  "glb_g_b": (h * gc,), "loc_diag": (2, j, c), "loc_off": (2, j, j, c), "loc_b": (2 * c,),
+                  "loc_cat_w": (2 * c, c), "loc_cat_b": (c,), "glb_ck": (h, j, j), "glb_cat_w": (h * gc, c),
+                  "glb_cat_b": (c,), "cat_w": (3 * c, 2 * c), "cat_b": (2 * c,)}
+        W = {k: (rng.standard_normal(s) * 0.05).astype(np.float32) for k, s in shapes.items()}
+        w1, b1 = gast_w1(W)
+        ids = {"w1": self._w(w1, True), "b1": self._w(b1, False)}
+        ids.update({r: self._w(W[r], False) for r in GAST_F32})
+        ids.update({r: self._w(W[r], True) for r in GAST_GEMM})
+        alloc = ArenaAllocator()
+        xo = alloc.alloc(n * j * t * c * self.esize)
+        yo = alloc.alloc(n * j * t * 2 * c * self.esize)
+        sb = int(self.eng.gast_scratch_bytes(n, j, t, c, h, gc))
+        so = alloc.alloc(sb) if sb > 0 else REF_NONE
+        code = [OP_GAST, GAST_FIELDS, xo, yo, so, sb, n, j, t, c, h, gc, ids["w1"], ids["b1"], ids["loc_diag"],
+                ids["loc_off"], ids["loc_b"], ids["loc_cat_w"], ids["loc_cat_b"], ids["glb_ck"], ids["glb_cat_w"],
+                ids["glb_cat_b"], ids["cat_w"], ids["cat_b"]]
+        return code, alloc.top
+
     def conv_group(self, problems: list[dict], mode: str) -> list[np.ndarray]:
         """problems: dicts with op, x [N,G,T,Ci], w [k*Ci,Co], b [Co], res (or None): one grouped launch."""
         alloc = ArenaAllocator()

@@ -1,0 +1,63 @@
+"""`gastrt build` / `gastrt info`: output, atomic writes, one-line errors with non-zero exit."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gastrt_testutil import subprocess_env  # noqa: E402
+from gastrt.cli import main  # noqa: E402
+
+SMALL = ("rie", {"num_joints": 17, "filter_widths": [3, 3], "channels": 16, "latent": 8, "stage": 3})
+
+
+def run_cli(*args):
+    """gastrt in a fresh interpreter, the way a user runs it."""
+    return subprocess.run([sys.executable, "-m", "gastrt", *args], env=subprocess_env(),
+                          capture_output=True, text=True)
+
+
+def test_build_and_info(tmp_path, ckpt_cache, capsys):
+    ck = ckpt_cache(*SMALL, seed=4)
+    out = str(tmp_path / "rie.gastrt")
+    assert main(["build", ck, "-o", out, "--causal", "--precision", "fp16"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("RIE, stage 2/3, latent 8", "receptive  9 frames", "causal", "parameters", "fp16", out):
+        assert needle in text, (needle, text)
+    assert main(["info", out]) == 0
+    text = capsys.readouterr().out
+    assert "FLOPs/frame window" in text and "n/a" in text  # RIE has no sequence form
+    assert main(["info", out, "--json"]) == 0
+    import json
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "rie" and info["causal"] and info["flops_per_frame"]["window"] > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["build", "/nonexistent/ckpt.bin"], "/nonexistent/ckpt.bin"),
+    (["info", "/nonexistent/x.gastrt"], "cannot open"),
+])
+def test_errors_are_one_line(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gastrt: error:") and needle in lines[0], r.stderr
+
+
+def test_failed_build_leaves_no_file(tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x80\x02not really a pickle")
+    out = tmp_path / "out.gastrt"
+    r = run_cli("build", str(bad), "-o", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".gastrt-")]
+
+
+def test_usage_error_exit_code():
+    r = run_cli("build")
+    assert r.returncode == 2 and "usage" in r.stderr
