@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gastrt.keypoints import convert as cv
-from gastrt.keypoints.formats import detect_container, read_keypoints
+from gastrt.keypoints.formats import detect_container, read_keypoints, read_videopose3d
 from kp_helpers import BASEBALL17, BASEBALL133, coco_pose, wholebody_pose, write_gast_json
 
 
@@ -151,3 +151,20 @@ def test_real_gast_files():
     if os.path.exists(BASEBALL133):
         w = read_keypoints(BASEBALL133)
         assert w.keypoints.shape == (1, 277, 133, 2)
+
+
+def test_videopose3d_npz_refuses_code(tmp_path):
+    """The npz's pickled dicts are rebuilt by a restricted unpickler: no code runs."""
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.npz"
+    np.savez(path, positions_2d=np.array({"v": Evil()}, dtype=object), metadata=np.array({}, dtype=object))
+    with pytest.raises(ValueError, match="refusing to load"):
+        read_videopose3d(str(path))
+    assert not marker.exists()

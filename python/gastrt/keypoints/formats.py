@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -325,14 +326,41 @@ def read_mmpose(path: str, obj: Any = None, progress: Progress | None = None) ->
 _VP3D_LAYOUTS = {"coco": "coco", "h36m": "h36m", "mpii": "mpii", "humaneva15": "h36m"}
 
 
+class _NpzObjectUnpickler(pickle.Unpickler):
+    """The pickle inside an object-dtype .npy may only rebuild numpy arrays and plain data:
+    a keypoint file from elsewhere must not be able to run code."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only arrays and plain data)")
+        return super().find_class(module, name)
+
+
+def _load_object_npy(z: zipfile.ZipFile, member: str):
+    """The single object stored in an object-dtype .npy inside an npz, unpickled restrictedly."""
+    with z.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        _shape, _fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))
+        if dtype != np.dtype(object):
+            return np.lib.format.read_array(f, allow_pickle=False)
+        arr = _NpzObjectUnpickler(f).load()
+    return arr.item() if isinstance(arr, np.ndarray) and arr.shape == () else arr
+
+
 def read_videopose3d(path: str, video: str | None = None) -> RawKeypoints:
-    """VideoPose3D custom 2D dataset npz (needs pickle: the format stores dicts). Picks
-    ``video`` (or the only one). -> RawKeypoints with size from video_metadata."""
+    """VideoPose3D custom 2D dataset npz (the format pickles dicts; read with a restricted
+    unpickler that rebuilds only arrays and plain data). Picks ``video`` (or the only one).
+    -> RawKeypoints with size from video_metadata."""
     try:
-        with np.load(path, allow_pickle=True) as z:
-            positions = z["positions_2d"].item()
-            metadata = z["metadata"].item() if "metadata" in z.files else {}
-    except Exception as e:  # unpickling can raise nearly anything
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            positions = _load_object_npy(z, "positions_2d.npy")
+            metadata = _load_object_npy(z, "metadata.npy") if "metadata.npy" in names else {}
+    except Exception as e:  # a corrupt or hostile file can raise nearly anything
         raise _err(path, f"not a readable VideoPose3D npz ({type(e).__name__}: {e})") from None
     if not isinstance(positions, dict) or not positions:
         raise _err(path, "positions_2d holds no video")

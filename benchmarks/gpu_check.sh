@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One-call GPU check for a bare GPU machine holding this tree (Python 3.12, torch, CuPy,
+# pybind11, scikit-build-core, CMake, ninja preinstalled; no network):
+#   build + install (GASTRT_CUDA=ON, GASTRT_CUDA_ARCHS=90 unless set) -> tests/cuda -> parity
+#   tests -> compute-sanitizer memcheck on a small run -> benchmarks/bench_gpu.py; the summary
+#   table comes last.
+#
+#   benchmarks/gpu_check.sh                   everything
+#   benchmarks/gpu_check.sh build test        only these steps (build test parity sanitize bench)
+#   QUICK=1 benchmarks/gpu_check.sh           shorter benchmark (20000-frame sequence, fewer runs)
+#
+# Logs and results go to $OUT (the device tool's output folder) or ./gpu_check_out.
+# Each step has a time limit (STEP_TIMEOUT_<STEP>, seconds). Exit status: 0 if every step passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/gpu_check_out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+
+STEPS=${*:-build test parity sanitize bench}
+export PATH="$PATH:/usr/local/cuda/bin"
+export GASTRT_CUDA=${GASTRT_CUDA:-ON}
+export GASTRT_CUDA_ARCHS=${GASTRT_CUDA_ARCHS:-90}
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+PY=${PYTHON:-python3}
+STATUS=()
+FAILED=0
+
+run_step() {  # name timeout command...
+  local name=$1 limit=$2
+  shift 2
+  echo
+  echo "=== $name ($(date +%T), limit ${limit}s)"
+  local t0=$SECONDS
+  timeout --signal=INT --kill-after=30 "$limit" "$@"
+  local rc=$?
+  STATUS+=("$(printf '%-10s %s (%ds)' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc=$rc")" $((SECONDS - t0)))")
+  [ $rc -eq 0 ] || FAILED=1
+  return $rc
+}
+
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+echo "gpu_check: $(date) in $ROOT; steps: $STEPS"
+nvidia-smi -L 2>/dev/null || echo "nvidia-smi: not available"
+nvcc --version 2>/dev/null | tail -1 || echo "nvcc: not on PATH"
+$PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/null || true
+
+if has build; then
+  run_step build "${STEP_TIMEOUT_BUILD:-900}" bash -c \
+    "$PY -m pip install --no-build-isolation --no-deps -v . > '$OUT/build.log' 2>&1 || { tail -60 '$OUT/build.log'; exit 1; }; grep -E 'gastrt: CUDA|warning|error' '$OUT/build.log' | grep -v -E '^\s*$' | tail -20"
+fi
+
+# Run from outside the tree so `import gastrt` is the installed package (with _native).
+run_step config 120 bash -c "cd /tmp && $PY -c \"
+import gastrt, json
+cfg = gastrt.build_config()
+print(gastrt.__file__); print(json.dumps({k: cfg[k] for k in ('version', 'native', 'cuda', 'cuda_archs', 'cuda_version')}))
+from gastrt.backends import native_module
+m = native_module()
+print('devices:', m.cuda_device_count(), '|', m.cuda_device_name(0) if m.cuda_device_count() else '-')
+assert gastrt.cuda_available(), 'gastrt.cuda_available() is False'
+\""
+
+if has test; then
+  run_step tests-cuda "${STEP_TIMEOUT_TEST:-900}" $PY -m pytest -q -rs tests/cuda -p no:cacheprovider \
+    --junitxml="$OUT/tests_cuda.xml"
+fi
+
+if has parity; then
+  PARITY=$(ls tests/test_parity.py tests/test_engine_api.py 2>/dev/null | tr '\n' ' ')
+  if [ -n "$PARITY" ]; then
+    run_step parity "${STEP_TIMEOUT_PARITY:-900}" $PY -m pytest -q -rs $PARITY -p no:cacheprovider \
+      --junitxml="$OUT/tests_parity.xml"
+  fi
+fi
+
+if has sanitize; then
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    # memcheck: out-of-bounds / misaligned accesses in every kernel family on a small run
+    run_step memcheck "${STEP_TIMEOUT_SANITIZE:-900}" compute-sanitizer --tool memcheck --error-exitcode 3 \
+      --leak-check no $PY tests/cuda/sanitizer_smoke.py
+  else
+    echo "compute-sanitizer not found: memcheck skipped"
+    STATUS+=("memcheck   skipped (no compute-sanitizer)")
+  fi
+fi
+
+if has bench; then
+  BARGS=(--json "$OUT/bench.json" --cache /tmp/gastrt-bench-cache)
+  [ "${QUICK:-0}" = "1" ] && BARGS+=(--quick)
+  run_step bench "${STEP_TIMEOUT_BENCH:-1200}" bash -c "$PY benchmarks/bench_gpu.py ${BARGS[*]} | tee '$OUT/bench.txt'"
+fi
+
+echo
+echo "=== steps"
+printf '%s\n' "${STATUS[@]}"
+if [ -f "$OUT/bench.txt" ] && grep -q "== summary" "$OUT/bench.txt"; then
+  echo
+  sed -n '/== summary/,$p' "$OUT/bench.txt"
+fi
+exit $FAILED

@@ -1,0 +1,58 @@
+"""A small run of every CUDA kernel family for compute-sanitizer (memcheck / racecheck):
+one tiny engine per family in fp32 and fp16, window and sequence mode, eager and graph,
+both GAST paths, a grouped RIE launch, device-array I/O. Not collected by pytest (no test_
+prefix); run by benchmarks/gpu_check.sh:
+
+    compute-sanitizer --tool memcheck --error-exitcode 3 python tests/cuda/sanitizer_smoke.py
+"""
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import conftest  # noqa: E402,F401  (gastrt import path)
+
+import gastrt  # noqa: E402
+from _models import engine_file, keypoints, rel_err  # noqa: E402
+
+
+def main():
+    if not gastrt.cuda_available():
+        print("sanitizer_smoke: no CUDA GPU")
+        return 2
+    d = tempfile.mkdtemp(prefix="gastrt-san-")
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for key in ("gast17", "vp3d", "rie3"):
+        for precision in ("fp32", "fp16"):
+            path = engine_file(d, key, precision=precision)
+            gpu = gastrt.load(path, device="cuda")
+            cpu = gastrt.load(path, backend="numpy")
+            modes = [(1,), (3,)]
+            for fused in ((0, 1) if key.startswith("gast") and precision == "fp16" else (-1,)):
+                gpu.backend.set_option("gast_fused", fused)
+                for graphs in (False, True):
+                    gpu.backend.use_graphs = graphs
+                    for (n,) in modes:
+                        w = keypoints(rng, n, gpu.receptive_field, gpu.num_joints)
+                        worst = max(worst, rel_err(gpu.lift(w), cpu.lift(w)))
+                    s = keypoints(rng, 1, 30, gpu.num_joints)[0]
+                    worst = max(worst, rel_err(gpu.lift_sequence(s), cpu.lift_sequence(s)))
+            print(f"{key} {precision}: ok", flush=True)
+    try:
+        import torch
+        if torch.cuda.is_available():
+            x = torch.from_numpy(keypoints(rng, 2, gpu.receptive_field, 17)).cuda()
+            gpu.backend.run_device("pos", x, "window")
+            torch.cuda.synchronize()
+            print("device arrays: ok")
+    except ImportError:
+        pass
+    print(f"sanitizer_smoke: worst rel err {worst:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
