@@ -81,7 +81,7 @@ def host_ms(fn, iters, warmup):
 
 # ---- models --------------------------------------------------------------------------------------
 def build(tmp, preset, precision):
-    """-> (engine file, eager model fp32 on cuda (optimized form), family, config, state dict)."""
+    """-> (engine file, checkpoint file, family, config) of a preset, built once into `tmp`."""
     import torch
     from gastrt.reference.factory import PRESETS, make_checkpoint
     family, cfg = PRESETS[preset]
@@ -195,7 +195,7 @@ def gast27(tmp, iters):
             ref = m32(torch.from_numpy(xb[:256]).cuda()).float().cpu().numpy()[:, 0]
         out[precision]["rel_err_vs_eager_fp32"] = rel(g.lift(xb[:256]), ref)
         print(f"  gastrt {precision}: {out[precision]}", flush=True)
-        del g
+        g = None  # free the engine before the next one
     for half in (False, True):
         m = eager(ck, fam, cfg, True, half)
         dt = torch.float16 if half else torch.float32
@@ -207,7 +207,7 @@ def gast27(tmp, iters):
         tag = "eager_fp16" if half else "eager_fp32"
         out[tag] = {"b1_p50": med(e1), "b1_p99": pct(e1, 99), "b4096_ms": med(eb), "b4096_fps": 4096 / med(eb) * 1e3}
         print(f"  {tag}: {out[tag]}", flush=True)
-        del m
+        m = None
     RESULTS["sections"]["gast27"] = out
     f16, f32 = out["fp16"], out["fp32"]
     SUMMARY.append(("GAST-27 batch 1 fp16, device p50/p99", f"{f16['b1_dev_p50']:.3f}/{f16['b1_dev_p99']:.3f} ms",
@@ -268,7 +268,7 @@ def rie(tmp, iters):
         out[precision] = {"dev_ms": med(dev), "e2e_ms": med(e2e), "fps": 4096 / med(dev) * 1e3,
                           "rel_err_vs_eager_fp32": rel(g.lift(xb[:256]), ref)}
         print(f"  gastrt {precision}: {out[precision]}", flush=True)
-        del g
+        g = None  # free the engine before the next one
     for half in (False, True):
         tag = "eager_fp16" if half else "eager_fp32"
         try:

@@ -47,6 +47,17 @@ nvidia-smi -L 2>/dev/null || echo "nvidia-smi: not available"
 nvcc --version 2>/dev/null | tail -1 || echo "nvcc: not on PATH"
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/null || true
 
+# gastrt._native loads OpenBLAS from the scipy-openblas32 package at import time (or from
+# $GASTRT_BLAS_LIBRARY); `pip install --no-deps` does not bring it. Without it _native does not
+# import and every CUDA test skips. Best effort offline install from a local wheel folder.
+if ! $PY -c "import scipy_openblas32" 2>/dev/null && [ -z "${GASTRT_BLAS_LIBRARY:-}" ]; then
+  echo "scipy-openblas32 is not installed (gastrt._native needs it at import)"
+  for d in "$ROOT/shared/wheels" "$ROOT/../shared/wheels" "${WHEELS:-}"; do
+    [ -n "$d" ] && [ -d "$d" ] && $PY -m pip install --no-index --find-links "$d" scipy-openblas32 && break
+  done
+  $PY -c "import scipy_openblas32" 2>/dev/null || echo "WARNING: still missing: put a scipy_openblas32 wheel in shared/wheels or set GASTRT_BLAS_LIBRARY"
+fi
+
 if has build; then
   run_step build "${STEP_TIMEOUT_BUILD:-900}" bash -c \
     "$PY -m pip install --no-build-isolation --no-deps -v . > '$OUT/build.log' 2>&1 || { tail -60 '$OUT/build.log'; exit 1; }; grep -E 'gastrt: CUDA|warning|error' '$OUT/build.log' | grep -v -E '^\s*$' | tail -20"
@@ -55,6 +66,10 @@ fi
 # Run from outside the tree so `import gastrt` is the installed package (with _native).
 run_step config 120 bash -c "cd /tmp && $PY -c \"
 import gastrt, json
+try:
+    import gastrt._native
+except Exception as e:
+    raise SystemExit('import gastrt._native failed: %r' % (e,))
 cfg = gastrt.build_config()
 print(gastrt.__file__); print(json.dumps({k: cfg[k] for k in ('version', 'native', 'cuda', 'cuda_archs', 'cuda_version')}))
 from gastrt.backends import native_module

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -279,6 +280,28 @@ class PyEngine {
     return y;
   }
 
+  // One forward with per-op wall times: [(op description, seconds)].
+  py::list profile(const py::handle& xh, const std::string& mode_s) {
+    const cpu::Mode mode = parse_mode(mode_s);
+    FArray x = as_f32(xh, "x");
+    const auto& ps = eng_->plan();
+    if (x.ndim() != 4 || x.shape(2) != ps.in_joints || x.shape(3) != ps.in_features)
+      throw py::value_error("x: bad shape " + shape_str(shape_of(x)));
+    const int64_t n = x.shape(0), t = x.shape(1);
+    auto oshape = eng_->output_shape(n, t, mode);
+    py::array_t<float> y(oshape);
+    std::vector<double> secs;
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      eng_->run(xp, n, t, mode, yp, &secs);
+    }
+    py::list r;
+    for (size_t i = 0; i < secs.size(); ++i) r.append(py::make_tuple(ps.ops[i].name, secs[i]));
+    return r;
+  }
+
   std::vector<int64_t> output_shape(int64_t n, int64_t t, const std::string& mode) {
     return eng_->output_shape(n, t, parse_mode(mode));
   }
@@ -540,11 +563,40 @@ PYBIND11_MODULE(_native, m) {
       py::arg("threads") = 0,
       "RIE encoding: x [N, T, J, F] -> [N, 1, T, 3*len(g)] per group + centre [N, 1, 1, J*F].");
 
+  m.def(
+      "sgemm",
+      [](const py::handle& ah, const py::handle& bh, const py::object& out, int threads) {
+        FArray a = as_f32(ah, "a"), b = as_f32(bh, "b");
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
+          throw py::value_error("sgemm: expected a [M, K] and b [K, N]");
+        const int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
+        py::array_t<float> c = output_array(out, {M, N}, "sgemm");
+        const float* ap = a.data();
+        const float* bp = b.data();
+        float* cp = c.mutable_data();
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          // Row blocks, one per thread: how the runtime splits its large GEMMs.
+          const int64_t P = team.size(), rows = (M + P - 1) / P;
+          team.parallel_for(P, [&](int64_t i, int) {
+            const int64_t r0 = i * rows, r1 = std::min(M, r0 + rows);
+            if (r1 > r0) blas::sgemm(r1 - r0, N, K, 1.f, ap + r0 * K, K, bp, N, 0.f, cp + r0 * N, N);
+          });
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("b"), py::kw_only(), py::arg("out") = py::none(), py::arg("threads") = 0,
+      "Plain C = A @ B through the runtime's BLAS and thread pool (the benchmarks' GEMM roofline).");
+
   py::class_<PyEngine>(m, "Engine", "A plan compiled for the native CPU runtime (thread-safe).")
       .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("plan"), py::arg("weights"),
            py::arg("threads") = 0)
       .def("run", &PyEngine::run, py::arg("x"), py::arg("mode") = "window", py::arg("out") = py::none(),
            "x [N, T, J, F] float32 -> [N, T_out, J_out, 3]; releases the GIL for the whole forward.")
+      .def("profile", &PyEngine::profile, py::arg("x"), py::arg("mode") = "window",
+           "One forward, returning [(op, seconds)] in plan order (benchmarks).")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
       .def("workspace_bytes", &PyEngine::workspace_bytes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",
@@ -554,7 +606,107 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("threads", &PyEngine::threads)
       .def_property_readonly("name", &PyEngine::name);
 
+  // ---- CUDA executor (pasted from csrc/cuda/BINDINGS_SNIPPET.md; API: csrc/cuda/cuda_ops.h) ----
 #ifdef GASTRT_HAVE_CUDA_OPS
-  // CUDA bindings: see the block below (added from csrc/cuda/BINDINGS_SNIPPET.md).
+  {
+    namespace gc = gastrt::cuda;
+    using U8 = py::array_t<uint8_t, py::array::c_style>;
+    using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    using F32Out = py::array_t<float, py::array::c_style>;
+    using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+    m.def("cuda_device_name", &gc::device_name, py::arg("device"));
+    m.def("cuda_runtime_version", &gc::runtime_version);
+    m.def("cuda_malloc", [](int device, int64_t bytes) {
+      py::gil_scoped_release nogil;
+      return static_cast<uint64_t>(gc::device_malloc(device, bytes));
+    }, py::arg("device"), py::arg("bytes"));
+    m.def("cuda_free", [](int device, uint64_t ptr) {
+      py::gil_scoped_release nogil;
+      gc::device_free(device, static_cast<uintptr_t>(ptr));
+    }, py::arg("device"), py::arg("ptr"));
+    m.def("cuda_memcpy_htod", [](int device, uint64_t dst, U8 src) {
+      const void* p = src.data();
+      const int64_t n = static_cast<int64_t>(src.size());
+      py::gil_scoped_release nogil;
+      gc::memcpy_htod(device, static_cast<uintptr_t>(dst), p, n);
+    }, py::arg("device"), py::arg("dst"), py::arg("src"));
+    m.def("cuda_memcpy_dtoh", [](int device, U8 dst, uint64_t src) {
+      void* p = dst.mutable_data();
+      const int64_t n = static_cast<int64_t>(dst.size());
+      py::gil_scoped_release nogil;
+      gc::memcpy_dtoh(device, p, static_cast<uintptr_t>(src), n);
+    }, py::arg("device"), py::arg("dst").noconvert(), py::arg("src"));
+
+    py::class_<gc::Engine>(m, "CudaEngine",
+                           "GPU executor (csrc/cuda/cuda_ops.h): weights, arena, programs, CUDA graphs.")
+        .def(py::init([](int device, int dtype) {
+               py::gil_scoped_release nogil;
+               return std::make_unique<gc::Engine>(device, dtype);
+             }),
+             py::arg("device"), py::arg("dtype"))
+        .def("device", &gc::Engine::device)
+        .def("dtype", &gc::Engine::dtype)
+        .def("device_name", &gc::Engine::device_name)
+        .def("stream", [](const gc::Engine& e) { return static_cast<uint64_t>(e.stream()); })
+        .def("synchronize", &gc::Engine::synchronize, py::call_guard<py::gil_scoped_release>())
+        .def("add_weight", [](gc::Engine& e, F32In a, bool engine_dtype) {
+               return e.add_weight(a.data(), static_cast<int64_t>(a.size()), engine_dtype);
+             }, py::arg("data"), py::arg("engine_dtype"))
+        .def("weight_count", &gc::Engine::weight_count)
+        .def("create_program", [](gc::Engine& e, I64In code, int64_t arena_bytes, int64_t max_n,
+                                  int64_t in_per_n, int64_t out_per_n) {
+               const int64_t* p = code.data();
+               const int64_t n = static_cast<int64_t>(code.size());
+               py::gil_scoped_release nogil;
+               return e.create_program(p, n, arena_bytes, max_n, in_per_n, out_per_n);
+             }, py::arg("code"), py::arg("arena_bytes"), py::arg("max_n"), py::arg("in_per_n"),
+             py::arg("out_per_n"))
+        .def("destroy_program", &gc::Engine::destroy_program, py::arg("id"),
+             py::call_guard<py::gil_scoped_release>())
+        .def("describe_program", &gc::Engine::describe_program, py::arg("id"))
+        .def("run_host", [](gc::Engine& e, int64_t id, F32In x, F32Out y, int64_t n, bool use_graph) {
+               const float* xp = x.data();
+               const int64_t xc = static_cast<int64_t>(x.size());
+               float* yp = y.mutable_data();
+               const int64_t yc = static_cast<int64_t>(y.size());
+               py::gil_scoped_release nogil;
+               e.run_host(id, xp, xc, yp, yc, n, use_graph);
+             }, py::arg("id"), py::arg("x"), py::arg("y").noconvert(), py::arg("n"), py::arg("use_graph") = true)
+        .def("run_device", [](gc::Engine& e, int64_t id, uint64_t x, uint64_t y, int64_t n, uint64_t ext_stream,
+                              bool has_ext, bool use_graph) {
+               py::gil_scoped_release nogil;
+               e.run_device(id, static_cast<uintptr_t>(x), static_cast<uintptr_t>(y), n,
+                            static_cast<uintptr_t>(ext_stream), has_ext, use_graph);
+             }, py::arg("id"), py::arg("x"), py::arg("y"), py::arg("n"), py::arg("ext_stream"), py::arg("has_ext"),
+             py::arg("use_graph") = true)
+        .def("run_arena", &gc::Engine::run_arena, py::arg("id"), py::arg("use_graph") = false,
+             py::call_guard<py::gil_scoped_release>())
+        .def("time_program", &gc::Engine::time_program, py::arg("id"), py::arg("iters"), py::arg("warmup"),
+             py::arg("use_graph") = true, py::call_guard<py::gil_scoped_release>())
+        .def("reserve_arena", &gc::Engine::reserve_arena, py::arg("bytes"),
+             py::call_guard<py::gil_scoped_release>())
+        .def("arena_bytes", &gc::Engine::arena_bytes)
+        .def("arena_write", [](gc::Engine& e, int64_t offset, U8 data) {
+               const void* p = data.data();
+               const int64_t n = static_cast<int64_t>(data.size());
+               py::gil_scoped_release nogil;
+               e.arena_write(offset, p, n);
+             }, py::arg("offset"), py::arg("data"))
+        .def("arena_read", [](gc::Engine& e, int64_t offset, U8 out) {
+               void* p = out.mutable_data();
+               const int64_t n = static_cast<int64_t>(out.size());
+               py::gil_scoped_release nogil;
+               e.arena_read(offset, p, n);
+             }, py::arg("offset"), py::arg("out").noconvert())
+        .def("arena_fill", &gc::Engine::arena_fill, py::arg("offset"), py::arg("bytes"), py::arg("byte_value"),
+             py::call_guard<py::gil_scoped_release>())
+        .def("gast_scratch_bytes", &gc::Engine::gast_scratch_bytes, py::arg("n"), py::arg("j"), py::arg("t"),
+             py::arg("c"), py::arg("heads"), py::arg("gc"))
+        .def("gast_fused", &gc::Engine::gast_fused, py::arg("j"), py::arg("c"), py::arg("heads"), py::arg("gc"))
+        .def("set_option", &gc::Engine::set_option, py::arg("name"), py::arg("value"),
+             py::call_guard<py::gil_scoped_release>())
+        .def("get_option", &gc::Engine::get_option, py::arg("name"));
+  }
 #endif
 }

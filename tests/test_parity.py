@@ -35,7 +35,7 @@ CONFIGS = {
     "rie-243-s3-l512": ("rie", {"num_joints": 17, "filter_widths": [3, 3, 3, 3, 3], "channels": 256,
                                 "latent": 512, "stage": 3}),
 }
-BACKENDS = ["numpy", "native"]
+BACKENDS = ["numpy", "native"] + (["cuda"] if gastrt.cuda_available() else [])
 
 
 def _symmetry(family, config):
@@ -96,6 +96,8 @@ def setup(ckpt_cache, tmp_path_factory):
 
 def _engine(path, backend):
     try:
+        if backend == "cuda":
+            return gastrt.load(path, device="cuda")
         return gastrt.load(path, backend=backend)
     except gastrt.GastrtError as e:
         if backend == "native":

@@ -34,41 +34,41 @@ struct Lib {
 Lib g_lib;
 std::mutex g_mu;
 
-// Temporarily sets an environment variable if it is unset; restores (unsets) it on scope exit.
-// Only used around dlopen, under the GIL during module import.
-struct ScopedDefaultEnv {
-  const char* name;
-  bool set = false;
-  ScopedDefaultEnv(const char* n, const char* value) : name(n) {
-    if (value && !std::getenv(n)) set = setenv(n, value, 0) == 0;
+// Sets (value != null) or removes (value == null) an environment variable for the duration of
+// dlopen (under the GIL, during module import), then restores the previous state.
+struct ScopedEnv {
+  std::string name, old;
+  bool had_old = false;
+  ScopedEnv(const char* n, const char* value) : name(n) {
+    if (const char* cur = std::getenv(n)) {
+      had_old = true;
+      old = cur;
+    }
+    if (value) setenv(n, value, 1);
+    else unsetenv(n);
   }
-  ~ScopedDefaultEnv() {
-    if (set) unsetenv(name);
+  ~ScopedEnv() {
+    if (had_old) setenv(name.c_str(), old.c_str(), 1);
+    else unsetenv(name.c_str());
   }
 };
 
-// OpenBLAS 0.3.x's DYNAMIC_ARCH does not know AMD Zen 5 (family 0x1A) and falls back to its
-// AVX2 "Haswell" kernels, 2-3x slower than its AVX-512 "SkylakeX" sgemm on those cores. On AMD
-// CPUs with the AVX-512 subsets the SkylakeX kernels need, we ask for them explicitly (unless the
-// user already set OPENBLAS_CORETYPE). Intel AVX-512 CPUs are detected correctly: left alone.
-const char* coretype_default(std::string* note) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512cd");
-  if (std::getenv("OPENBLAS_CORETYPE")) {
-    *note = "OPENBLAS_CORETYPE set by the user";
-    return nullptr;
+// Kernel set of gastrt's private OpenBLAS copy. OpenBLAS reads OPENBLAS_CORETYPE once, at load.
+// That variable configures the OpenBLAS a user knows about (NumPy's / SciPy's copies; some
+// machines pin it, e.g. to Haswell, for NumPy results that are identical across a fleet); it
+// is NOT applied to gastrt's copy, which uses OpenBLAS's own CPU detection like torch uses
+// oneDNN's, unless GASTRT_OPENBLAS_CORETYPE names a kernel set explicitly (e.g. "Haswell" to
+// work around a detection problem). Both are reported by build_config().
+const char* coretype_for_load(std::string* note) {
+  const char* mine = std::getenv("GASTRT_OPENBLAS_CORETYPE");
+  if (mine && *mine) {
+    *note = std::string("GASTRT_OPENBLAS_CORETYPE=") + mine;
+    return mine;
   }
-  if (avx512 && __builtin_cpu_is("amd")) {
-    *note = "AMD CPU with AVX-512: OPENBLAS_CORETYPE=SkylakeX at load";
-    return "SkylakeX";
-  }
-  *note = "OpenBLAS auto-detection";
-#else
-  *note = "OpenBLAS auto-detection";
-#endif
+  const char* global = std::getenv("OPENBLAS_CORETYPE");
+  *note = "OpenBLAS CPU auto-detection";
+  if (global && *global)
+    *note += std::string(" (OPENBLAS_CORETYPE=") + global + " is left to NumPy's copy)";
   return nullptr;
 }
 
@@ -78,13 +78,15 @@ void load(const std::string& path) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_lib.handle) return;
   std::string note;
-  const char* coretype = coretype_default(&note);
+  const char* coretype = coretype_for_load(&note);
   void* h = nullptr;
   {
     // OPENBLAS_NUM_THREADS=1: OpenBLAS would otherwise start (and keep) one pthread per core
-    // at load; gastrt never uses them (see blas.h).
-    ScopedDefaultEnv threads("OPENBLAS_NUM_THREADS", "1");
-    ScopedDefaultEnv core("OPENBLAS_CORETYPE", coretype);
+    // at load; gastrt never uses them (see blas.h). Forced, not defaulted: a user's
+    // OPENBLAS_NUM_THREADS is meant for NumPy's BLAS, and gastrt's copy is always
+    // single-threaded anyway (set_threads(1) below).
+    ScopedEnv threads("OPENBLAS_NUM_THREADS", "1");
+    ScopedEnv core("OPENBLAS_CORETYPE", coretype);
     h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   }
   if (!h) {

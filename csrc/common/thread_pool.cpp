@@ -43,8 +43,11 @@ class ThreadPool {
 
   void ensure_workers(int n) {  // called with team_mu held
     while (int(workers_.size()) < n) {
-      int idx = int(workers_.size());
-      workers_.emplace_back([this, idx] { worker_loop(idx); });
+      // The generation is read here, not in the new thread: a thread that starts late must
+      // still see the first job published after this point as new.
+      const int idx = int(workers_.size());
+      const uint64_t seen = gen_.load(std::memory_order_acquire);
+      workers_.emplace_back([this, idx, seen] { worker_loop(idx, seen); });
     }
   }
 
@@ -96,8 +99,7 @@ class ThreadPool {
     }
   }
 
-  void worker_loop(int idx) {
-    uint64_t seen = gen_.load(std::memory_order_acquire);
+  void worker_loop(int idx, uint64_t seen) {
     for (;;) {
       // Spin ~100 us for the next job, then sleep.
       uint64_t g = gen_.load(std::memory_order_acquire);

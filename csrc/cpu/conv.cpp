@@ -8,6 +8,7 @@
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
+#include "tiling.h"
 #include "vec_kernels.h"
 
 namespace gastrt {
@@ -15,7 +16,6 @@ namespace cpu {
 namespace {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 
 struct Segment {  // rows [row0, row0 + rows) of the output whose A rows are uniformly strided
   int64_t row0, rows;
@@ -66,21 +66,10 @@ void conv_f32(const ConvParams& p, Team& team) {
     for (int64_t s = 0; s < p.n_seq; ++s) segs.push_back({s * t_out, t_out});
   }
 
-  // Tiling. Plenty of rows: row tiles of >= 64 rows, ~2 per thread when rows abound (dynamic
-  // scheduling evens out a busy machine), full width. Few rows (batch 1): split the columns so
-  // each thread streams its own slice of the weights (those GEMMs are weight-bandwidth bound).
+  // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
   const int P = team.size();
-  int64_t tile_rows = R, tile_cols = co;
-  if (P > 1) {
-    if (R >= 32 * P) {
-      const int64_t per_thread = std::max<int64_t>(1, std::min<int64_t>(2, R / (256 * P)));
-      tile_rows = round_up(ceil_div(R, P * per_thread), 16);
-    } else {
-      tile_cols = round_up(ceil_div(co, P), 16);
-    }
-  } else {
-    tile_rows = std::max<int64_t>(tile_rows, 1);
-  }
+  const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci, P);
+  const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1), tile_cols = grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
   struct Tile {

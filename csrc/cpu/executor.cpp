@@ -3,6 +3,7 @@
 #include "gastrt/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -364,7 +365,8 @@ void Engine::clear_cache() {
   cache_.clear();
 }
 
-void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out) {
+void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
+                 std::vector<double>* op_seconds) {
   std::shared_ptr<const Schedule> s = schedule(n, t, mode);
   std::unique_ptr<Workspace> ws = checkout(s);
   float* arena = ws->mem;
@@ -381,9 +383,11 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out) {
 
   Team team(threads_);
   const int nops = int(plan_.ops.size());
+  if (op_seconds) op_seconds->assign(size_t(nops), 0.0);
   for (int oi = 0; oi < nops; ++oi) {
     if (s->op_noop[size_t(oi)]) continue;
     const OpSpec& op = plan_.ops[size_t(oi)];
+    const auto t_op = std::chrono::steady_clock::now();
     switch (op.kind) {
       case OpKind::InputJointMajor:
       case OpKind::OutputJointMajor: {
@@ -485,6 +489,9 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out) {
         break;
       }
     }
+    if (op_seconds)
+      (*op_seconds)[size_t(oi)] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_op).count();
   }
   checkin(s, std::move(ws));
 }

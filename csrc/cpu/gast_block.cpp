@@ -18,6 +18,7 @@
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
+#include "tiling.h"
 #include "vec_kernels.h"
 
 namespace gastrt {
@@ -91,28 +92,20 @@ struct Par {
     }
   }
 
-  // Row-major C[M, N] = A @ B + beta C, split by columns (multiples of 16) when a team shares it.
+  // Row-major C[M, N] = A @ B + beta C; a team splits it into a tile grid (tiling.h).
   void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
             int64_t ldb, float beta, float* C, int64_t ldc) const {
     if (!team || team->size() == 1) {
       blas::sgemm(M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
       return;
     }
-    const int64_t P = team->size();
-    if (M >= 64 * P) {
-      const int64_t tr = round_up(ceil_div(M, P), 16);
-      team->parallel_for(ceil_div(M, tr), [&](int64_t i, int) {
-        const int64_t r0 = i * tr;
-        blas::sgemm(std::min(tr, M - r0), N, K, 1.f, A + r0 * lda, lda, B, ldb, beta,
-                    C + r0 * ldc, ldc);
-      });
-    } else {
-      const int64_t tc = round_up(ceil_div(N, P), 16);
-      team->parallel_for(ceil_div(N, tc), [&](int64_t i, int) {
-        const int64_t c0 = i * tc;
-        blas::sgemm(M, std::min(tc, N - c0), K, 1.f, A, lda, B + c0, ldb, beta, C + c0, ldc);
-      });
-    }
+    const GemmGrid g = gemm_grid(M, N, K, team->size());
+    const int64_t nr = ceil_div(M, g.tile_rows), nc = ceil_div(N, g.tile_cols);
+    team->parallel_for(nr * nc, [&](int64_t i, int) {
+      const int64_t r0 = (i / nc) * g.tile_rows, c0 = (i % nc) * g.tile_cols;
+      blas::sgemm(std::min(g.tile_rows, M - r0), std::min(g.tile_cols, N - c0), K, 1.f,
+                  A + r0 * lda, lda, B + c0, ldb, beta, C + r0 * ldc + c0, ldc);
+    });
   }
 };
 

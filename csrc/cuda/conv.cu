@@ -64,7 +64,16 @@ __device__ __forceinline__ T zero_val() {
 // Tensor-core kernel (fp16 / bf16 operands, fp32 accumulation)
 // ---------------------------------------------------------------------------------------------
 template <typename T, int BM, int BN, int WM, int WN>
-__global__ void __launch_bounds__(WM* WN * 32) gemm_tc_kernel(const GemmBatch batch) {
+// Min blocks per SM: on sm_80 ptxas gives the 256-thread bf16 tile 160 registers (one block per
+// SM) unless capped; elsewhere it settles at <= 128 by itself and a cap only adds spills.
+// (Measured with nvcc 13.0: an explicit min-blocks of 1 also yields 160 registers, so the other
+// archs get the plain form.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 800
+#define GASTRT_TC_BOUNDS(nt) __launch_bounds__(nt, (nt) >= 256 ? 2 : 4)
+#else
+#define GASTRT_TC_BOUNDS(nt) __launch_bounds__(nt)
+#endif
+__global__ void GASTRT_TC_BOUNDS(WM* WN * 32) gemm_tc_kernel(const GemmBatch batch) {
   using namespace nvcuda;
   constexpr int BK = 32;
   constexpr int LDA = BK + 8;  // +16 B per row: breaks ldmatrix bank conflicts, keeps 32 B alignment of 16-row blocks
@@ -246,7 +255,7 @@ __global__ void __launch_bounds__(WM* WN * 32) gemm_tc_kernel(const GemmBatch ba
 // ---------------------------------------------------------------------------------------------
 constexpr int F32_BM = 64, F32_BN = 64, F32_BK = 16, F32_NT = 256;
 
-__global__ void __launch_bounds__(F32_NT) gemm_f32_kernel(const GemmBatch batch) {
+__global__ void __launch_bounds__(F32_NT, 2) gemm_f32_kernel(const GemmBatch batch) {
   constexpr int BM = F32_BM, BN = F32_BN, BK = F32_BK, NT = F32_NT;
   constexpr int LA = (BM * BK) / NT, LB = (BK * BN) / NT;  // 4 + 4 elements per thread per tile
   // A stored k-major ([k][m]) so the 4 rows of a thread are one float4; +4 keeps float4
@@ -426,6 +435,28 @@ GemmDesc gemm_from_conv(const ConvParams& p) {
   d.ldy = p.co;
   d.act = static_cast<int32_t>(p.act);
   return d;
+}
+
+void launch_conv(const ConvParams* params, int count, const DeviceCaps& caps, cudaStream_t stream) {
+  GASTRT_CHECK(params != nullptr && count >= 1, "conv: no problems");
+  GemmDesc d[kMaxGemmGroup];
+  for (int base = 0; base < count; base += kMaxGemmGroup) {
+    const int cnt = std::min(kMaxGemmGroup, count - base);
+    for (int i = 0; i < cnt; ++i) {
+      GASTRT_CHECK(params[base + i].dtype == params[0].dtype, "conv: a grouped launch needs one dtype");
+      d[i] = gemm_from_conv(params[base + i]);
+    }
+    launch_gemm(d, cnt, params[0].dtype, caps, stream);
+  }
+}
+
+DeviceCaps query_caps(int device) {
+  DeviceCaps c;
+  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&c.num_sms, cudaDevAttrMultiProcessorCount, device));
+  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&c.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&c.cc_major, cudaDevAttrComputeCapabilityMajor, device));
+  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&c.cc_minor, cudaDevAttrComputeCapabilityMinor, device));
+  return c;
 }
 
 void init_gemm_kernels() {

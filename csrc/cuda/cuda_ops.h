@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "gastrt/params.h"
+
 namespace gastrt {
 namespace cuda {
 
@@ -64,6 +66,10 @@ std::string runtime_version();       // CUDA runtime, e.g. "13.0"
 // CudaArray owns it). Throws on failure (message contains "out of memory" for OOM).
 uintptr_t device_malloc(int device, int64_t bytes);
 void device_free(int device, uintptr_t ptr);
+// Kernel-level entry point for C++ callers: plan.py `conv` for `count` ConvParams whose pointers
+// are device memory on the current device (same dtype; b fp32), as grouped launches (RIE's five
+// branches in one launch) on `stream` (a cudaStream_t; 0 = legacy default stream). Asynchronous.
+void conv_forward(const ConvParams* params, int count, uintptr_t stream);
 // Synchronous copies between host memory and device memory (tests, CudaArray.get()).
 void memcpy_htod(int device, uintptr_t dst, const void* src, int64_t bytes);
 void memcpy_dtoh(int device, void* dst, uintptr_t src, int64_t bytes);

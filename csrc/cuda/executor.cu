@@ -613,6 +613,12 @@ void device_free(int device, uintptr_t ptr) {
   GASTRT_CHECK_CUDA(cudaFree(reinterpret_cast<void*>(ptr)));
 }
 
+void conv_forward(const ConvParams* params, int count, uintptr_t stream) {
+  int dev = 0;
+  GASTRT_CHECK_CUDA(cudaGetDevice(&dev));
+  launch_conv(params, count, query_caps(dev), reinterpret_cast<cudaStream_t>(stream));
+}
+
 void memcpy_htod(int device, uintptr_t dst, const void* src, int64_t bytes) {
   GASTRT_CHECK(bytes >= 0 && (bytes == 0 || (dst != 0 && src != nullptr)), "memcpy_htod: bad arguments");
   DeviceGuard g(device);
@@ -635,10 +641,7 @@ Engine::Engine(int device, int dtype) : impl_(new Impl) {
   m.device = device;
   m.dtype = to_dtype(dtype);
   DeviceGuard g(device);
-  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&m.caps.num_sms, cudaDevAttrMultiProcessorCount, device));
-  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&m.caps.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&m.caps.cc_major, cudaDevAttrComputeCapabilityMajor, device));
-  GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&m.caps.cc_minor, cudaDevAttrComputeCapabilityMinor, device));
+  m.caps = query_caps(device);
   m.name = ::gastrt::cuda::device_name(device);
   GASTRT_CHECK(m.caps.cc_major >= 8, "gastrt's CUDA kernels need compute capability 8.0 or newer; cuda:"
                                          << device << " is " << m.name);

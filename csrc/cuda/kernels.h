@@ -50,6 +50,9 @@ struct GemmDesc {
 void launch_gemm(const GemmDesc* descs, int count, DType dtype, const DeviceCaps& caps,
                  cudaStream_t stream);
 GemmDesc gemm_from_conv(const ConvParams& p);
+// plan.py `conv` for `count` same-dtype ConvParams (RIE: the five branches) in grouped launches.
+void launch_conv(const ConvParams* params, int count, const DeviceCaps& caps, cudaStream_t stream);
+DeviceCaps query_caps(int device);
 // Sets the kernels' attributes (called once per engine, outside any capture).
 void init_gemm_kernels();
 

@@ -56,9 +56,32 @@ def _family_line(meta: dict) -> str:
     return fam + extra
 
 
+def _info_plan(args) -> int:
+    from .backends.tensorrt_runner import read_plan
+
+    header, engines = read_plan(args.engine)
+    if args.json:
+        meta = {k: v for k, v in header.get("meta", {}).items() if k not in ("plans", "weight_shapes")}
+        print(json.dumps(dict(header, meta=meta), indent=2, sort_keys=True, default=str))
+        return 0
+    meta = header.get("meta", {})
+    print(f"engine      {args.engine} (TensorRT plan)")
+    print(f"family      {_family_line(meta) if meta else '?'}")
+    for k in ("receptive_field", "num_joints", "causal", "precision"):
+        print(f"{k:<11} {meta.get(k)}")
+    print(f"built with  TensorRT {header.get('tensorrt_version')} for {header.get('device_name')} "
+          f"(sm_{header.get('compute_capability')})")
+    print(f"engines     {', '.join(sorted(engines))}")
+    print(f"file size   {os.path.getsize(args.engine):,} bytes")
+    return 0
+
+
 def cmd_info(args) -> int:
+    from .backends.tensorrt_runner import is_tensorrt_plan
     from .engine import load
 
+    if is_tensorrt_plan(args.engine):
+        return _info_plan(args)
     eng = load(args.engine, backend="numpy")
     meta = eng.metadata
     if args.json:
@@ -109,6 +132,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-batch", type=int, default=1)
     b.add_argument("--opt-batch", type=int, default=64)
     b.add_argument("--max-batch", type=int, default=4096)
+    b.add_argument("--max-frames", type=int, default=None, help="TensorRT: longest sequence per profile")
+    b.add_argument("--seq-max-batch", type=int, default=None, help="TensorRT: most sequences per call")
+    b.add_argument("--no-sequence", action="store_true", help="TensorRT: window engine only")
+    b.add_argument("--device", type=int, default=0, help="TensorRT: GPU index to build on")
+    b.add_argument("--verbose", action="store_true", help="TensorRT: builder log")
     b.set_defaults(func=cmd_build)
 
     i = sub.add_parser("info", help="describe an engine file")

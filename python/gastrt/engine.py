@@ -117,13 +117,17 @@ def _make_backend(kind: str, device: str, index: int, plans, weights, threads, p
     raise GastrtError(f"unknown backend {kind!r}: expected 'native' or 'numpy'")
 
 
-def load(path, device: str = "cpu", threads: int | None = None, backend: str | None = None,
+def load(path, device: str | None = None, threads: int | None = None, backend: str | None = None,
          verify: bool = True) -> "Engine":
-    """Open a `.gastrt` engine on a device ("cpu", "cuda", "cuda:N"). ``threads``: CPU threads
-    (default: available cores). ``backend``: CPU only, "native" (C++) or "numpy" (reference);
-    default native when built."""
+    """Open an engine on a device ("cpu", "cuda", "cuda:N"; default "cpu", and "cuda" for a
+    TensorRT `.plan`). ``threads``: CPU threads (default: available cores). ``backend``: on the
+    CPU "native" (C++) or "numpy" (reference), default native when built; "tensorrt" for plans."""
     path = os.fspath(path)
-    dev, index = parse_device(device)
+    from .backends.tensorrt_runner import is_tensorrt_plan
+    if backend == "tensorrt" or is_tensorrt_plan(path):
+        from .backends.tensorrt_runner import load_tensorrt
+        return load_tensorrt(path, device or "cuda", verify=verify)
+    dev, index = parse_device(device or "cpu")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise GastrtError(f"threads must be a positive integer, got {threads!r}")
     meta, tensors = read_engine(path, verify=verify)

@@ -7,6 +7,6 @@ _here = os.path.dirname(os.path.abspath(__file__))
 if _here not in sys.path:
     sys.path.insert(0, _here)
 try:
-    import gastrt  # noqa: F401
+    import gastrt  # noqa: F401  (only: is it importable?)
 except ImportError:
     sys.path.insert(0, os.path.join(_here, "..", "..", "python"))

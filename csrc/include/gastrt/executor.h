@@ -86,7 +86,9 @@ class Engine {
   // [N, T_out, J_out, 3] for an input [n, t, in_joints, in_features]; throws on bad shapes.
   std::vector<int64_t> output_shape(int64_t n, int64_t t, Mode mode);
   // x [n, t, in_joints, in_features] (contiguous fp32) -> out (contiguous, output_shape()).
-  void run(const float* x, int64_t n, int64_t t, Mode mode, float* out);
+  // op_seconds (optional): wall time of each op (plan order; 0 for aliased view ops).
+  void run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
+           std::vector<double>* op_seconds = nullptr);
   // Peak bytes of one call's workspace (arena + scratch) for this shape; does not allocate it.
   size_t workspace_bytes(int64_t n, int64_t t, Mode mode);
   // Number of cached shapes / workspaces (for tests) and a way to release them.

@@ -1,0 +1,298 @@
+"""Reproduce the published benchmark table: every built-in preset, on this machine, with
+``gastrt bench`` (gastrt.bench.run_bench), appended to benchmarks/RESULTS.md with the date,
+device and commit.
+
+    python benchmarks/run_all.py                       # CPU, all presets, window + sequence
+    python benchmarks/run_all.py --device cuda         # the same on a GPU (batches up to 4096)
+    python benchmarks/run_all.py --presets gast-27,rie-243 --modes window --compare eager
+    python benchmarks/run_all.py --analytic            # print METHOD.md's FLOP / byte table only
+
+The table: one row per preset, mode and batch size, with the median latency and throughput of
+gastrt, eager PyTorch and torch.compile, measured in the same run (see gastrt/bench.py for how;
+METHOD.md for the analytic counts). ``--json-dir DIR`` also keeps every run's JSON document.
+Runs from a source checkout (python/ first on sys.path) unless GASTRT_BENCH_INSTALLED is set.
+Needs torch for the presets (pip install gastrt[torch]).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.environ.get("GASTRT_BENCH_INSTALLED"):
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+
+import gastrt  # noqa: E402
+from gastrt import bench  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+HEADER = """# gastrt benchmark results
+
+Appended by `benchmarks/run_all.py`, one section per run (newest last): every built-in preset
+(seeded random weights in the original checkpoint layout) measured by `gastrt bench` on the
+machine named in the section, gastrt against eager PyTorch and `torch.compile` in the same run,
+same thread count. Latencies are medians (p50) of the timed calls of one call of `batch`
+windows (window mode) or `batch` sequences of 1000 frames (sequence mode); frames/s is output
+frames per second at that median; GFLOP/s uses the analytic FLOPs of benchmarks/METHOD.md.
+`x eager` / `x compile`: gastrt's speed-up over them (>1: gastrt faster). A machine that was
+busy while it ran is flagged in its section: treat those numbers as rough.
+"""
+
+VIEW_OPS = ("input_flat", "output_flat")
+
+DEFAULT_BATCHES = {
+    ("cpu", "window"): "1,64,512",
+    ("cpu", "sequence"): "1",
+    ("cuda", "window"): "1,64,512,4096",
+    ("cuda", "sequence"): "1,16",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# analytic counts (METHOD.md)
+# ---------------------------------------------------------------------------------------------
+
+def _gast_internal_floats(op, shapes) -> int:
+    """Intermediate floats of one gast_block in the unfused NumPy formulation (per call)."""
+    n, j, t, c = shapes[op.inputs[0]]
+    h, gc = op.attrs["heads"], op.attrs["head_channels"]
+    rows = n * j * t
+    # hh 4C, two graph-conv outputs 2C, loc C, logits H*J + softmax H*J, ab 2H, g H*gc,
+    # attention output H*gc, glb C, concat [x|loc|glb] 3C
+    return rows * (4 * c + 2 * c + c + 2 * h * j + 2 * h + 2 * h * gc + c + 3 * c)
+
+
+def analytic(engine_path: str, seq_len: int = 1000) -> dict:
+    from gastrt.plan import infer_shapes, op_flops
+
+    eng = gastrt.load(engine_path, backend="numpy")
+    plan = eng.plans["pos"]
+    wshape = lambda n: eng._weights[n].shape  # noqa: E731
+    out = {"receptive_field": plan.receptive_field, "params": int(eng.metadata["parameter_count"]),
+           "weight_bytes_fp32": int(sum(a.size for a in eng._weights.values()) * 4)}
+    j, f, rf = plan.in_joints, plan.in_features, plan.receptive_field
+    cases = [("window", (1, rf, j, f), 1)]
+    if "sequence" in plan.modes:
+        cases.append(("sequence", (1, seq_len + rf - 1, j, f), seq_len))
+    for mode, shape, frames in cases:
+        shapes = infer_shapes(plan, shape, wshape, mode)
+        flops = sum(op_flops(op, shapes, wshape) for op in plan.ops)
+        sizes = {name: int(_prod(s)) * 4 for name, s in shapes.items()}
+        views = {o for op in plan.ops if op.kind in VIEW_OPS for o in op.outputs}  # reshapes: no bytes
+        for v in views:
+            sizes[v] = 0
+        written = sum(sizes[o] for op in plan.ops for o in op.outputs)
+        internal = sum(_gast_internal_floats(op, shapes) * 4 for op in plan.ops if op.kind == "gast_block")
+        # peak live: a buffer lives from its producer to its last reader (unfused executor)
+        last = {name: i for i, op in enumerate(plan.ops) for name in op.inputs}
+        final = plan.ops[-1].outputs[0]
+        live, peak = {"input": sizes["input"]}, sizes["input"]
+        for i, op in enumerate(plan.ops):
+            for o in op.outputs:
+                live[o] = sizes[o]
+            peak = max(peak, sum(live.values()))
+            for name in list(live):
+                if name != final and last.get(name, -1) <= i:
+                    del live[name]
+        out[mode] = {"flops_per_frame": flops / frames, "act_written_per_frame": written / frames,
+                     "gast_internal_per_frame": internal / frames, "peak_live_bytes": peak, "frames": frames}
+    return out
+
+
+def _prod(s) -> int:
+    p = 1
+    for v in s:
+        p *= int(v)
+    return p
+
+
+def _mb(b: float) -> str:
+    return f"{b / 1e6:.2f}"
+
+
+def analytic_table(presets, seq_len: int = 1000) -> str:
+    rows = ["| preset | RF | params | weights fp32 MB | window FLOPs/frame | window act. MB/frame "
+            "| window peak live MB | seq FLOPs/frame | seq act. MB/frame | seq peak live MB (1000 fr) "
+            "| AI window b=1 | AI window b→∞ | AI seq |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in presets:
+        a = analytic(bench.preset_engine(p), seq_len)
+        w = a["window"]
+        wa = w["act_written_per_frame"] + w["gast_internal_per_frame"]
+        # traffic: every activation written once and read once; weights once per call
+        ai1 = w["flops_per_frame"] / (a["weight_bytes_fp32"] + 2 * wa)
+        aiinf = w["flops_per_frame"] / (2 * wa)
+        s = a.get("sequence")
+        if s:
+            sa = s["act_written_per_frame"] + s["gast_internal_per_frame"]
+            ais = s["flops_per_frame"] / (a["weight_bytes_fp32"] / seq_len + 2 * sa)
+            seq = (f"{s['flops_per_frame'] / 1e6:.1f} M | {_mb(sa)} | {_mb(s['peak_live_bytes'])} | ")
+            seq_ai = f"{ais:.0f}"
+        else:
+            seq, seq_ai = "windows | windows | windows | ", "= window"
+        rows.append(f"| {p} | {a['receptive_field']} | {a['params'] / 1e6:.2f} M | {_mb(a['weight_bytes_fp32'])} | "
+                    f"{w['flops_per_frame'] / 1e6:.1f} M | {_mb(wa)} | {_mb(w['peak_live_bytes'])} | {seq}"
+                    f"{ai1:.1f} | {aiinf:.0f} | {seq_ai} |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# measured table
+# ---------------------------------------------------------------------------------------------
+
+def _ok(rows, name, b):
+    for r in rows:
+        if r["contender"] == name and r["batch"] == b:
+            return r
+    return None
+
+
+def _cell(r, what: str) -> str:
+    if r is None:
+        return "—"
+    if r["status"] != "ok":
+        return "failed" if r["status"] == "failed" else "skipped"
+    if what == "p50":
+        v = r["latency_ms"]["p50"]
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+    if what == "fps":
+        return f"{r['throughput_fps']:,.0f}" if r["throughput_fps"] >= 10 else f"{r['throughput_fps']:.2g}"
+    if what == "gflops":
+        return f"{r['achieved_flops'] / 1e9:.1f}"
+    raise ValueError(what)
+
+
+def _ratio(a, b) -> str:
+    if a is None or b is None or a["status"] != "ok" or b["status"] != "ok":
+        return "—"
+    return f"{b['latency_ms']['p50'] / a['latency_ms']['p50']:.2f}"
+
+
+def section(docs: list[dict], argv: list[str], started: float) -> str:
+    first = docs[0]
+    m, c = first["machine"], first["config"]
+    when = first["created"].replace("T", " ").replace("+00:00", " UTC")
+    if m["gpu"]:
+        dev = f"{c['device']} {m['gpu'].get('name')} (driver {m['gpu'].get('driver')}, CUDA {m['gpu'].get('cuda')})"
+    else:
+        dev = f"cpu {m['cpu_model']} ({m['cpu_affinity'] or m['cpu_cores']} cores)"
+    commit = m["gastrt_commit"][:10] if m["gastrt_commit"] else "not a checkout"
+    if m["gastrt_dirty"]:
+        commit += " + uncommitted changes"
+    backends = sorted({d["config"]["backend"] for d in docs})
+    lines = [f"## {when} — {dev}", "",
+             f"- gastrt {m['gastrt_version']} @ {commit}; backend {', '.join(backends)}"
+             + (f" (BLAS: {m['blas']})" if m["blas"] else "")
+             + f"; torch {m['torch_version']}; numpy {m['numpy_version']}; Python {m['python']}",
+             f"- threads {c['threads']} for every contender; warm-up {c['warmup_s']} s, up to {c['repeat']} timed "
+             f"calls or {c['max_time_s']} s per cell; precision {c['precision']}; flip {'on' if c['flip'] else 'off'}",
+             f"- load average at start {m['loadavg']}; whole run {(time.time() - started) / 60:.1f} min",
+             f"- command: `python benchmarks/run_all.py {' '.join(argv)}`".rstrip(), ""]
+    hdr = ("| preset | mode | batch | gastrt ms | gastrt frames/s | gastrt GFLOP/s | eager ms | eager frames/s "
+           "| compile ms | compile frames/s | x eager | x compile |")
+    lines += [hdr, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes: list[str] = []
+    for d in docs:
+        c = d["config"]
+        rows = d["rows"]
+        mode = c["mode"] + (f" ({c['seq_len']} fr)" if c["seq_len"] else "")
+        for b in c["batches"]:
+            g, e, k = _ok(rows, "gastrt", b), _ok(rows, "eager", b), _ok(rows, "compile", b)
+            lines.append(f"| {c['target']} | {mode} | {b} | {_cell(g, 'p50')} | {_cell(g, 'fps')} | "
+                         f"{_cell(g, 'gflops')} | {_cell(e, 'p50')} | {_cell(e, 'fps')} | {_cell(k, 'p50')} | "
+                         f"{_cell(k, 'fps')} | {_ratio(g, e)} | {_ratio(g, k)} |")
+            for r in (e, k):
+                if r is not None and r["status"] != "ok" and r["error"]:
+                    notes.append(f"{c['target']} {c['mode']} batch {b} {r['label']}: {r['error']}")
+        if d.get("agreement"):
+            a = d["agreement"]
+            if a["max_rel_err"] > 1e-4:
+                notes.append(f"{c['target']} {c['mode']}: gastrt vs eager max relative error {a['max_rel_err']:.1e}")
+        for n in d["notes"]:
+            if not n.startswith("the machine was busy"):
+                notes.append(n)
+    busy = [d["machine"]["loadavg"][0] for d in docs if d["machine"]["loadavg"]]
+    aff = m["cpu_affinity"] or m["cpu_cores"]
+    if busy and max(busy) > 0.5 * aff:
+        notes.insert(0, f"the machine was busy during this run (1-minute load average up to {max(busy)} on "
+                        f"{aff} cores, other work included): timings are noisy, compare within a row only")
+    seen = set()
+    uniq = [n for n in notes if not (n in seen or seen.add(n))]
+    if uniq:
+        lines.append("")
+        lines += [f"- note: {n}" for n in uniq]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def append_results(text: str, path: str = RESULTS) -> None:
+    new = not os.path.exists(path)
+    with open(path, "a") as f:
+        if new:
+            f.write(HEADER)
+        f.write("\n" + text)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--presets", default="all", help="comma-separated presets, or 'all' (the 7 non-causal ones)")
+    ap.add_argument("--modes", default="window,sequence")
+    ap.add_argument("--batch", default=None, help="window-mode batch sizes (default: 1,64,512 on CPU, "
+                    "1,64,512,4096 on CUDA)")
+    ap.add_argument("--seq-batch", default=None, help="sequence-mode batch sizes (default 1 on CPU, 1,16 on CUDA)")
+    ap.add_argument("--seq-len", type=int, default=1000)
+    ap.add_argument("--compare", default="eager,compile")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--max-time", type=float, default=5.0)
+    ap.add_argument("--results", default=RESULTS, help="markdown file to append to (default benchmarks/RESULTS.md)")
+    ap.add_argument("--json-dir", default=None, help="also write each run's JSON document here")
+    ap.add_argument("--analytic", action="store_true", help="print the analytic FLOP / byte table and exit")
+    args = ap.parse_args(argv)
+
+    presets = list(bench.BASE_PRESETS) if args.presets == "all" else [p.strip() for p in args.presets.split(",")]
+    if args.analytic:
+        print(analytic_table(presets, args.seq_len))
+        return 0
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    started = time.time()
+    docs = []
+    for p in presets:
+        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+            batches = (args.batch or DEFAULT_BATCHES[(kind, "window")]) if mode != "sequence" \
+                else (args.seq_batch or DEFAULT_BATCHES[(kind, "sequence")])
+            t0 = time.time()
+            print(f"[{datetime.datetime.now():%H:%M:%S}] {p} {mode} batch {batches} ...", file=sys.stderr, flush=True)
+            try:
+                d = bench.run_bench(p, device=args.device, batches=batches, mode=mode, seq_len=args.seq_len,
+                                    precision=args.precision, compare=args.compare, warmup=args.warmup,
+                                    repeat=args.repeat, max_time=args.max_time, threads=args.threads,
+                                    backend=args.backend, progress=None)
+            except gastrt.GastrtError as e:
+                print(f"gastrt: error: {e}", file=sys.stderr)
+                return 2
+            docs.append(d)
+            print(bench.format_table(d), file=sys.stderr)
+            print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            if args.json_dir:
+                os.makedirs(args.json_dir, exist_ok=True)
+                stamp = d["created"].replace(":", "").replace("-", "")[:15]
+                bench.write_json(d, os.path.join(args.json_dir, f"{stamp}-{p}-{mode}.json"))
+    text = section(docs, argv, started)
+    append_results(text, args.results)
+    print(text)
+    print(f"appended to {args.results}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

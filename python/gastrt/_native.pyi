@@ -1,0 +1,92 @@
+"""Type stubs of the compiled extension gastrt._native (csrc/bindings.cpp).
+
+Arrays are float32; inputs of any float dtype / memory layout are converted (copied) to
+C-contiguous float32 when needed. ``out`` arrays must be C-contiguous, writeable float32 of
+the exact shape. ``threads`` <= 0 means the available cores. Every call releases the GIL.
+"""
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+def build_config() -> dict[str, Any]:
+    """native, cuda, cuda_archs, cuda_version, compiler, blas, blas_core, blas_core_note,
+    blas_library, openmp, threading, cpu_isa, default_threads."""
+
+def has_cuda() -> bool: ...
+def cuda_device_count() -> int:
+    """0 without a CUDA build / driver / GPU; never raises."""
+
+def available_cpus() -> int: ...
+
+def conv(
+    x: npt.ArrayLike,                 # [N, G, T, Ci]
+    w: npt.ArrayLike,                 # [k*Ci, Co]   row tau*Ci + ci
+    b: npt.ArrayLike,                 # [Co]
+    res: Optional[npt.ArrayLike] = None,  # [N, G, Tr, Co]
+    *,
+    k: int,
+    stride: int,
+    dilation: int = 1,
+    res_offset: int = 0,
+    res_stride: int = 1,
+    act: str = "none",                # none | relu | lrelu (0.2)
+    out: Optional[FloatArray] = None,  # [N, G, To, Co]
+    threads: int = 0,
+) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
+    ...
+
+def gast_block(
+    x: npt.ArrayLike,                 # [N, J, T, C]
+    weights: dict[str, npt.ArrayLike],  # plan.py gast_block roles (loc_w [C, 4C] ... cat_b [2C])
+    *,
+    heads: int,
+    head_channels: int,
+    out: Optional[FloatArray] = None,  # [N, J, T, 2C]
+    threads: int = 0,
+) -> FloatArray:                      # [N, J, T, 2C]
+    ...
+
+def rie_encode(
+    x: npt.ArrayLike,                 # [N, T, J, F]
+    groups: Sequence[Sequence[int]],  # 1..5 groups of flattened channels (c = j*F + f)
+    *,
+    outs: Optional[Sequence[FloatArray]] = None,
+    threads: int = 0,
+) -> list[FloatArray]:                # [N, 1, T, 3*len(g)] per group, + centre [N, 1, 1, J*F]
+    ...
+
+def sgemm(
+    a: npt.ArrayLike,                 # [M, K]
+    b: npt.ArrayLike,                 # [K, N]
+    *,
+    out: Optional[FloatArray] = None,  # [M, N]
+    threads: int = 0,
+) -> FloatArray:                      # a @ b through the runtime's BLAS + thread pool
+    ...
+
+class Engine:
+    """One plan compiled for the CPU (thread-safe; workspaces cached per input shape)."""
+
+    def __init__(self, plan: dict[str, Any], weights: dict[str, npt.ArrayLike], threads: int = 0) -> None:
+        """plan: Plan.to_json(); weights: name -> array (copied)."""
+    def run(
+        self,
+        x: npt.ArrayLike,             # [N, T, J, F]
+        mode: str = "window",         # window | sequence
+        out: Optional[FloatArray] = None,
+    ) -> FloatArray:                  # [N, T_out, J_out, 3]
+        ...
+    def profile(self, x: npt.ArrayLike, mode: str = "window") -> list[tuple[str, float]]:
+        """One forward with the wall time of every op (plan order)."""
+    def output_shape(self, n: int, t: int, mode: str = "window") -> list[int]: ...
+    def workspace_bytes(self, n: int, t: int, mode: str = "window") -> int: ...
+    def cache_stats(self) -> tuple[int, int]:
+        """(cached input shapes, idle cached workspaces)"""
+    def clear_cache(self) -> None: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def name(self) -> str: ...

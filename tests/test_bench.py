@@ -1,0 +1,367 @@
+"""`gastrt bench`: runs on tiny configurations, JSON follows the schema documented in
+gastrt/bench.py's docstring, plots are written, bad input fails cleanly (exit 2). No speed
+assertions: this only checks that the numbers exist and are consistent."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import gastrt
+from gastrt import bench
+from gastrt.cli import main
+
+TINY = ("gast", {"num_joints": 17, "filter_widths": [3, 3], "channels": 8})
+FAST = ["--repeat", "3", "--warmup", "0.05", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from gastrt.reference import factory
+
+    p = str(tmp_path_factory.mktemp("bench") / "tiny.bin")
+    torch.save(factory.make_checkpoint(*TINY, seed=3), p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_ckpt, tmp_path_factory):
+    return gastrt.build(tiny_ckpt, str(tmp_path_factory.mktemp("bench") / "tiny.gastrt"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_ckpt, tmp_path_factory):
+    """One CLI run on the tiny checkpoint: gastrt vs eager at batch 1 and 3, JSON written."""
+    out = str(tmp_path_factory.mktemp("bench") / "r.json")
+    import contextlib
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        rc = main(["bench", tiny_ckpt, "--batch", "1,3", "--compare", "eager", "--json", out] + FAST)
+    assert rc == 0, err.getvalue()
+    with open(out) as f:
+        return json.load(f), buf.getvalue(), err.getvalue()
+
+
+# ---- the schema in the docstring ---------------------------------------------------------------
+
+_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "object": dict}
+
+
+def _doc_schema() -> dict[str, dict[str, tuple[str, str]]]:
+    """bench.__doc__ sections '[name]' -> {key: (type, description)}."""
+    doc = bench.__doc__
+    start = doc.index("[top]")
+    sections: dict[str, dict] = {}
+    cur = None
+    for line in doc[start:].splitlines():
+        m = re.fullmatch(r"\[(\w+)\]", line.strip())
+        if m:
+            cur = sections.setdefault(m.group(1), {})
+            continue
+        if cur is None or not line.strip():
+            continue
+        parts = line.split(None, 2)
+        assert len(parts) >= 2, line
+        cur[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return sections
+
+
+def _check(obj, section: str, schema: dict, where: str) -> None:
+    spec = schema[section]
+    assert isinstance(obj, dict), where
+    assert set(obj) == set(spec), (where, sorted(set(obj) ^ set(spec)))
+    for key, (typ, desc) in spec.items():
+        v = obj[key]
+        alts = typ.split("|")
+        if v is None:
+            assert "null" in alts, f"{where}.{key} is null, schema says {typ}"
+            continue
+        ok = False
+        for t in alts:
+            if t == "null":
+                continue
+            py = _TYPES[t]
+            if t in ("int", "float") and isinstance(v, bool):
+                continue
+            if t == "int" and not isinstance(v, int):
+                continue
+            if isinstance(v, py):
+                ok = True
+        assert ok, f"{where}.{key} = {v!r} is not {typ}"
+        sub = re.match(r"\[(\w+)\]", desc)
+        if sub and sub.group(1) in schema:
+            if typ.startswith("list"):
+                for i, item in enumerate(v):
+                    _check(item, sub.group(1), schema, f"{where}.{key}[{i}]")
+            else:
+                _check(v, sub.group(1), schema, f"{where}.{key}")
+
+
+def validate(doc: dict) -> None:
+    schema = _doc_schema()
+    _check(doc, "top", schema, "doc")
+    assert doc["schema"] == bench.SCHEMA and doc["schema_version"] == bench.SCHEMA_VERSION
+
+
+def test_docstring_schema_is_complete():
+    s = _doc_schema()
+    assert {"top", "machine", "config", "agreement", "row", "latency_ms"} <= set(s)
+    assert s["top"]["rows"][1].startswith("[row]")
+    assert s["row"]["latency_ms"][1].startswith("[latency_ms]")
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+
+def test_cli_tiny_checkpoint(tiny_run):
+    doc, out, err = tiny_run
+    validate(doc)
+    assert err == ""  # not a TTY: no progress bar
+    c = doc["config"]
+    assert c["target_kind"] == "checkpoint" and c["family"] == "gast" and c["receptive_field"] == 9
+    assert c["batches"] == [1, 3] and c["compare"] == ["eager"] and c["threads"] == 1 and c["repeat"] == 3
+    rows = doc["rows"]
+    assert [(r["contender"], r["batch"]) for r in rows] == [("gastrt", 1), ("eager", 1), ("gastrt", 3), ("eager", 3)]
+    for r in rows:
+        assert r["status"] == "ok" and r["error"] is None
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert 1 <= r["n"] <= 3
+        assert r["frames_per_call"] == r["batch"]
+        assert r["throughput_fps"] == pytest.approx(r["batch"] / (lat["p50"] / 1e3))
+        assert r["achieved_flops"] == pytest.approx(r["throughput_fps"] * r["flops_per_frame"])
+        assert r["peak_mem_source"] in ("rss_hwm", "maxrss_delta") and r["peak_mem_bytes"] >= 0
+        assert r["speedup_vs_eager"] > 0
+    eng = gastrt.load(c["engine_path"], backend="numpy") if os.path.exists(c["engine_path"]) else None
+    assert eng is None  # the temporary engine of a checkpoint target is cleaned up
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(1.0)
+    assert doc["agreement"]["max_rel_err"] < 1e-4
+    m = doc["machine"]
+    assert m["cpu_cores"] >= 1 and m["numpy_version"] == np.__version__ and m["gastrt_version"] == gastrt.__version__
+    assert m["gpu"] is None
+    # the table
+    assert "contender" in out and "p50 ms" in out and "eager" in out and "gastrt (" in out
+    assert "wrote" in out
+
+
+def test_flops_match_the_plan(tiny_ckpt, tiny_engine):
+    eng = gastrt.load(tiny_engine, backend="numpy")
+    doc = bench.run_bench(tiny_ckpt, batches=[2], mode="sequence", seq_len=20, compare=["eager"], flip=True,
+                          repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    assert doc["config"]["seq_len"] == 20
+    for r in doc["rows"]:
+        assert r["status"] == "ok"
+        assert r["frames_per_call"] == 40
+        assert r["flops_per_frame"] == pytest.approx(2 * eng.flops_per_frame("sequence", 20))
+    assert doc["agreement"]["max_rel_err"] < 1e-4  # sequence + flip: the same arithmetic as eager
+
+
+def test_engine_file_alone(tiny_engine):
+    doc = bench.run_bench(tiny_engine, batches=[1, 2], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    assert doc["config"]["target_kind"] == "engine"
+    assert [r["contender"] for r in doc["rows"]] == ["gastrt", "gastrt"]
+    assert all(r["speedup_vs_eager"] is None for r in doc["rows"])
+    assert any("engine file" in n for n in doc["notes"])
+    assert doc["agreement"] is None
+
+
+def test_without_torch(tiny_engine, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    doc = bench.run_bench(tiny_engine, batches=[1], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    assert doc["machine"]["torch_version"] is None
+    assert any("torch is not installed" in n for n in doc["notes"])
+    assert [r["contender"] for r in doc["rows"]] == ["gastrt"]
+    # presets need torch: one clear line, exit 2
+    assert main(["bench", "gast-27-causal", "--batch", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs torch" in err and err.count("\n") == 1
+
+
+def test_compile_failure_is_reported(tiny_ckpt, monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    def broken(model, **kw):
+        raise RuntimeError("no C++ compiler\nlong traceback text")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    comp = [r for r in doc["rows"] if r["contender"] == "compile"]
+    assert len(comp) == 2 and all(r["status"] == "skipped" for r in comp)
+    assert "no C++ compiler" in comp[0]["error"] and "traceback" not in comp[0]["error"]
+    assert all(r["status"] == "ok" for r in doc["rows"] if r["contender"] != "compile")
+    assert any("torch.compile unavailable" in n for n in doc["notes"])
+
+    # fails when called (as inductor does): that row fails, later batches are skipped
+    def lazy(model, **kw):
+        def f(x):
+            raise RuntimeError("inductor exploded")
+        return f
+
+    monkeypatch.setattr(torch, "compile", lazy)
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    comp = [r for r in doc["rows"] if r["contender"] == "compile"]
+    assert [r["status"] for r in comp] == ["failed", "skipped"]
+    assert "inductor exploded" in comp[0]["error"]
+    assert "batch 1" in comp[1]["error"]
+    assert "compile" in bench.format_table(doc)
+
+
+@pytest.mark.skipif(not os.environ.get("GASTRT_TEST_COMPILE"),
+                    reason="torch.compile takes minutes on a small CPU; set GASTRT_TEST_COMPILE=1")
+def test_real_compile(tiny_ckpt):
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=3, warmup=0.05, threads=1)
+    validate(doc)
+    comp = [r for r in doc["rows"] if r["contender"] == "compile"]
+    assert comp and all(r["status"] == "ok" for r in comp), comp
+    assert comp[0]["first_call_s"] > comp[0]["latency_ms"]["p50"] / 1e3
+
+
+def test_stream_mode(tiny_ckpt, tiny_engine):
+    if not bench._stream_available():
+        pytest.skip("no gastrt.stream in this tree")
+    eng = gastrt.load(tiny_engine, backend="numpy")
+    doc = bench.run_bench(tiny_ckpt, mode="stream", batches=[1, 3], compare=["eager"], repeat=3, warmup=0.02,
+                          threads=1)
+    validate(doc)
+    g = [r for r in doc["rows"] if r["contender"] == "gastrt"]
+    e = [r for r in doc["rows"] if r["contender"] == "eager"]
+    assert [r["frames_per_call"] for r in g] == [1, 3]
+    assert g[0]["flops_per_frame"] == pytest.approx(eng.stream(slots=1).flops_per_push())
+    assert e[0]["flops_per_frame"] == pytest.approx(eng.flops_per_frame("window"))
+    assert all(r["workspace_bytes"] is not None for r in g)  # the stream's ring buffers
+    assert any("stream mode" in n for n in doc["notes"])
+
+
+def test_stream_mode_unavailable(tiny_engine, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_stream_available", lambda: False)
+    assert main(["bench", tiny_engine, "--mode", "stream"] + FAST) == 2
+    assert "streaming runtime" in capsys.readouterr().err
+
+
+def test_plot(tiny_engine, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = str(tmp_path / "t.png")
+    assert main(["bench", tiny_engine, "--batch", "1,2", "--compare", "none", "--plot", png] + FAST) == 0
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib(tiny_engine, tmp_path, monkeypatch, capsys):
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    png = str(tmp_path / "t.png")
+    assert main(["bench", tiny_engine, "--plot", png] + FAST) == 2
+    err = capsys.readouterr().err
+    assert "pip install gastrt[render]" in err and err.count("\n") == 1
+    assert not os.path.exists(png)
+
+
+def test_preset_is_built_once(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("GASTRT_CACHE_DIR", str(tmp_path))
+    doc = bench.run_bench("gast-27", batches=[1], compare=["eager"], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    c = doc["config"]
+    assert c["target_kind"] == "preset" and c["receptive_field"] == 27 and not c["causal"]
+    assert os.path.dirname(c["engine_path"]) == str(tmp_path / "presets")
+    assert gastrt.__version__ in os.path.basename(c["engine_path"])
+    assert all(r["status"] == "ok" for r in doc["rows"])
+    assert doc["agreement"]["max_rel_err"] < 1e-4  # the cached engine holds the eager model's weights
+    mtime = os.path.getmtime(c["engine_path"])
+    assert bench.preset_engine("gast-27") == c["engine_path"]
+    assert os.path.getmtime(c["engine_path"]) == mtime  # second use: not rebuilt
+
+
+def test_preset_names():
+    assert len(bench.PRESETS) == 14
+    for base in ("gast-27", "gast-81", "gast-243", "videopose3d-27", "videopose3d-81", "videopose3d-243", "rie-243"):
+        assert base in bench.PRESETS and base + "-causal" in bench.PRESETS
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["gast-28"], "gast-27"),                              # lists the valid presets
+    (["{engine}", "--batch", "1,x"], "--batch"),
+    (["{engine}", "--batch", "0"], "positive"),
+    (["{engine}", "--batch", ","], "--batch"),
+    (["{engine}", "--repeat", "0"], "--repeat"),
+    (["{engine}", "--threads", "0"], "--threads"),
+    (["{engine}", "--warmup", "-1"], "--warmup"),
+    (["{engine}", "--seq-len", "0", "--mode", "sequence"], "--seq-len"),
+    (["{engine}", "--device", "tpu"], "device"),
+    (["{engine}", "--device", "cuda:x"], "device"),
+    (["{engine}", "--compare", "jit"], "--compare"),
+    (["{engine}", "--precision", "fp16"], "fp32 engine"),
+    (["{engine}", "--causal"], "--causal"),
+    (["{engine}", "--json", "/nonexistent-dir/r.json"], "does not exist"),
+    (["/nonexistent-dir/model.gastrt"], "not a built-in preset"),
+])
+def test_bad_input(args, needle, tiny_engine, capsys):
+    argv = ["bench"] + FAST + [a.replace("{engine}", tiny_engine) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gastrt: error:") and err.count("\n") == 1, err
+    assert needle in err, err
+
+
+def test_missing_gpu(tiny_engine, capsys):
+    if gastrt.cuda_available():
+        pytest.skip("a GPU is visible")
+    assert main(["bench", tiny_engine, "--device", "cuda"] + FAST) == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err.lower() and err.count("\n") == 1
+
+
+def test_corrupt_engine_file(tmp_path, capsys):
+    p = tmp_path / "bad.gastrt"
+    p.write_bytes(b"not an engine at all")
+    assert main(["bench", str(p)] + FAST) == 2
+    assert "not a gastrt engine" in capsys.readouterr().err
+
+
+def test_parse_batches():
+    assert bench.parse_batches("1, 8,8,64") == [1, 8, 64]
+    assert bench.parse_batches([4, 2]) == [4, 2]
+    for bad in ("", "1,,x", "-1", "2.5", [True]):
+        with pytest.raises(gastrt.GastrtError):
+            bench.parse_batches(bad)
+
+
+# ---- progress bar ---------------------------------------------------------------------------------
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar():
+    s = _Tty()
+    bar = bench._Progress(4, stream=s)
+    bar.show("eager b=1", force=True)
+    bar.step()
+    bar.step()
+    bar.show("eager b=8", force=True)
+    bar.close()
+    out = s.getvalue()
+    assert "bench [" in out and "0/4 eager b=1" in out and "2/4 eager b=8" in out
+    assert out.endswith("\r")  # the line is cleared at the end
+
+    quiet = io.StringIO()  # not a TTY: nothing
+    bar = bench._Progress(4, stream=quiet)
+    bar.show("x", force=True)
+    bar.close()
+    assert quiet.getvalue() == ""
