@@ -19,7 +19,9 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +174,7 @@ def _ratio(a, b) -> str:
     return f"{b['latency_ms']['p50'] / a['latency_ms']['p50']:.2f}"
 
 
-def section(docs: list[dict], argv: list[str], started: float) -> str:
+def section(docs: list[dict], argv: list[str], started: float, crashes: list[str] = ()) -> str:
     first = docs[0]
     m, c = first["machine"], first["config"]
     when = first["created"].replace("T", " ").replace("+00:00", " UTC")
@@ -195,7 +197,7 @@ def section(docs: list[dict], argv: list[str], started: float) -> str:
     hdr = ("| preset | mode | batch | gastrt ms | gastrt frames/s | gastrt GFLOP/s | eager ms | eager frames/s "
            "| compile ms | compile frames/s | x eager | x compile |")
     lines += [hdr, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    notes: list[str] = []
+    notes: list[str] = list(crashes)
     for d in docs:
         c = d["config"]
         rows = d["rows"]
@@ -256,41 +258,76 @@ def main(argv=None) -> int:
     ap.add_argument("--max-time", type=float, default=5.0)
     ap.add_argument("--results", default=RESULTS, help="markdown file to append to (default benchmarks/RESULTS.md)")
     ap.add_argument("--json-dir", default=None, help="also write each run's JSON document here")
+    ap.add_argument("--retries", type=int, default=2, help="re-runs of a case whose process crashed (default 2)")
     ap.add_argument("--analytic", action="store_true", help="print the analytic FLOP / byte table and exit")
+    ap.add_argument("--one", nargs=3, metavar=("PRESET", "MODE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     presets = list(bench.BASE_PRESETS) if args.presets == "all" else [p.strip() for p in args.presets.split(",")]
     if args.analytic:
         print(analytic_table(presets, args.seq_len))
         return 0
-    kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    started = time.time()
-    docs = []
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.one:
+        return _run_one(args, args.one[0], args.one[1], args.one[2])
     for p in presets:
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            batches = (args.batch or DEFAULT_BATCHES[(kind, "window")]) if mode != "sequence" \
-                else (args.seq_batch or DEFAULT_BATCHES[(kind, "sequence")])
-            t0 = time.time()
-            print(f"[{datetime.datetime.now():%H:%M:%S}] {p} {mode} batch {batches} ...", file=sys.stderr, flush=True)
-            try:
-                d = bench.run_bench(p, device=args.device, batches=batches, mode=mode, seq_len=args.seq_len,
-                                    precision=args.precision, compare=args.compare, warmup=args.warmup,
-                                    repeat=args.repeat, max_time=args.max_time, threads=args.threads,
-                                    backend=args.backend, progress=None)
-            except gastrt.GastrtError as e:
-                print(f"gastrt: error: {e}", file=sys.stderr)
-                return 2
-            docs.append(d)
-            print(bench.format_table(d), file=sys.stderr)
-            print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            if args.json_dir:
-                os.makedirs(args.json_dir, exist_ok=True)
-                stamp = d["created"].replace(":", "").replace("-", "")[:15]
-                bench.write_json(d, os.path.join(args.json_dir, f"{stamp}-{p}-{mode}.json"))
-    text = section(docs, argv, started)
+        if p not in bench.PRESETS:
+            print(f"run_all: unknown preset {p!r}: expected one of {', '.join(bench.PRESETS)}", file=sys.stderr)
+            return 2
+    started = time.time()
+    docs, crashes = [], []
+    tmp = tempfile.mkdtemp(prefix="gastrt-run-all-")
+    # each (preset, mode) in its own process: a crash (or a rebuilt native module) loses one
+    # case, not the run, and no compiled-graph / allocator state leaks between presets
+    passthrough = [a for a in argv if a not in ("--analytic",)]
+    for p in presets:
+        for mode in modes:
+            out = os.path.join(tmp, f"{p}-{mode}.json")
+            for attempt in range(1 + args.retries):
+                print(f"[{datetime.datetime.now():%H:%M:%S}] {p} {mode}"
+                      + (f" (retry {attempt})" if attempt else "") + " ...", file=sys.stderr, flush=True)
+                t0 = time.time()
+                r = subprocess.run([sys.executable, os.path.abspath(__file__)] + passthrough
+                                   + ["--one", p, mode, out])
+                print(f"  ({time.time() - t0:.0f} s, exit {r.returncode})", file=sys.stderr, flush=True)
+                if r.returncode == 2:
+                    return 2
+                if r.returncode == 0 and os.path.exists(out):
+                    with open(out) as f:
+                        d = json.load(f)
+                    docs.append(d)
+                    if args.json_dir:
+                        os.makedirs(args.json_dir, exist_ok=True)
+                        stamp = d["created"].replace(":", "").replace("-", "")[:15]
+                        bench.write_json(d, os.path.join(args.json_dir, f"{stamp}-{p}-{mode}.json"))
+                    break
+            else:
+                crashes.append(f"{p} {mode}: the benchmark process failed (exit {r.returncode}) "
+                               f"{1 + args.retries} times; no numbers")
+    if not docs:
+        print("run_all: no case produced results", file=sys.stderr)
+        return 1
+    text = section(docs, argv, started, crashes)
     append_results(text, args.results)
     print(text)
     print(f"appended to {args.results}", file=sys.stderr)
+    return 0
+
+
+def _run_one(args, preset: str, mode: str, out: str) -> int:
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    batches = (args.batch or DEFAULT_BATCHES[(kind, "window")]) if mode != "sequence" \
+        else (args.seq_batch or DEFAULT_BATCHES[(kind, "sequence")])
+    try:
+        d = bench.run_bench(preset, device=args.device, batches=batches, mode=mode, seq_len=args.seq_len,
+                            precision=args.precision, compare=args.compare, warmup=args.warmup,
+                            repeat=args.repeat, max_time=args.max_time, threads=args.threads,
+                            backend=args.backend, progress=None)
+    except gastrt.GastrtError as e:
+        print(f"gastrt: error: {e}", file=sys.stderr)
+        return 2
+    print(bench.format_table(d), file=sys.stderr, flush=True)
+    bench.write_json(d, out)
     return 0
 
 

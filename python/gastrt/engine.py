@@ -228,9 +228,39 @@ class Engine:
                               f"(batch, receptive field, joints, xy), got {x.shape}")
         return x
 
-    def lift(self, windows, flip: bool = False) -> np.ndarray:
+    def _is_device_array(self, x) -> bool:
+        if self.backend.name != "cuda" or isinstance(x, np.ndarray):
+            return False
+        from .backends.cuda import is_device_array
+        return is_device_array(x)
+
+    def _run_device(self, plan: str, x, mode: str, flip: bool, out=None):
+        """Device arrays (torch / CuPy / __cuda_array_interface__ / DLPack) in and out, zero copy.
+        Flip uses the array's own indexing, so it works for torch and CuPy alike. Non-finite
+        values are not checked on this path (that would need a device reduction + sync)."""
+        if not flip:
+            return self.backend.run_device(plan, x, mode, out=out)
+        p_in = self._perm(x.shape[-2], self.kps_left, self.kps_right)
+        xf = x[..., p_in.tolist(), :]
+        xf[..., 0] *= -1
+        y = self.backend.run_device(plan, x, mode, out=out)
+        yf = self.backend.run_device(plan, xf, mode)
+        p_out = self._perm(yf.shape[-2], self.joints_left, self.joints_right)
+        yf = yf[..., p_out.tolist(), :]
+        yf[..., 0] *= -1
+        y += yf
+        y *= 0.5
+        return y
+
+    def lift(self, windows, flip: bool = False, out=None):
         """windows [B, RF, J, 2] float32 -> [B, J, 3]: the pose of each window's output frame
-        (its centre, or its last frame for a causal engine)."""
+        (its centre, or its last frame for a causal engine). On a CUDA engine, torch / CuPy
+        device arrays go in and come out without a host copy; ``out`` ([B, 1, J, 3] device
+        array) receives the result in place."""
+        if self._is_device_array(windows):
+            return self._run_device("pos", windows, "window", flip, out)[:, 0]
+        if out is not None:
+            raise GastrtError("out= is for device arrays on a CUDA engine")
         plan = self.plans["pos"]
         x = self._check_windows(windows, plan)
         return self._run("pos", x, "window", flip)[:, 0]

@@ -44,22 +44,25 @@ allocation of activations). ``kernels="native"`` runs the convs through the nati
 standalone ``gastrt._native.conv`` instead (single-threaded, on the gathered contiguous
 columns); measured slower per column than NumPy's GEMV/GEMM (0.32 vs 0.05 ms for a 32-channel
 VideoPose3D column, 11.8 vs 4.1 ms for VideoPose3D-243), so "auto" picks NumPy. The native
-gast_block kernel is not used (it prepares its weights on every call). Neither is a GPU
-streaming path: streaming on CUDA needs a CUDA backend for these per-column steps (not written).
+gast_block kernel is not used (it prepares its weights on every call). There is no GPU streaming
+path: on a CUDA engine the column steps still run here on the CPU (RIE's windows go to the
+engine's device); GPU streaming needs a CUDA backend for these per-column steps (not written).
+The per-column GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can be far slower
+than one thread (OPENBLAS_NUM_THREADS=1). Only the pose model streams (not VideoPose3D's
+trajectory model). A Stream is not thread-safe: use one per thread.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from .errors import GastrtError
-from .plan import LRELU_SLOPE, Op, Plan, op_flops
+from .plan import LRELU_SLOPE, Op, Plan, op_flops, plan_flops
 
 __all__ = ["Stream", "StreamOutput", "StreamPose", "add_parsers", "stream_jsonl", "IDLE", "ACTIVE",
            "FLUSHED"]
@@ -431,7 +434,6 @@ class Stream:
         self.lookahead = self.pad - self.causal_shift
         self.windowed = "sequence" not in plan.modes
         wshape = lambda name: engine._weights[name].shape  # noqa: E731
-        from .plan import plan_flops
         self._window_flops = int(plan_flops(plan, (1, plan.receptive_field, plan.in_joints, plan.in_features),
                                             wshape, "window"))
         mult = 2 if self.flip else 1
@@ -446,6 +448,7 @@ class Stream:
                                   "(gastrt.load(path, backend='native'))")
         self.kernels = "native" if native is not None else "numpy"
         if self.windowed:
+            self.kernels = f"engine ({getattr(engine.backend, 'name', '?')})"
             self._prog = _WindowProgram(engine, n, self.flip)
             self._push_flops = self._window_flops * mult
         else:
@@ -857,9 +860,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         out.write(s)
         out.flush()
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stream_jsonl(eng, sys.stdin, write, fmt=args.format, size=args.size, slots=args.slots, flip=args.flip)
+    stream_jsonl(eng, sys.stdin, write, fmt=args.format, size=args.size, slots=args.slots, flip=args.flip)
     return 0
 
 
