@@ -19,13 +19,17 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if not os.environ.get("GASTRT_BENCH_INSTALLED"):
+_SNAPSHOT_ENV = "GASTRT_RUN_ALL_SNAPSHOT"  # set by the parent for its case processes
+if os.environ.get(_SNAPSHOT_ENV):
+    sys.path.insert(0, os.environ[_SNAPSHOT_ENV])
+elif not os.environ.get("GASTRT_BENCH_INSTALLED"):
     sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import gastrt  # noqa: E402
@@ -174,7 +178,30 @@ def _ratio(a, b) -> str:
     return f"{b['latency_ms']['p50'] / a['latency_ms']['p50']:.2f}"
 
 
-def section(docs: list[dict], argv: list[str], started: float, crashes: list[str] = ()) -> str:
+def _checkout_state() -> tuple[str | None, bool | None]:
+    def git(*a):
+        try:
+            r = subprocess.run(["git", "-C", ROOT] + list(a), capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else bool(status))
+
+
+def _native_digest(pkg_dir: str) -> str | None:
+    import glob
+    import hashlib
+    libs = sorted(glob.glob(os.path.join(pkg_dir, "_native*.so")) + glob.glob(os.path.join(pkg_dir, "_native*.pyd")))
+    if not libs:
+        return None
+    with open(libs[0], "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def section(docs: list[dict], argv: list[str], started: float, crashes: list[str] = (), *,
+            commit: str | None = None, dirty: bool | None = None, native: str | None = None) -> str:
     first = docs[0]
     m, c = first["machine"], first["config"]
     when = first["created"].replace("T", " ").replace("+00:00", " UTC")
@@ -182,9 +209,13 @@ def section(docs: list[dict], argv: list[str], started: float, crashes: list[str
         dev = f"{c['device']} {m['gpu'].get('name')} (driver {m['gpu'].get('driver')}, CUDA {m['gpu'].get('cuda')})"
     else:
         dev = f"cpu {m['cpu_model']} ({m['cpu_affinity'] or m['cpu_cores']} cores)"
-    commit = m["gastrt_commit"][:10] if m["gastrt_commit"] else "not a checkout"
-    if m["gastrt_dirty"]:
+    commit = commit or m["gastrt_commit"]
+    dirty = m["gastrt_dirty"] if dirty is None else dirty
+    commit = commit[:10] if commit else "not a checkout"
+    if dirty:
         commit += " + uncommitted changes"
+    if native:
+        commit += f" (native module sha256 {native}…)"
     backends = sorted({d["config"]["backend"] for d in docs})
     lines = [f"## {when} — {dev}", "",
              f"- gastrt {m['gastrt_version']} @ {commit}; backend {', '.join(backends)}"
@@ -258,6 +289,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-time", type=float, default=5.0)
     ap.add_argument("--results", default=RESULTS, help="markdown file to append to (default benchmarks/RESULTS.md)")
     ap.add_argument("--json-dir", default=None, help="also write each run's JSON document here")
+    ap.add_argument("--no-snapshot", action="store_true",
+                    help="run the package in place instead of a frozen copy of it")
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a case whose process crashed (default 2)")
     ap.add_argument("--analytic", action="store_true", help="print the analytic FLOP / byte table and exit")
     ap.add_argument("--one", nargs=3, metavar=("PRESET", "MODE", "OUT"), help=argparse.SUPPRESS)
@@ -277,6 +310,17 @@ def main(argv=None) -> int:
     started = time.time()
     docs, crashes = [], []
     tmp = tempfile.mkdtemp(prefix="gastrt-run-all-")
+    env = dict(os.environ)
+    pkg = os.path.dirname(os.path.abspath(gastrt.__file__))
+    snapshot = None
+    if not args.no_snapshot:
+        # measure a frozen copy of the package: a native module rebuilt in place while a case
+        # runs would crash it (and would mix two builds in one table)
+        snapshot = os.path.join(tmp, "pkg")
+        shutil.copytree(pkg, os.path.join(snapshot, "gastrt"), ignore=shutil.ignore_patterns("__pycache__"))
+        env[_SNAPSHOT_ENV] = snapshot
+    commit, dirty = _checkout_state()
+    native = _native_digest(snapshot and os.path.join(snapshot, "gastrt") or pkg)
     # each (preset, mode) in its own process: a crash (or a rebuilt native module) loses one
     # case, not the run, and no compiled-graph / allocator state leaks between presets
     passthrough = [a for a in argv if a not in ("--analytic",)]
@@ -288,7 +332,7 @@ def main(argv=None) -> int:
                       + (f" (retry {attempt})" if attempt else "") + " ...", file=sys.stderr, flush=True)
                 t0 = time.time()
                 r = subprocess.run([sys.executable, os.path.abspath(__file__)] + passthrough
-                                   + ["--one", p, mode, out])
+                                   + ["--one", p, mode, out], env=env)
                 print(f"  ({time.time() - t0:.0f} s, exit {r.returncode})", file=sys.stderr, flush=True)
                 if r.returncode == 2:
                     return 2
@@ -307,7 +351,8 @@ def main(argv=None) -> int:
     if not docs:
         print("run_all: no case produced results", file=sys.stderr)
         return 1
-    text = section(docs, argv, started, crashes)
+    text = section(docs, argv, started, crashes, commit=commit, dirty=dirty, native=native)
+    shutil.rmtree(tmp, ignore_errors=True)
     append_results(text, args.results)
     print(text)
     print(f"appended to {args.results}", file=sys.stderr)

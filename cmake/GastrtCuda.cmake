@@ -66,6 +66,7 @@ if(NOT GASTRT_CUDA STREQUAL "OFF")
     set(_archs "")
     foreach(a IN LISTS GASTRT_CUDA_ARCHS)
       string(REGEX REPLACE "-(real|virtual)$" "" _num "${a}")
+      string(REGEX REPLACE "[af]$" "" _num "${_num}")  # 90a / 100f: arch-specific variants of 90 / 100
       if(_rc EQUAL 0 AND NOT _gastrt_supported MATCHES "compute_${_num}([^0-9a-z]|$)")
         message(WARNING "gastrt: ${CMAKE_CUDA_COMPILER} cannot target sm_${_num}: dropped from GASTRT_CUDA_ARCHS")
       else()

@@ -172,8 +172,9 @@ def test_engine_file_alone(tiny_engine):
     assert doc["agreement"] is None
 
 
-def test_without_torch(tiny_engine, monkeypatch, capsys):
+def test_without_torch(tiny_engine, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    monkeypatch.setenv("GASTRT_CACHE_DIR", str(tmp_path))  # no cached preset engines
     doc = bench.run_bench(tiny_engine, batches=[1], repeat=2, warmup=0.0, threads=1)
     validate(doc)
     assert doc["machine"]["torch_version"] is None
@@ -183,6 +184,19 @@ def test_without_torch(tiny_engine, monkeypatch, capsys):
     assert main(["bench", "gast-27-causal", "--batch", "1"]) == 2
     err = capsys.readouterr().err
     assert "needs torch" in err and err.count("\n") == 1
+
+
+def test_cached_preset_without_torch(tmp_path, monkeypatch):
+    """A preset engine already in the cache runs without torch (gastrt alone)."""
+    pytest.importorskip("torch")
+    monkeypatch.setenv("GASTRT_CACHE_DIR", str(tmp_path))
+    path = bench.preset_engine("videopose3d-27")
+    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    doc = bench.run_bench("videopose3d-27", batches=[1], repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    assert doc["config"]["engine_path"] == path
+    assert [r["contender"] for r in doc["rows"]] == ["gastrt"]
+    assert any("torch is not installed" in n for n in doc["notes"])
 
 
 def test_compile_failure_is_reported(tiny_ckpt, monkeypatch):
@@ -305,6 +319,7 @@ def test_preset_names():
     (["{engine}", "--device", "tpu"], "device"),
     (["{engine}", "--device", "cuda:x"], "device"),
     (["{engine}", "--compare", "jit"], "--compare"),
+    (["{engine}", "--device", "cuda", "--mode", "stream"], "--device cpu"),
     (["{engine}", "--precision", "fp16"], "fp32 engine"),
     (["{engine}", "--causal"], "--causal"),
     (["{engine}", "--json", "/nonexistent-dir/r.json"], "does not exist"),
@@ -365,3 +380,27 @@ def test_progress_bar():
     bar.show("x", force=True)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+# ---- benchmarks/run_all.py ------------------------------------------------------------------------
+
+def test_run_all_section(tiny_run, tmp_path):
+    """The RESULTS.md section of a run: header once, one table row per batch size."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "run_all.py")
+    spec = importlib.util.spec_from_file_location("gastrt_run_all", path)
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    doc = tiny_run[0]
+    text = run_all.section([doc], ["--presets", "x"], started=0.0, crashes=["rie-243 window: crashed"],
+                           commit="0123456789abcdef", dirty=True, native="abc")
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| preset")]
+    assert len(rows) == len(doc["config"]["batches"])
+    assert "0123456789 + uncommitted changes" in text and "rie-243 window: crashed" in text
+    out = tmp_path / "RESULTS.md"
+    run_all.append_results(text, str(out))
+    run_all.append_results(text, str(out))
+    body = out.read_text()
+    assert body.startswith("# gastrt benchmark results") and body.count("# gastrt benchmark results") == 1
+    assert body.count("## ") == 2

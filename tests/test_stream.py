@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from gastrt_testutil import rel_err
 
 torch = pytest.importorskip("torch")
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include "common/check.h"
@@ -91,13 +92,13 @@ void load(const std::string& path) {
   }
   if (!h) {
     const char* err = dlerror();
-    GASTRT_CHECK(false, "cannot load the BLAS library " << path << ": " << (err ? err : "?"));
+    throw std::runtime_error("cannot load the BLAS library " + path + ": " + (err ? err : "?"));
   }
   auto sym = [&](const char* name) {
     void* p = dlsym(h, name);
     if (!p) {
       dlclose(h);
-      GASTRT_CHECK(false, path << " has no symbol " << name << " (expected scipy-openblas32)");
+      throw std::runtime_error(path + " has no symbol " + name + " (expected scipy-openblas32)");
     }
     return p;
   };

@@ -4,10 +4,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/blas.h"
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
+#include "gemm.h"
 #include "tiling.h"
 #include "vec_kernels.h"
 
@@ -93,10 +93,10 @@ void conv_f32(const ConvParams& p, Team& team) {
     const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
     float* c0 = y + tl.row0 * co + tl.col0;
     if (fused_k) {
-      blas::sgemm(tl.rows, tl.cols, int64_t(p.k) * ci, 1.f, a0, lda, w + tl.col0, co, 0.f, c0, co);
+      gemm(tl.rows, tl.cols, int64_t(p.k) * ci, a0, lda, w + tl.col0, co, 0.f, c0, co);
     } else {
       for (int tau = 0; tau < p.k; ++tau)
-        blas::sgemm(tl.rows, tl.cols, ci, 1.f, a0 + int64_t(tau) * p.dilation * ci, lda,
+        gemm(tl.rows, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci, lda,
                     w + int64_t(tau) * ci * co + tl.col0, co, tau ? 1.f : 0.f, c0, co);
     }
     // Epilogue on the tile just written: bias, activation, then the residual.

@@ -382,6 +382,11 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
   auto dims = [&](int32_t id) -> const int64_t* { return s->bufs[size_t(id)].d; };
 
   Team team(threads_);
+  // Pure data movement smaller than this runs on the caller alone (waking workers for a few
+  // kilobytes of copying costs more than the copy).
+  constexpr int64_t kSerialFloats = 64 * 1024;
+  Team solo(1);
+  auto team_for = [&](int64_t floats) -> Team& { return floats < kSerialFloats ? solo : team; };
   const int nops = int(plan_.ops.size());
   if (op_seconds) op_seconds->assign(size_t(nops), 0.0);
   for (int oi = 0; oi < nops; ++oi) {
@@ -396,7 +401,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
         const float* src = ptr(op.inputs[0]);
         float* dst = ptr(op.outputs[0]);
         const int64_t A = d[0], B = d[1], C = d[2], F = d[3];
-        team.parallel_for(A * B, [&](int64_t ab, int) {
+        team_for(A * B * C * F).parallel_for(A * B, [&](int64_t ab, int) {
           const int64_t a = ab / B, b = ab % B;
           for (int64_t c = 0; c < C; ++c)
             std::memcpy(dst + ((a * C + c) * B + b) * F, src + ((a * B + b) * C + c) * F,
@@ -454,7 +459,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
         p.n = d[0];
         p.t = int32_t(d[1]);
         p.cin = int32_t(d[2] * d[3]);
-        rie_encode_f32(p, team);
+        rie_encode_f32(p, team_for(p.n * p.t * p.cin));
         break;
       }
       case OpKind::Concat: {
@@ -462,7 +467,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
         const int64_t rows = d[0] * d[1] * d[2], ctot = d[3];
         float* dst = ptr(op.outputs[0]);
         const int64_t per = std::max<int64_t>(1, 16384 / ctot);
-        team.parallel_for((rows + per - 1) / per, [&](int64_t task, int) {
+        team_for(rows * ctot).parallel_for((rows + per - 1) / per, [&](int64_t task, int) {
           const int64_t r0 = task * per, r1 = std::min(rows, r0 + per);
           int64_t c0 = 0;
           for (int32_t id : op.inputs) {

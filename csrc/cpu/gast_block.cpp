@@ -12,12 +12,13 @@
 // plus j*j floats of softmax scratch per thread.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
-#include "common/blas.h"
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
+#include "gemm.h"
 #include "tiling.h"
 #include "vec_kernels.h"
 
@@ -26,10 +27,19 @@ namespace cpu {
 namespace {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
 inline size_t pad16(size_t n) { return (n + 15) & ~size_t(15); }  // 64-byte aligned slices
 
-constexpr int64_t kChunkRows = 256;  // target GEMM rows per chunk (amortises B packing)
+// Target GEMM rows per chunk: enough to amortise the weights' trip through the cache (and
+// OpenBLAS's packing above 192 rows), few enough for the chunk to stay in L2/L3.
+// GASTRT_GAST_CHUNK_ROWS overrides it (tuning).
+int64_t chunk_rows() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("GASTRT_GAST_CHUNK_ROWS");
+    const long long r = e ? std::atoll(e) : 0;
+    return r > 0 ? int64_t(r) : int64_t(256);
+  }();
+  return v;
+}
 
 std::vector<float> copy_f32(const void* p, size_t n, const char* what) {
   GASTRT_CHECK(p != nullptr, "gast_block weight " << what << " is missing");
@@ -54,7 +64,7 @@ ChunkPlan plan_chunks(int64_t frames, int32_t j, int team_size) {
     cp.slots = 1;
     return cp;
   }
-  const int64_t fmax = std::max<int64_t>(1, kChunkRows / j);
+  const int64_t fmax = std::max<int64_t>(1, chunk_rows() / j);
   // A multiple of the team size, as few as possible with at most fmax frames each.
   const int64_t nchunks = team_size * ceil_div(frames, team_size * fmax);
   cp.split_stages = false;
@@ -79,32 +89,70 @@ Layout chunk_layout(const GastBlockWeights& w, int64_t rows) {
   return l;
 }
 
-// Either serial (inside one task) or a whole team working on the same stage.
+// One GEMM of a stage: C[M, N] = A @ B (beta 0), then epi(r0, rows, c0, cols) on each tile
+// while it is in cache (bias, activation, scatter).
+struct GemmJob {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+};
+
+// Either serial (inside one chunk task) or a whole team working on the same stage.
 struct Par {
   Team* team;  // null: serial
 
+  bool serial() const { return !team || team->size() == 1; }
+
+  // Element-wise / copy stages: split across the team only when there is real work (a few
+  // KB of copying is cheaper than waking the workers).
   template <class F>
-  void each(int64_t n, F&& f) const {
-    if (!team || team->size() == 1) {
+  void each(int64_t n, int64_t floats, F&& f) const {
+    if (serial() || floats < 32 * 1024) {
       for (int64_t i = 0; i < n; ++i) f(i, 0);
     } else {
       team->parallel_for(n, f);
     }
   }
 
-  // Row-major C[M, N] = A @ B + beta C; a team splits it into a tile grid (tiling.h).
-  void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-            int64_t ldb, float beta, float* C, int64_t ldc) const {
-    if (!team || team->size() == 1) {
-      blas::sgemm(M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+  // Up to two independent GEMMs in ONE parallel region (fewer team synchronisations at
+  // batch 1, where every stage is split), each cut into a tile grid (tiling.h).
+  template <class E1, class E2>
+  void gemms(const GemmJob& j1, E1&& e1, const GemmJob* j2, E2&& e2) const {
+    if (serial()) {
+      cpu::gemm(j1.M, j1.N, j1.K, j1.A, j1.lda, j1.B, j1.ldb, 0.f, j1.C, j1.ldc);
+      e1(int64_t(0), j1.M, int64_t(0), j1.N);
+      if (j2) {
+        cpu::gemm(j2->M, j2->N, j2->K, j2->A, j2->lda, j2->B, j2->ldb, 0.f, j2->C, j2->ldc);
+        e2(int64_t(0), j2->M, int64_t(0), j2->N);
+      }
       return;
     }
-    const GemmGrid g = gemm_grid(M, N, K, team->size());
-    const int64_t nr = ceil_div(M, g.tile_rows), nc = ceil_div(N, g.tile_cols);
-    team->parallel_for(nr * nc, [&](int64_t i, int) {
+    const int P = team->size();
+    const GemmGrid g1 = gemm_grid(j1.M, j1.N, j1.K, P);
+    const int64_t nr1 = ceil_div(j1.M, g1.tile_rows), nc1 = ceil_div(j1.N, g1.tile_cols);
+    GemmGrid g2{1, 1};
+    int64_t nr2 = 0, nc2 = 1;
+    if (j2) {
+      g2 = gemm_grid(j2->M, j2->N, j2->K, P);
+      nr2 = ceil_div(j2->M, g2.tile_rows);
+      nc2 = ceil_div(j2->N, g2.tile_cols);
+    }
+    team->parallel_for(nr1 * nc1 + nr2 * nc2, [&](int64_t i, int) {
+      const bool first = i < nr1 * nc1;
+      const GemmJob& j = first ? j1 : *j2;
+      const GemmGrid& g = first ? g1 : g2;
+      const int64_t nc = first ? nc1 : nc2;
+      if (!first) i -= nr1 * nc1;
       const int64_t r0 = (i / nc) * g.tile_rows, c0 = (i % nc) * g.tile_cols;
-      blas::sgemm(std::min(g.tile_rows, M - r0), std::min(g.tile_cols, N - c0), K, 1.f,
-                  A + r0 * lda, lda, B + c0, ldb, beta, C + r0 * ldc + c0, ldc);
+      const int64_t rows = std::min(g.tile_rows, j.M - r0), cols = std::min(g.tile_cols, j.N - c0);
+      cpu::gemm(rows, cols, j.K, j.A + r0 * j.lda, j.lda, j.B + c0, j.ldb, 0.f,
+                j.C + r0 * j.ldc + c0, j.ldc);
+      if (first) e1(r0, rows, c0, cols);
+      else e2(r0, rows, c0, cols);
     });
   }
 };
@@ -121,42 +169,54 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   float* Pm = ws + l.p; // [R, PW]
   float* S = ws + l.s;  // [R, 2C] (then O)
   float* Y = ws + l.y;  // [R, HG]
+  auto none = [](int64_t, int64_t, int64_t, int64_t) {};
 
   // 1. gather x [n, j, t, c] -> Z[:, 0:C] frame-major
-  par.each(nf, [&](int64_t f, int) {
+  par.each(nf, R * C, [&](int64_t f, int) {
     const int64_t g = f0 + f, n = g / t, tt = g % t;
     for (int64_t i = 0; i < J; ++i)
       std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
   });
-  // 2. the three projections in one GEMM; bias only on the g / logit columns
-  par.gemm(R, PW, C, Z, 3 * C, w.w1.data(), PW, 0.f, Pm, PW);
-  par.each(R, [&](int64_t r, int) {
-    vk.bias_act(Pm + r * PW + 4 * C, w.b1.data() + 4 * C, PW - 4 * C, 0, nullptr);
-  });
+  // 2. the three projections in one GEMM; bias only on the g / logit columns [4C, PW)
+  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW},
+            [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+              const int64_t b0 = std::max(c0, 4 * C), b1 = c0 + cols;
+              if (b0 >= b1) return;
+              for (int64_t r = r0; r < r0 + rows; ++r)
+                vk.bias_act(Pm + r * PW + b0, w.b1.data() + b0, b1 - b0, 0, nullptr);
+            },
+            nullptr, none);
   // 3. per frame: local mixing (-> S) and global attention (-> Y)
-  par.each(nf, [&](int64_t f, int tid) {
+  par.each(nf, R * (4 * C + HG) * 4, [&](int64_t f, int tid) {
     const float* pf = Pm + f * J * PW;
     vk.gast_local_frame(tab, pf, PW, S + f * J * 2 * C, 2 * C);
     vk.gast_attention_frame(tab, pf + 4 * C + HG, pf + 4 * C, PW, Y + f * J * HG, HG,
                             att_scratch + size_t(tid) * att_stride);
   });
   // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
-  par.gemm(R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, 0.f, Z + C, 3 * C);
-  par.gemm(R, C, HG, Y, HG, w.glb_cat_w.data(), C, 0.f, Z + 2 * C, 3 * C);
-  par.each(R, [&](int64_t r, int) {
-    vk.bias_act(Z + r * 3 * C + C, w.loc_cat_b.data(), C, 1, nullptr);
-    vk.bias_act(Z + r * 3 * C + 2 * C, w.glb_cat_b.data(), C, 1, nullptr);
-  });
-  // 5. out = relu([x | loc | glb] @ cat_w + cat_b): one GEMM, K = 3C, into S (now O)
+  const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C};
+  par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C},
+            [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+              for (int64_t r = r0; r < r0 + rows; ++r)
+                vk.bias_act(Z + r * 3 * C + C + c0, w.loc_cat_b.data() + c0, cols, 1, nullptr);
+            },
+            &glb,
+            [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+              for (int64_t r = r0; r < r0 + rows; ++r)
+                vk.bias_act(Z + r * 3 * C + 2 * C + c0, w.glb_cat_b.data() + c0, cols, 1, nullptr);
+            });
+  // 5. out = relu([x | loc | glb] @ cat_w + cat_b): one GEMM, K = 3C, into S (now O), whose
+  //    epilogue adds the bias, applies the relu and scatters to the joint-major y [n, j, t, 2c]
   float* O = S;
-  par.gemm(R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, 0.f, O, 2 * C);
-  // 6. bias + relu while scattering back to the joint-major y [n, j, t, 2c]
-  par.each(nf, [&](int64_t f, int) {
-    const int64_t g = f0 + f, n = g / t, tt = g % t;
-    for (int64_t i = 0; i < J; ++i)
-      vk.bias_act_to(y + ((n * J + i) * t + tt) * 2 * C, O + (f * J + i) * 2 * C,
-                     w.cat_b.data(), 2 * C, 1);
-  });
+  par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C},
+            [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+              for (int64_t r = r0; r < r0 + rows; ++r) {
+                const int64_t f = r / J, i = r % J, g = f0 + f, n = g / t, tt = g % t;
+                vk.bias_act_to(y + ((n * J + i) * t + tt) * 2 * C + c0, O + r * 2 * C + c0,
+                               w.cat_b.data() + c0, cols, 1);
+              }
+            },
+            nullptr, none);
 }
 
 }  // namespace
@@ -198,9 +258,10 @@ GastBlockWeights gast_block_prepare(const GastBlockParams& p) {
   w.glb_cat_b = copy_f32(p.glb_cat_b, C, "glb_cat_b");
   w.cat_w = copy_f32(p.cat_w, 3 * C * 2 * C, "cat_w");
   w.cat_b = copy_f32(p.cat_b, 2 * C, "cat_b");
-  // Sparse neighbour lists of the off-diagonal mixing tables. The diagonal is excluded (its
-  // weight is loc_diag; the plan guarantees loc_off's diagonal is zero, and a nonzero one
-  // would be applied by the NumPy oracle: keep it in the list then, to stay exact).
+  // Sparse neighbour lists of the off-diagonal mixing tables: (i, j) pairs whose weights are
+  // zero in every channel are skipped (GAST's diagonal and its non-edges). Any nonzero entry,
+  // even a diagonal one the lowering never produces, stays in, so the result always equals
+  // the dense einsum of the NumPy oracle.
   w.nbr_start.assign(2 * J + 1, 0);
   for (size_t s = 0; s < 2; ++s)
     for (size_t i = 0; i < J; ++i) {

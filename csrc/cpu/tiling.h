@@ -18,8 +18,11 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int P) {
   auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   auto rup = [&](int64_t a, int64_t m) { return cdiv(a, m) * m; };
   if (P <= 1 || M <= 0 || N <= 0) return {std::max<int64_t>(M, 1), std::max<int64_t>(N, 1)};
-  // ~4 MFLOP per tile at least (tens of microseconds), up to 4 tiles per thread.
   const double flops = 2.0 * double(M) * double(N) * double(std::max<int64_t>(K, 1));
+  // Below ~0.5 MFLOP per thread, waking the workers costs more than it saves: one tile (run
+  // inline by the caller).
+  if (flops < 5e5 * P) return {M, N};
+  // ~4 MFLOP per tile at least (tens of microseconds), up to 4 tiles per thread.
   const int64_t per_thread = std::clamp<int64_t>(int64_t(flops / (double(P) * 4e6)), 1, 4);
   const int64_t T = P * per_thread;
   int64_t best_pr = 1;

@@ -3,7 +3,9 @@
 // -DGASTRT_VK_NS=<namespace> and the matching -m flags (see CMakeLists.txt); vec_dispatch.cpp
 // picks one at run time. No -ffast-math: NaN / inf propagate exactly like NumPy's float ops
 // (relu(NaN) = NaN, as np.maximum).
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 
@@ -131,11 +133,115 @@ void gast_attention_frame(const GastFrameTables& t, const float* ab, const float
   }
 }
 
+// ---- small-M GEMM ------------------------------------------------------------------------------
+// GCC/Clang vector extensions: one source, lowered to zmm / ymm / xmm by each variant's flags.
+// Register tile MR rows x NV vectors: AVX-512 6 x 4 (24 of 32 zmm), AVX2 4 x 3 (12 of 16 ymm),
+// SSE 4 x 2.
+#if defined(__AVX512F__)
+constexpr int VW = 16, MR_MAX = 6, NV_MAX = 4;
+#elif defined(__AVX2__)
+constexpr int VW = 8, MR_MAX = 4, NV_MAX = 3;
+#else
+constexpr int VW = 4, MR_MAX = 4, NV_MAX = 2;
+#endif
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+typedef float vfu __attribute__((vector_size(VW * sizeof(float)), aligned(4)));  // unaligned access
+
+template <int MR, int NV>
+inline void small_tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
+                       int64_t ldb, float beta, float* __restrict C, int64_t ldc) {
+  vf acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[m][v] = vf{};
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = B + k * ldb;
+    vf bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const vfu*>(b + v * VW);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const vf a = vf{} + A[m * lda + k];  // broadcast (an element-wise splat loop would
+                                            // compile to 16 masked inserts)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[m][v] += a * bv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      vfu* c = reinterpret_cast<vfu*>(C + m * ldc + v * VW);
+      if (beta == 0.f) *c = acc[m][v];
+      else *c = acc[m][v] + beta * *c;
+    }
+}
+
+template <int NV>
+inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const float* B,
+                       int64_t ldb, float beta, float* C, int64_t ldc) {
+  int64_t m = 0;
+  for (; m + MR_MAX <= M; m += MR_MAX)
+    small_tile<MR_MAX, NV>(K, A + m * lda, lda, B, ldb, beta, C + m * ldc, ldc);
+  const float* a = A + m * lda;
+  float* c = C + m * ldc;
+  switch (M - m) {
+    case 1: small_tile<1, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    case 2: small_tile<2, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    case 3: small_tile<3, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    case 4: if (MR_MAX > 4) small_tile<(MR_MAX > 4 ? 4 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    case 5: if (MR_MAX > 5) small_tile<(MR_MAX > 5 ? 5 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    default: break;
+  }
+}
+
+// K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
+// and then served from L1/L2 to every 6-row pass; C carries the partial sums between K blocks
+// (the first block applies the caller's beta, so beta == 0 never reads C).
+int64_t small_kc() {
+  static const int64_t kc = [] {
+    const char* e = std::getenv("GASTRT_SMALL_GEMM_KC");
+    const long long v = e ? std::atoll(e) : 0;
+    return v > 0 ? int64_t(v) : int64_t(192);
+  }();
+  return kc;
+}
+
+void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr int64_t NB = int64_t(NV_MAX) * VW;
+  const int64_t KC = small_kc();
+  int64_t n = 0;
+  for (; n + NB <= N; n += NB)
+    for (int64_t k0 = 0; k0 < K; k0 += KC)
+      small_rows<NV_MAX>(M, std::min(KC, K - k0), A + k0, lda, B + k0 * ldb + n, ldb,
+                         k0 ? 1.f : beta, C + n, ldc);
+  for (; n + VW <= N; n += VW)
+    for (int64_t k0 = 0; k0 < K; k0 += KC)
+      small_rows<1>(M, std::min(KC, K - k0), A + k0, lda, B + k0 * ldb + n, ldb,
+                    k0 ? 1.f : beta, C + n, ldc);
+  if (n < N) {  // last < VW columns: row by row, the columns innermost (vectorisable)
+    const int64_t nt = N - n;  // < VW
+    for (int64_t m = 0; m < M; ++m) {
+      float acc[VW] = {};
+      const float* __restrict a = A + m * lda;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* __restrict b = B + k * ldb + n;
+        const float av = a[k];
+        for (int64_t j = 0; j < nt; ++j) acc[j] += av * b[j];
+      }
+      float* __restrict c = C + m * ldc + n;
+      for (int64_t j = 0; j < nt; ++j) c[j] = beta == 0.f ? acc[j] : acc[j] + beta * c[j];
+    }
+  }
+}
+
 }  // namespace
 
 extern const VecKernels kernels;
 const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
-                            gast_attention_frame};
+                            gast_attention_frame, sgemm_small};
 
 }  // namespace GASTRT_VK_NS
 }  // namespace cpu

@@ -36,7 +36,8 @@ Modes and the batch axis. ``window``: batch = windows [B, RF, J, 2] -> B output 
 ``sequence``: batch = sequences (people) of ``--seq-len`` frames, edge padded inside the timed
 call -> B * seq_len frames per call. ``stream``: batch = stream slots; one call = one
 ``push`` of one frame per slot -> B frames; eager / compile do what a live pipeline without
-gastrt does, the window model on the B newest windows. Default batch sizes depend on the
+gastrt does, the window model on the B newest windows. Stream mode is CPU only (the streaming
+runtime has no GPU path). Default batch sizes depend on the
 device and mode (``DEFAULT_BATCHES``): a 4096-window batch of gast-27 is 1.5 TFLOP, minutes on
 a laptop CPU.
 
@@ -189,7 +190,6 @@ DEFAULT_BATCHES = {
     ("cpu", "stream"): (1, 8, 64),
     ("cuda", "window"): (1, 8, 64, 512, 4096),
     ("cuda", "sequence"): (1, 8, 64),
-    ("cuda", "stream"): (1, 8, 64, 512),
 }
 DEFAULT_SEQ_LEN = 1000
 DEFAULT_WARMUP = 0.5
@@ -436,17 +436,11 @@ def _resolve_target(target: str, precision: str | None, causal: bool, want_torch
     if target in PRESETS:
         if causal:
             raise GastrtError(f"--causal applies to checkpoints; use the preset {_split_preset(target)[0]}-causal")
-        if torch is None:
-            raise GastrtError(f"preset {target!r} needs torch to generate its weights, which is not installed "
-                              "(pip install gastrt[torch]); bench an engine file instead")
+        # a cached engine needs no torch; building one does (preset_engine says so)
         eng_path = preset_engine(target, precision or "fp32", notes)
-        base, _ = _split_preset(target)
         t = _Target("preset", eng_path)
-        if want_torch:
-            t.family, t.config, t.state_dict = _preset_weights(base)
-        else:
-            from .reference import factory
-            t.family, t.config = factory.PRESETS[base][0], dict(factory.PRESETS[base][1])
+        if want_torch and torch is not None:
+            t.family, t.config, t.state_dict = _preset_weights(_split_preset(target)[0])
         return t
     raise GastrtError(f"{target!r}: no such file, and not a built-in preset (presets: {', '.join(PRESETS)})")
 
@@ -924,6 +918,9 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     if mode == "stream" and not _stream_available():
         raise GastrtError("--mode stream needs gastrt's streaming runtime (gastrt.stream), which this install "
                           "does not have; use --mode window or --mode sequence")
+    if mode == "stream" and dev_kind == "cuda":
+        raise GastrtError("--mode stream runs on the CPU: gastrt's streaming runtime has no GPU path yet "
+                          "(its per-column steps are CPU kernels); use --device cpu")
     batches = parse_batches(batches) if batches is not None else list(DEFAULT_BATCHES[(dev_kind, mode)])
     seq_len = _positive_int(seq_len, "--seq-len")
     repeat = _positive_int(repeat, "--repeat")
@@ -1004,6 +1001,12 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
         except ImportError:
             notes.append("gastrt runs on its NumPy backend: NumPy's BLAS uses its own thread count "
                          "(OPENBLAS_NUM_THREADS), not --threads")
+    if mode == "stream":
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            notes.append("stream mode: gastrt's per-column steps use NumPy's BLAS, whose thread count is "
+                         "NumPy's own (OPENBLAS_NUM_THREADS), not --threads")
     if mode == "stream" and len(contenders) > 1:
         notes.append("stream mode: eager / torch.compile run the window model on the newest window of every "
                      "slot per push (a live pipeline without column reuse)")
@@ -1050,7 +1053,7 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
         saved_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
     threadpool = None
-    if be_name == "numpy" and not on_cuda:
+    if (be_name == "numpy" or mode == "stream") and not on_cuda:
         try:
             from threadpoolctl import threadpool_limits
             threadpool = threadpool_limits(limits=threads)

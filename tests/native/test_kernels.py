@@ -85,6 +85,22 @@ def test_conv(rng, mode, case, threads):
     assert rel_err(out, ref) <= TOL
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 11, 13, 17, 40, 41, 67])
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 63, 64, 65, 129, 200])
+def test_linear_shapes(rng, m, n):
+    """A Linear (k = 1) over m rows: every register-tile / column-tail combination of the
+    small-M GEMM (m <= 40) and the OpenBLAS path (m > 40), one and three threads."""
+    k = 37
+    x = f32(rng.standard_normal((1, 1, m, k)))
+    w = f32(rng.standard_normal((k, n)))
+    b = f32(rng.standard_normal(n))
+    ref = x @ w + b
+    for threads in (1, 3):
+        out = np.full(ref.shape, np.nan, np.float32)
+        _native.conv(x, w, b, k=1, stride=1, out=out, threads=threads)
+        assert rel_err(out, ref) <= TOL
+
+
 def test_conv_allocates_output_and_takes_noncontiguous(rng):
     x = rng.standard_normal((2, 3, 40, 5)).astype(np.float64)[:, :, ::2]   # float64, strided
     w = rng.standard_normal((15, 6)).astype(np.float32)
@@ -403,6 +419,31 @@ def test_engine_thread_safety(rng):
     for t in ts:
         t.join()
     assert not errors, errors
+
+
+def _fork_child(q, x, w, b):
+    q.put(_native.conv(x, w, b, k=1, stride=1, threads=2))
+
+
+def test_fork_after_use(rng):
+    """A process forked after the pool has started (multiprocessing 'fork') must not wait for
+    worker threads that do not exist in the child."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    x = f32(rng.standard_normal((64, 1, 200, 64)))
+    w = f32(rng.standard_normal((64, 64)))
+    b = f32(rng.standard_normal(64))
+    ref = _native.conv(x, w, b, k=1, stride=1, threads=2)   # starts the workers
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_fork_child, args=(q, x, w, b))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert np.array_equal(got, ref)
 
 
 def test_build_config():

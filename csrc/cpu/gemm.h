@@ -1,0 +1,44 @@
+// The GEMM entry point of the CPU kernels: OpenBLAS, except for the few-row products of
+// batch-1 inference, which go to the unpacked small-M kernel (vec_kernels.h, sgemm_small).
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+
+#include "common/blas.h"
+#include "vec_kernels.h"
+
+namespace gastrt {
+namespace cpu {
+
+// Rows up to which sgemm_small is used. Measured on Zen 5 (AVX-512, one thread, B 0.3-12 MB):
+// 3-5x faster than OpenBLAS at M <= 12, 1.3-1.8x at M = 17-64, about even at M ~ 150-250 when
+// K >= 256, behind from M ~ 500 (OpenBLAS's packed panels win) and for short K (K = 128:
+// the per-tile accumulator setup is not amortised). So: every M <= 40, and M <= 192 when
+// K >= 256. GASTRT_SMALL_GEMM_M overrides the row limit for every K (0 disables the small path;
+// for A/B timing).
+inline int64_t small_gemm_override() {  // -1: no override
+  static const int64_t v = [] {
+    const char* e = std::getenv("GASTRT_SMALL_GEMM_M");
+    return e ? int64_t(std::atoll(e)) : int64_t(-1);
+  }();
+  return v;
+}
+
+inline bool use_small_gemm(int64_t M, int64_t K) {
+  const int64_t o = small_gemm_override();
+  if (o >= 0) return M <= o;
+  return M <= 40 || (M <= 192 && K >= 256);
+}
+
+// Row-major C[M, N] = A[M, K] @ B[K, N] + beta * C.
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M > 0 && K > 0 && N > 0 && use_small_gemm(M, K)) {
+    vec().sgemm_small(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  blas::sgemm(M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace cpu
+}  // namespace gastrt
