@@ -41,9 +41,10 @@ HEADER = """# gastrt benchmark results
 Appended by `benchmarks/run_all.py`, one section per run (newest last): every built-in preset
 (seeded random weights in the original checkpoint layout) measured by `gastrt bench` on the
 machine named in the section, gastrt against eager PyTorch and `torch.compile` in the same run,
-same thread count. Latencies are medians (p50) of the timed calls of one call of `batch`
-windows (window mode) or `batch` sequences of 1000 frames (sequence mode); frames/s is output
-frames per second at that median; GFLOP/s uses the analytic FLOPs of benchmarks/METHOD.md.
+same thread count. One call lifts `batch` windows (window mode) or `batch` sequences of 1000
+frames (sequence mode); the ms columns are the median (p50) latency of the timed calls, frames/s
+is output frames per second at that median, GFLOP/s uses the analytic FLOPs of
+benchmarks/METHOD.md.
 `x eager` / `x compile`: gastrt's speed-up over them (>1: gastrt faster). A machine that was
 busy while it ran is flagged in its section: treat those numbers as rough.
 """
@@ -288,6 +289,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--max-time", type=float, default=5.0)
     ap.add_argument("--results", default=RESULTS, help="markdown file to append to (default benchmarks/RESULTS.md)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the section (repeatable)")
     ap.add_argument("--json-dir", default=None, help="also write each run's JSON document here")
     ap.add_argument("--no-snapshot", action="store_true",
                     help="run the package in place instead of a frozen copy of it")
@@ -351,7 +353,7 @@ def main(argv=None) -> int:
     if not docs:
         print("run_all: no case produced results", file=sys.stderr)
         return 1
-    text = section(docs, argv, started, crashes, commit=commit, dirty=dirty, native=native)
+    text = section(docs, argv, started, list(args.note) + crashes, commit=commit, dirty=dirty, native=native)
     shutil.rmtree(tmp, ignore_errors=True)
     append_results(text, args.results)
     print(text)
