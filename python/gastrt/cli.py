@@ -14,6 +14,17 @@ from ._version import __version__
 _PLUGINS = ("gastrt.lifting", "gastrt.bench", "gastrt.onnx_export", "gastrt.stream")
 
 
+def positive_int(s: str) -> int:
+    """argparse type for counts (--people, --slots, --threads)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
 def _fmt_count(n: float) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= div:

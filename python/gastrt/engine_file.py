@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import EngineFileError
+from .errors import EngineFileError, GastrtError
 
 FORMAT_NAME = "gastrt-engine"
 FORMAT_VERSION = 1
@@ -44,14 +44,21 @@ def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
 
 
 def atomic_write(path: str, write_fn) -> None:
-    """Write through a temp file in the destination folder, then rename: never a partial file."""
+    """Write through a temp file in the destination folder, then rename: never a partial file.
+    ``write_fn(f)`` gets a binary file. The result has the usual umask permissions (mkstemp's
+    are 0600)."""
     d = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".gastrt-", suffix=".tmp", dir=d)
+    if not os.path.isdir(d):
+        raise GastrtError(f"{path}: output directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -12,13 +12,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from .cli import positive_int
+from .engine_file import atomic_write
 from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, fill_missing,
                         guess_format, nonzero_frames, normalize_screen, plan_layout,
                         present_mask, read_keypoints, rebase_height)
@@ -245,30 +246,6 @@ def _plain(v: Any) -> Any:
 
 # --- saving / loading -----------------------------------------------------------------------
 
-def _atomic_write(out_path: str, write: Callable[[Any], None], binary: bool) -> None:
-    d = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(d):
-        raise UserError(f"{out_path}: output directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out_path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else
-                                                        {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _out_kind(out_path: str) -> str:
     ext = os.path.splitext(out_path)[1].lower()
     if ext not in (".npz", ".json"):
@@ -289,13 +266,13 @@ def save_result(result: LiftResult, out_path: str | os.PathLike) -> str:
         arrays["poses_world"] = np.asarray(result.poses_world, dtype=np.float32)
     meta_json = json.dumps(result.metadata, sort_keys=True)
     if ext == ".npz":
-        _atomic_write(out_path, lambda f: np.savez_compressed(
-            f, metadata=np.array(meta_json), **arrays), binary=True)
+        atomic_write(out_path, lambda f: np.savez_compressed(f, metadata=np.array(meta_json), **arrays))
     else:
         doc: dict[str, Any] = {"metadata": result.metadata}
         for k, a in arrays.items():
             doc[k] = a.tolist() if a.dtype == bool else np.round(a.astype(np.float64), 6).tolist()
-        _atomic_write(out_path, lambda f: json.dump(doc, f, allow_nan=False), binary=False)
+        text = json.dumps(doc, allow_nan=False)
+        atomic_write(out_path, lambda f: f.write(text.encode("utf-8")))
     return out_path
 
 
@@ -373,16 +350,6 @@ class ProgressBar:
 
 # --- CLI ------------------------------------------------------------------------------------------
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
 def _default_output(input_path: str) -> str:
     base = os.path.basename(os.path.normpath(input_path))
     stem = os.path.splitext(base)[0] if os.path.isfile(input_path) else base
@@ -444,7 +411,7 @@ def add_parsers(subparsers: Any) -> None:
                    help="video resolution in pixels; required when the file has none")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="test-time flip augmentation (default: on)")
-    p.add_argument("--people", type=_positive_int, metavar="N",
+    p.add_argument("--people", type=positive_int, metavar="N",
                    help="lift at most N people (default: all)")
     p.add_argument("--world", action="store_true",
                    help="also write poses_world: demo camera->world rotation, feet on z=0")

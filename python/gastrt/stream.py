@@ -61,6 +61,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from .cli import positive_int
 from .errors import GastrtError
 from .plan import LRELU_SLOPE, Op, Plan, op_flops, plan_flops
 
@@ -864,16 +865,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
 def add_parsers(subparsers: Any) -> None:
     """Register ``gastrt stream`` on an argparse subparsers object."""
     from .keypoints import FORMATS
@@ -885,8 +876,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--format", default="auto", choices=("auto",) + tuple(FORMATS),
                    help="2D joint layout of the keypoints (default: auto, from the joint count: 17 = COCO)")
     p.add_argument("--size", metavar="WxH", help="video resolution in pixels (or \"size\" in each line)")
-    p.add_argument("--slots", type=_positive_int, default=8,
+    p.add_argument("--slots", type=positive_int, default=8,
                    help="people tracked at once (default 8); more are dropped with a warning")
     p.add_argument("--flip", action="store_true", help="test-time flip augmentation (2x the compute)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     p.set_defaults(func=_cmd_stream)
