@@ -14,8 +14,6 @@ except ImportError:
     sys.path.insert(0, os.path.join(ROOT, "python"))
     import gastrt  # noqa: F401
 
-from gastrt_testutil import TOL, rel_err, subprocess_env  # noqa: F401,E402
-
 
 @pytest.fixture(scope="session")
 def ckpt_cache(tmp_path_factory):

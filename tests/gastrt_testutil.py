@@ -27,3 +27,23 @@ def subprocess_env() -> dict:
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(gastrt.__file__)))
     env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def small_engine(folder, name: str, family: str, config: dict, causal: bool = False) -> tuple[str, str]:
+    """A checkpoint {'model_pos'(, 'model_traj')} with random weights and random BatchNorm
+    statistics (saved once per name in ``folder``), built into an engine.
+    -> (checkpoint path, engine path)"""
+    import zlib
+
+    import torch
+    from gastrt.reference import factory
+
+    ck = os.path.join(os.fspath(folder), f"{name}.bin")
+    if not os.path.exists(ck):
+        seed = zlib.crc32(name.encode()) % 1000
+        sd = {"model_pos": factory.random_state_dict(family, config, seed=seed)}
+        if config.get("trajectory"):
+            sd["model_traj"] = factory.random_state_dict(family, config, seed=seed, trajectory=True)
+        torch.save(sd, ck)
+    out = os.path.join(os.fspath(folder), f"{name}-{int(causal)}.gastrt")
+    return ck, gastrt.build(ck, out, causal=causal)

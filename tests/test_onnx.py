@@ -15,18 +15,10 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 import gastrt  # noqa: E402
+from gastrt_testutil import rel_err, small_engine  # noqa: E402
 from gastrt import onnx_export  # noqa: E402
 from gastrt.cli import main  # noqa: E402
 from gastrt.onnx_export import FORBIDDEN_OPS, build_model, check_model, export_onnx  # noqa: E402
-from gastrt.reference import factory  # noqa: E402
-
-
-def rel_err(got, ref) -> float:
-    """max |got - ref| / max |ref| (defined here: tests/cuda has a conftest of its own)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert np.isfinite(got).all(), "non-finite values in the result"
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 FP32_TOL = 1e-5      # max |onnx - engine| / max |engine|
@@ -59,14 +51,7 @@ def engines(tmp_path_factory):
         key = (name, causal)
         if key not in cache:
             family, config = CONFIGS[name]
-            ck = d / f"{name}.bin"
-            if not ck.exists():
-                seed = zlib.crc32(name.encode()) % 1000
-                sd = {"model_pos": factory.random_state_dict(family, config, seed=seed)}
-                if config.get("trajectory"):
-                    sd["model_traj"] = factory.random_state_dict(family, config, seed=seed, trajectory=True)
-                torch.save(sd, ck)
-            path = gastrt.build(str(ck), str(d / f"{name}-{int(causal)}.gastrt"), causal=causal)
+            _, path = small_engine(d, name, family, config, causal)
             cache[key] = (path, gastrt.load(path, backend="numpy"))
         return cache[key]
 

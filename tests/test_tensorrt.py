@@ -8,22 +8,14 @@ import json
 import os
 import struct
 import sys
-import zlib
 
 import numpy as np
 import pytest
 
 import gastrt  # noqa: E402
+from gastrt_testutil import rel_err, small_engine  # noqa: E402
 from gastrt.backends import tensorrt_runner as tr  # noqa: E402
 from gastrt.cli import main  # noqa: E402
-
-
-def rel_err(got, ref) -> float:
-    """max |got - ref| / max |ref| (defined here: tests/cuda has a conftest of its own)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert np.isfinite(got).all(), "non-finite values in the result"
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 MISSING = "TensorRT is not installed: pip install gastrt[tensorrt]"
@@ -51,24 +43,15 @@ needs_trt = pytest.mark.skipif(not _gpu_tensorrt(), reason="TensorRT, cuda-pytho
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     """name -> (checkpoint path, engine path, Engine on the NumPy backend)."""
-    torch = pytest.importorskip("torch")
-    from gastrt.reference import factory
-
+    pytest.importorskip("torch")
     d = tmp_path_factory.mktemp("trt")
     cache = {}
 
     def get(name, causal=False):
         if (name, causal) not in cache:
             family, config = CONFIGS[name]
-            ck = d / f"{name}.bin"
-            if not ck.exists():
-                seed = zlib.crc32(name.encode()) % 1000
-                sd = {"model_pos": factory.random_state_dict(family, config, seed=seed)}
-                if config.get("trajectory"):
-                    sd["model_traj"] = factory.random_state_dict(family, config, seed=seed, trajectory=True)
-                torch.save(sd, ck)
-            path = gastrt.build(str(ck), str(d / f"{name}-{int(causal)}.gastrt"), causal=causal)
-            cache[(name, causal)] = (str(ck), path, gastrt.load(path, backend="numpy"))
+            ck, path = small_engine(d, name, family, config, causal)
+            cache[(name, causal)] = (ck, path, gastrt.load(path, backend="numpy"))
         return cache[(name, causal)]
 
     return get

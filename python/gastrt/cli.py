@@ -33,7 +33,7 @@ def _fmt_count(n: float) -> str:
 
 
 def cmd_build(args) -> int:
-    from .engine import build, lower_checkpoint
+    from .engine import build
 
     if args.backend == "tensorrt":
         from .tensorrt_builder import build_tensorrt_cli

@@ -14,7 +14,7 @@ _native = pytest.importorskip("gastrt._native")
 from gastrt.backends import numpy_backend as nb  # noqa: E402
 from gastrt.families.common import PlanBuilder  # noqa: E402
 from gastrt.families.rie import GROUPS, SOURCES  # noqa: E402
-from gastrt.plan import Op, Plan, conv_geometry, conv_out_frames  # noqa: E402
+from gastrt.plan import Op, Plan, conv_geometry  # noqa: E402
 from gastrt.skeletons import gast_masks, skeleton_for  # noqa: E402
 
 TOL = 1e-5

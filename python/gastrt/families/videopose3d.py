@@ -2,7 +2,6 @@
 The temporal stack is shared with RIE's branches (same layer names, LeakyReLU there)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import CheckpointMismatch
 from ..plan import Plan
