@@ -153,6 +153,12 @@ def test_sequence_lengths_and_batching(setup, backend):
         pad = eng.pad
         padded = np.pad(seq, ((pad, pad), (0, 0), (0, 0)), mode="edge")[None]
         assert rel_err(eng.lift_sequence(seq), eager(seq_model, padded)[0]) < TOL["fp32"]
+    # long sequences run in overlapping pieces: same result as one call
+    seq = rng.standard_normal((101, 17, 2)).astype(np.float32)
+    whole = eng.lift_sequence(seq, flip=True)
+    eng.max_sequence_frames = 7
+    assert rel_err(eng.lift_sequence(seq, flip=True), whole) < TOL["fp32"]
+    eng.max_sequence_frames = 16384
     people = rng.standard_normal((3, 13, 17, 2)).astype(np.float32)
     batched = eng.lift_sequence(people, flip=True)
     for p in range(3):

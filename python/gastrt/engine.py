@@ -186,6 +186,8 @@ class Engine:
         self.kps_left = list(meta.get("kps_left", self.joints_left))
         self.kps_right = list(meta.get("kps_right", self.joints_right))
         self.has_trajectory = "traj" in plans
+        # output frames (summed over people) per backend call in lift_sequence; bounds memory
+        self.max_sequence_frames = 16384
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -291,7 +293,13 @@ class Engine:
         p, tp = x.shape[:2]
         t = tp - plan.receptive_field + 1
         if "sequence" in plan.modes:
-            y = self._run(plan_name, x, "sequence", flip)
+            # long inputs run in pieces of `chunk` output frames (+ RF - 1 frames of context each):
+            # exact, since every output frame depends on its own window only, and the workspace
+            # stays bounded however long the video is
+            chunk = max(1, self.max_sequence_frames // p)
+            rf = plan.receptive_field
+            y = np.concatenate([self._run(plan_name, np.ascontiguousarray(x[:, s:s + min(chunk, t - s) + rf - 1]),
+                                          "sequence", flip) for s in range(0, t, chunk)], axis=1)
         else:  # RIE: one window per output frame
             win = np.lib.stride_tricks.sliding_window_view(x, plan.receptive_field, axis=1)
             win = win.transpose(0, 1, 4, 2, 3).reshape(p * t, plan.receptive_field, *x.shape[2:])
