@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 
 import numpy as np
 
@@ -188,7 +187,6 @@ class Engine:
         self.has_trajectory = "traj" in plans
         # output frames (summed over people) per backend call in lift_sequence; bounds memory
         self.max_sequence_frames = 16384
-        self._lock = threading.Lock()
 
     def __repr__(self):
         return (f"<gastrt.Engine {self.family} rf={self.receptive_field} joints={self.num_joints} "
