@@ -49,13 +49,16 @@ $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torc
 
 # gastrt._native loads OpenBLAS from the scipy-openblas32 package at import time (or from
 # $GASTRT_BLAS_LIBRARY); `pip install --no-deps` does not bring it. Without it _native does not
-# import and every CUDA test skips. Best effort offline install from a local wheel folder.
+# import and every CUDA test skips. Best effort offline install from a local wheel folder. To
+# carry one with the device tool: `echo /.whl/ >> .git/info/exclude; python3 -m pip download
+# --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform
+# manylinux2014_x86_64 -d .whl scipy-openblas32` here, then name `.whl` in the run's carry list.
 if ! $PY -c "import scipy_openblas32" 2>/dev/null && [ -z "${GASTRT_BLAS_LIBRARY:-}" ]; then
   echo "scipy-openblas32 is not installed (gastrt._native needs it at import)"
-  for d in "$ROOT/shared/wheels" "$ROOT/../shared/wheels" "${WHEELS:-}"; do
+  for d in "$ROOT/.whl" "$ROOT/shared/wheels" "$ROOT/../shared/wheels" "${WHEELS:-}"; do
     [ -n "$d" ] && [ -d "$d" ] && $PY -m pip install --no-index --find-links "$d" scipy-openblas32 && break
   done
-  $PY -c "import scipy_openblas32" 2>/dev/null || echo "WARNING: still missing: put a scipy_openblas32 wheel in shared/wheels or set GASTRT_BLAS_LIBRARY"
+  $PY -c "import scipy_openblas32" 2>/dev/null || echo "WARNING: still missing: carry a scipy_openblas32 wheel in .whl (see above) or set GASTRT_BLAS_LIBRARY"
 fi
 
 if has build; then
