@@ -96,23 +96,30 @@ def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray
     atomic_write(path, write)
 
 
+def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mmap.mmap:
+    """Memory-map a file read-only; a missing file, a directory or a file shorter than
+    ``min_size`` bytes -> EngineFileError naming the path (``expected``: what it should be)."""
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise EngineFileError(f"{path}: is a directory, expected {expected}") from None
+    except OSError as e:
+        raise EngineFileError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        if os.fstat(f.fileno()).st_size < min_size:
+            raise EngineFileError(f"{path}: {too_short}")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """-> (metadata, name -> array in its stored dtype; bf16 as uint16 bits). Arrays are views
     of a read-only memory map."""
     def bad(why: str) -> EngineFileError:
         return EngineFileError(f"{path}: {why}")
 
-    try:
-        f = open(path, "rb")
-    except IsADirectoryError:
-        raise bad("is a directory, expected a .gastrt engine file") from None
-    except OSError as e:
-        raise bad(f"cannot open ({e.strerror})") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 8:
-            raise bad("not a gastrt engine (file too short; expected a .gastrt file written by `gastrt build`)")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mm = map_readonly(path, "a .gastrt engine file", 8,
+                      "not a gastrt engine (file too short; expected a .gastrt file written by `gastrt build`)")
+    size = len(mm)
     (hlen,) = struct.unpack("<Q", mm[:8])
     if hlen > min(size - 8, _MAX_HEADER):
         raise bad("not a gastrt engine or truncated (header length out of range)")

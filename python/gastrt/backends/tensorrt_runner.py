@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import struct
 import threading
 
 import numpy as np
 
+from ..engine_file import atomic_write, map_readonly
 from ..errors import EngineFileError, GastrtError
 
 MAGIC = b"GASTRTRT"
@@ -117,8 +117,6 @@ def is_tensorrt_plan(path) -> bool:
 
 def write_plan(path: str, header: dict, engines: dict[str, bytes]) -> None:
     """Write the container atomically. ``header`` gets format fields and the engines' table."""
-    from ..engine_file import atomic_write
-
     table, off = {}, 0
     for key in sorted(engines):
         blob = engines[key]
@@ -148,17 +146,8 @@ def read_plan(path: str, verify: bool = True) -> tuple[dict, dict[str, memoryvie
     def bad(why: str) -> EngineFileError:
         return EngineFileError(f"{path}: {why}")
 
-    try:
-        f = open(path, "rb")
-    except IsADirectoryError:
-        raise bad("is a directory, expected a TensorRT .plan file") from None
-    except OSError as e:
-        raise bad(f"cannot open ({e.strerror})") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < len(MAGIC) + 8:
-            raise bad("not a gastrt TensorRT plan (file too short)")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mm = map_readonly(path, "a TensorRT .plan file", len(MAGIC) + 8, "not a gastrt TensorRT plan (file too short)")
+    size = len(mm)
     if mm[:len(MAGIC)] != MAGIC:
         raise bad("not a gastrt TensorRT plan (bad magic; build one with `gastrt build --backend tensorrt`)")
     (hlen,) = struct.unpack("<Q", mm[len(MAGIC):len(MAGIC) + 8])
