@@ -9,6 +9,10 @@ back-to-back calls (torch block, native block, torch block, ...) after warm-up, 
 machine slows both alike; medians of the per-call times of the blocks are reported.
 Prints frames/s, speed-up, FLOPs per output frame, achieved GFLOP/s and its fraction of a plain
 large sgemm through the same BLAS and thread pool, and the engine's workspace bytes.
+FLOPs are the nominal (direct-convolution) count for both contenders; in sequence mode the
+native runtime runs its width-3 layers by Winograd F(4,3) with half their multiplies, so its
+"GFLOP/s" there is an equivalent rate and can exceed the sgemm roofline
+(GASTRT_CONV_WINOGRAD=0 measures the direct form).
 Needs torch (pip install gastrt[torch]).
 """
 from __future__ import annotations
@@ -171,6 +175,10 @@ def main(argv=None) -> int:
               f"{flops / 1e6:>10.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%{ws:>8.1f}{err:>13.1e}{reps:>6}"
               + ("" if ok else "  (below target)"), flush=True)
 
+    if any(CASES[n][1] == "sequence" for n in args.cases.split(",")):
+        wino = os.environ.get("GASTRT_CONV_WINOGRAD", "1") != "0"
+        print("\nsequence rows: nominal FLOPs; width-3 layers with >= 128 channels run Winograd F(4,3)"
+              if wino else "\nsequence rows: direct convolution (GASTRT_CONV_WINOGRAD=0)")
     if hasattr(os, "getloadavg"):
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     # workspace per batch size (window mode), the engine's own accounting

@@ -436,7 +436,9 @@ PYBIND11_MODULE(_native, m) {
       "conv",
       [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
          int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
-         const py::object& out, int threads) {
+         const py::object& out, int threads, const std::string& algo) {
+        if (algo != "auto" && algo != "direct" && algo != "winograd")
+          throw py::value_error("algo must be 'auto', 'direct' or 'winograd', got '" + algo + "'");
         FArray x = as_f32(xh, "x"), w = as_f32(wh, "w"), b = as_f32(bh, "b");
         if (x.ndim() != 4) throw py::value_error("x: expected [N, G, T, Ci]");
         if (k < 1 || stride < 1 || dilation < 1) throw py::value_error("k, stride, dilation must be >= 1");
@@ -475,19 +477,34 @@ PYBIND11_MODULE(_native, m) {
         p.res_stride = res_stride;
         p.act = parse_act(act);
         p.dtype = DType::F32;
+        const bool wino = algo == "winograd" ||
+                          (algo == "auto" && cpu::conv_winograd_shape_ok(p) &&
+                           cpu::conv_winograd_pays(p.ci, p.co));
+        if (wino && !cpu::conv_winograd_shape_ok(p))
+          throw py::value_error("algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
+                                std::to_string(4 * dilation) + " output frames (got k=" +
+                                std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
+                                std::to_string(To) + " frames)");
         const int nt = resolve_threads(threads);
         {
           py::gil_scoped_release nogil;
           Team team(nt);
-          cpu::conv_f32(p, team);
+          if (wino) {
+            const std::vector<float> u = cpu::conv_winograd_weights(w.data(), p.ci, p.co);
+            std::vector<float> scratch(cpu::conv_winograd_scratch_floats(p, team.size()));
+            cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
+          } else {
+            cpu::conv_f32(p, team);
+          }
         }
         return y;
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
       py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
       py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
-      py::arg("threads") = 0,
-      "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].");
+      py::arg("threads") = 0, py::arg("algo") = "auto",
+      "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
+      "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).");
 
   m.def(
       "gast_block",

@@ -197,3 +197,17 @@ def test_trajectory_model(tmp_path):
     assert rel_err(eng.lift_trajectory(x), ref) < TOL["fp32"]
     seq = np.random.default_rng(2).standard_normal((6, 17, 2)).astype(np.float32)
     assert eng.trajectory_sequence(seq).shape == (6, 3)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["symmetric", "causal"])
+def test_long_sequence_videopose3d_243(setup, causal):
+    """A sequence long enough that every width-3 layer of the native runtime runs Winograd F(4,3)
+    (blocks of 4 * dilation frames, up to 324) plus its direct tail, against the eager model."""
+    family, config, path, _, seq_model = setup("vp3d-243", causal)
+    eng = _engine(path, "native")
+    seq = np.random.default_rng(11).standard_normal((401, 17, 2)).astype(np.float32) * 0.5
+    pad = eng.pad
+    shift = pad if causal else 0
+    padded = np.pad(seq, ((pad + shift, pad - shift), (0, 0), (0, 0)), mode="edge")[None]
+    ref = eager(seq_model, padded)[0]
+    assert rel_err(eng.lift_sequence(seq), ref) < TOL["fp32"]

@@ -33,6 +33,7 @@ struct Schedule {
   std::vector<int32_t> root_storage;  // per root id
   std::vector<size_t> root_offset;    // floats, in the arena
   std::vector<char> op_noop;          // view ops resolved as aliases
+  std::vector<char> op_wino;          // convs run by Winograd F(4,3) (sequence mode)
   size_t arena_floats = 0, scratch_floats = 0;
   std::vector<int64_t> out_shape;
 
@@ -68,6 +69,31 @@ int64_t conv_out_frames(const OpSpec& op, int64_t t_in, Mode mode) {
   GASTRT_CHECK(t_in >= span, op.name << ": " << t_in << " frames in, the conv needs at least "
                                      << span);
   return (t_in - span) / stride + 1;
+}
+
+// The kernel parameters of a conv op for input / output / residual shapes (pointers unset).
+ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout,
+                       const int64_t* dres, Mode mode) {
+  const bool win = mode == Mode::Window;
+  ConvParams p{};
+  p.n_seq = din[0] * din[1];
+  p.t_in = int32_t(din[2]);
+  p.t_out = int32_t(dout[2]);
+  p.t_res = dres ? int32_t(dres[2]) : 0;
+  p.ci = op.ci;
+  p.co = op.co;
+  p.k = op.k;
+  p.stride = win ? op.k : 1;
+  p.dilation = win ? 1 : op.dilation;
+  p.res_offset = win ? op.res_win_offset : op.res_seq_offset;
+  p.res_stride = win ? op.res_win_stride : 1;
+  p.act = op.act;
+  p.dtype = DType::F32;
+  return p;
+}
+
+bool wino_candidate(const OpSpec& op) {
+  return op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
 }
 
 // Shapes, aliasing and arena offsets for one input shape.
@@ -269,14 +295,22 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
   }
   s->arena_floats = arena;
 
-  // 4. kernel scratch: the largest gast_block need, for the team sizes a call can get
-  // (the engine's thread count, or 1 when the pool is busy).
+  // 4. kernel scratch: the largest need of a gast_block or a Winograd conv, for the team
+  // sizes a call can get (the engine's thread count, or 1 when the pool is busy).
   size_t scratch = 0;
-  for (const OpSpec& op : plan.ops) {
-    if (op.kind != OpKind::GastBlock) continue;
+  s->op_wino.assign(size_t(nops), 0);
+  for (int oi = 0; oi < nops; ++oi) {
+    const OpSpec& op = plan.ops[size_t(oi)];
     const Buf& x = s->bufs[size_t(op.inputs[0])];
-    for (int ts : {1, threads})
-      scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
+    if (op.kind == OpKind::GastBlock) {
+      for (int ts : {1, threads})
+        scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
+    } else if (mode == Mode::Sequence && wino_candidate(op)) {
+      const ConvParams p = conv_params(op, x.d, s->bufs[size_t(op.outputs[0])].d, nullptr, mode);
+      if (!conv_winograd_shape_ok(p) || p.n_seq == 0) continue;
+      s->op_wino[size_t(oi)] = 1;
+      for (int ts : {1, threads}) scratch = std::max(scratch, conv_winograd_scratch_floats(p, ts));
+    }
   }
   s->scratch_floats = pad16(scratch);
   return s;
@@ -287,6 +321,18 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
 Engine::Engine(PlanSpec plan, int threads) : plan_(std::move(plan)), threads_(std::max(1, threads)) {
   GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
   GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
+  wino_.resize(plan_.ops.size());
+  if (plan_.has_sequence)
+    for (size_t i = 0; i < plan_.ops.size(); ++i)
+      if (wino_candidate(plan_.ops[i])) wino_[i] = std::make_unique<WinoWeights>();
+}
+
+const float* Engine::wino_weights(size_t op_index) {
+  WinoWeights* ww = wino_[op_index].get();
+  GASTRT_CHECK(ww != nullptr, "no Winograd weights for op " << op_index);
+  const OpSpec& op = plan_.ops[op_index];
+  std::call_once(ww->once, [&] { ww->u = conv_winograd_weights(op.w.data(), op.ci, op.co); });
+  return ww->u.data();
 }
 
 Engine::~Engine() = default;
@@ -416,28 +462,20 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
         break;
       }
       case OpKind::Conv: {
-        const int64_t* d = dims(op.inputs[0]);
-        const bool win = mode == Mode::Window;
-        ConvParams p{};
+        const bool has_res = op.inputs.size() > 1;
+        ConvParams p = conv_params(op, dims(op.inputs[0]), dims(op.outputs[0]),
+                                   has_res ? dims(op.inputs[1]) : nullptr, mode);
         p.x = ptr(op.inputs[0]);
         p.w = op.w.data();
         p.b = op.b.data();
-        p.res = op.inputs.size() > 1 ? ptr(op.inputs[1]) : nullptr;
+        p.res = has_res ? ptr(op.inputs[1]) : nullptr;
         p.y = ptr(op.outputs[0]);
-        p.n_seq = d[0] * d[1];
-        p.t_in = int32_t(d[2]);
-        p.t_out = int32_t(dims(op.outputs[0])[2]);
-        p.t_res = op.inputs.size() > 1 ? int32_t(dims(op.inputs[1])[2]) : 0;
-        p.ci = op.ci;
-        p.co = op.co;
-        p.k = op.k;
-        p.stride = win ? op.k : 1;
-        p.dilation = win ? 1 : op.dilation;
-        p.res_offset = win ? op.res_win_offset : op.res_seq_offset;
-        p.res_stride = win ? op.res_win_stride : 1;
-        p.act = op.act;
-        p.dtype = DType::F32;
-        conv_f32(p, team);
+        if (s->op_wino[size_t(oi)] &&
+            conv_winograd_scratch_floats(p, team.size()) <= s->scratch_floats) {
+          conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
+        } else {
+          conv_f32(p, team);
+        }
         break;
       }
       case OpKind::GastBlock: {

@@ -237,11 +237,66 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   }
 }
 
+// Winograd F(4,3) transforms (points 0, +-1, +-2, inf; conv_winograd.cpp has the derivation).
+// Input: the 6 taps d_j = x + j*ld_tap (n floats each) -> V_p = x_out + p*ld_v, p = 0..5.
+void wino_f43_input(const float* __restrict x, int64_t ld_tap, int64_t n, float* __restrict v,
+                    int64_t ld_v) {
+  const float* __restrict d0 = x;
+  const float* __restrict d1 = x + ld_tap;
+  const float* __restrict d2 = x + 2 * ld_tap;
+  const float* __restrict d3 = x + 3 * ld_tap;
+  const float* __restrict d4 = x + 4 * ld_tap;
+  const float* __restrict d5 = x + 5 * ld_tap;
+  float* __restrict v0 = v;
+  float* __restrict v1 = v + ld_v;
+  float* __restrict v2 = v + 2 * ld_v;
+  float* __restrict v3 = v + 3 * ld_v;
+  float* __restrict v4 = v + 4 * ld_v;
+  float* __restrict v5 = v + 5 * ld_v;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a1 = d1[i], a2 = d2[i], a3 = d3[i], a4 = d4[i];
+    const float s = a4 - 4.f * a2, t = a3 - 4.f * a1;   // rows 1, 2: s +- t
+    const float u = a4 - a2, w = 2.f * (a3 - a1);       // rows 3, 4: u +- w
+    v0[i] = 4.f * d0[i] - 5.f * a2 + a4;
+    v1[i] = s + t;
+    v2[i] = s - t;
+    v3[i] = u + w;
+    v4[i] = u - w;
+    v5[i] = 4.f * a1 - 5.f * a3 + d5[i];
+  }
+}
+
+// Output: the 6 products M_p = m + p*ld_m (n floats each) -> rows y + i*ld_y, i = 0..3:
+//   y0 = M0 + M1 + M2 + M3 + M4,  y1 = (M1 - M2) + 2 (M3 - M4),
+//   y2 = (M1 + M2) + 4 (M3 + M4), y3 = (M1 - M2) + 8 (M3 - M4) + M5
+void wino_f43_output(const float* __restrict m, int64_t ld_m, int64_t n, float* __restrict y,
+                     int64_t ld_y) {
+  const float* __restrict m0 = m;
+  const float* __restrict m1 = m + ld_m;
+  const float* __restrict m2 = m + 2 * ld_m;
+  const float* __restrict m3 = m + 3 * ld_m;
+  const float* __restrict m4 = m + 4 * ld_m;
+  const float* __restrict m5 = m + 5 * ld_m;
+  float* __restrict y0 = y;
+  float* __restrict y1 = y + ld_y;
+  float* __restrict y2 = y + 2 * ld_y;
+  float* __restrict y3 = y + 3 * ld_y;
+  for (int64_t i = 0; i < n; ++i) {
+    const float p12 = m1[i] + m2[i], q12 = m1[i] - m2[i];
+    const float p34 = m3[i] + m4[i], q34 = m3[i] - m4[i];
+    y0[i] = m0[i] + p12 + p34;
+    y1[i] = q12 + 2.f * q34;
+    y2[i] = p12 + 4.f * p34;
+    y3[i] = q12 + 8.f * q34 + m5[i];
+  }
+}
+
 }  // namespace
 
 extern const VecKernels kernels;
 const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
-                            gast_attention_frame, sgemm_small};
+                            gast_attention_frame, sgemm_small, wino_f43_input,
+                            wino_f43_output};
 
 }  // namespace GASTRT_VK_NS
 }  // namespace cpu

@@ -41,6 +41,12 @@ struct VecKernels {
   // which for a few rows costs as much as the multiply). Register-blocked rows x vectors.
   void (*sgemm_small)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+  // Winograd F(4,3) input transform of one tile: the 6 taps x + j*ld_tap (n channels each) ->
+  // the 6 transformed rows v + p*ld_v (conv_winograd.cpp).
+  void (*wino_f43_input)(const float* x, int64_t ld_tap, int64_t n, float* v, int64_t ld_v);
+  // Winograd F(4,3) output transform of one tile: the 6 products m + p*ld_m (n channels each) ->
+  // the 4 output rows y + i*ld_y (before bias / activation / residual).
+  void (*wino_f43_output)(const float* m, int64_t ld_m, int64_t n, float* y, int64_t ld_y);
 };
 
 const VecKernels& vec();  // the best variant for this CPU (chosen once)

@@ -35,6 +35,7 @@ def conv(
     act: str = "none",                # none | relu | lrelu (0.2)
     out: Optional[FloatArray] = None,  # [N, G, To, Co]
     threads: int = 0,
+    algo: str = "auto",               # direct | winograd (F(4,3): k=3, stride 1) | auto
 ) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
     ...
 

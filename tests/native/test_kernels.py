@@ -85,6 +85,74 @@ def test_conv(rng, mode, case, threads):
     assert rel_err(out, ref) <= TOL
 
 
+# Winograd F(4,3) (sequence mode, k = 3): tiles of 4 outputs per dilation phase, blocks of 4*d
+# frames, the frames past the last whole block by the direct kernel. Cases cover exactly one
+# block, one frame more / less than whole blocks, several sequences (per-sequence tails),
+# residual offsets, every activation, small-M and OpenBLAS GEMMs, primes everywhere.
+WINO_CASES = [
+    # n, g, t_out, ci, co, dilation, act, res
+    (1, 1, 4, 1, 1, 1, "none", False),          # exactly one tile
+    (1, 1, 5, 3, 2, 1, "relu", True),           # one tile + a 1-frame tail
+    (2, 3, 12, 5, 7, 3, "lrelu", True),         # one block of d tiles per sequence
+    (3, 1, 35, 13, 11, 3, "relu", True),        # 2 blocks + 11-frame tails, 3 sequences
+    (1, 17, 53, 17, 19, 1, "relu", False),      # GAST-like: joints fold into sequences
+    (1, 1, 331, 131, 137, 9, "lrelu", True),    # 9 blocks of 36, tail 7
+    (2, 1, 331, 257, 263, 27, "relu", True),    # tail of 7 per sequence; K >= 256
+    (1, 1, 1000, 64, 97, 81, "relu", True),     # d = 81 (VideoPose3D-243's last layer)
+]
+
+
+@pytest.mark.parametrize("case", WINO_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("threads", THREADS)
+def test_conv_winograd(rng, case, threads):
+    n, g, to, ci, co, dil, act, res = case
+    t = to + 2 * dil
+    op = _conv_op(3, dil, act, res, t, "sequence")
+    geo = conv_geometry(op, "sequence")
+    x = f32(rng.standard_normal((n, g, t, ci)))
+    w = f32(rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci))
+    b = f32(rng.standard_normal(co))
+    r = f32(rng.standard_normal((n, g, t, co))) if res else None
+    ref = nb.conv(op, x, w, b, r, "sequence")
+    out = np.full(ref.shape, np.nan, np.float32)
+    _native.conv(x, w, b, r, k=3, stride=1, dilation=dil, res_offset=geo.res_offset, act=act,
+                 out=out, threads=threads, algo="winograd")
+    assert rel_err(out, ref) <= TOL
+    direct = _native.conv(x, w, b, r, k=3, stride=1, dilation=dil, res_offset=geo.res_offset,
+                          act=act, threads=threads, algo="direct")
+    assert rel_err(out, direct) <= TOL
+
+
+def test_conv_winograd_propagates_nan(rng):
+    """A NaN never disappears: every output whose window reads a NaN frame is NaN, as in the
+    direct form. The transforms mix a tile's 6 frames, so the NaN also reaches the other
+    outputs of that tile (4 outputs, one dilation phase) and nothing else. Engines reject NaN
+    input before it gets here (lift / lift_sequence)."""
+    x = f32(rng.standard_normal((1, 1, 30, 8)))
+    w = f32(rng.standard_normal((24, 5)))
+    b = f32(np.zeros(5))
+    x[0, 0, 13] = np.nan
+    direct = _native.conv(x, w, b, k=3, stride=1, dilation=2, algo="direct")
+    wino = _native.conv(x, w, b, k=3, stride=1, dilation=2, algo="winograd")
+    assert set(np.flatnonzero(np.isnan(direct[0, 0]).any(axis=1))) == {9, 11, 13}
+    # d = 2: blocks of 8 outputs, frame 13 is read by the tile of outputs 9, 11, 13, 15 only
+    assert set(np.flatnonzero(np.isnan(wino[0, 0]).any(axis=1))) == {9, 11, 13, 15}
+    ok = ~np.isnan(wino[0, 0]).any(axis=1)
+    assert rel_err(wino[0, 0][ok], direct[0, 0][ok]) <= TOL
+
+
+def test_conv_winograd_rejects_other_shapes(rng):
+    x = f32(rng.standard_normal((1, 1, 10, 4)))
+    b = f32(np.zeros(3))
+    with pytest.raises(ValueError, match="winograd"):   # k = 5
+        _native.conv(x, f32(rng.standard_normal((20, 3))), b, k=5, stride=1, algo="winograd")
+    with pytest.raises(ValueError, match="winograd"):   # 2 output frames < 4 * dilation
+        _native.conv(x, f32(rng.standard_normal((12, 3))), b, k=3, stride=1, dilation=4,
+                     algo="winograd")
+    with pytest.raises(ValueError, match="algo"):
+        _native.conv(x, f32(rng.standard_normal((12, 3))), b, k=3, stride=1, algo="fft")
+
+
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 11, 13, 17, 40, 41, 67])
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 63, 64, 65, 129, 200])
 def test_linear_shapes(rng, m, n):

@@ -23,6 +23,20 @@ namespace cpu {
 // Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
 void conv_f32(const ConvParams& p, Team& team);
 
+// ---- dilated width-3 conv by Winograd F(4,3) (csrc/cpu/conv_winograd.cpp) --------------------
+// Sequence mode's k = 3, stride-1 convs with half the multiply work of the direct form.
+// conv_winograd_shape_ok: fp32, k == 3, stride 1, t_out >= 4*dilation (else use conv_f32).
+// conv_winograd_pays: whether the channel counts make it faster than conv_f32 (and
+//   GASTRT_CONV_WINOGRAD is not "0").
+// conv_winograd_weights: w [3*ci, co] -> U [6, ci, co] (transformed in double, once per engine).
+// conv_winograd_f32: same contract as conv_f32 for those shapes; scratch holds
+//   conv_winograd_scratch_floats(p, team.size()) floats.
+bool conv_winograd_shape_ok(const ConvParams& p);
+bool conv_winograd_pays(int32_t ci, int32_t co);
+std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co);
+size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size);
+void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team& team);
+
 // ---- GAST-Net graph attention block (csrc/cpu/gast_block.cpp) ----------------------------------
 // Weights rearranged once (Engine construction): the three projections of x fused into one
 // [c, 4c + h*gc + 2h] matrix, the sparse neighbour lists of the two J x J mixing tables.

@@ -100,8 +100,17 @@ class Engine {
   std::unique_ptr<Workspace> checkout(const std::shared_ptr<const Schedule>& s);
   void checkin(const std::shared_ptr<const Schedule>& s, std::unique_ptr<Workspace> ws);
 
+  // Winograd-transformed weights of a sequence-mode width-3 conv, made on first use (a
+  // window-only caller never pays their memory); null for ops that never take that path.
+  struct WinoWeights {
+    std::once_flag once;
+    std::vector<float> u;  // [6, ci, co]
+  };
+  const float* wino_weights(size_t op_index);
+
   PlanSpec plan_;
   int threads_;
+  std::vector<std::unique_ptr<WinoWeights>> wino_;
   struct CacheEntry;
   std::mutex mu_;
   std::vector<std::unique_ptr<CacheEntry>> cache_;
