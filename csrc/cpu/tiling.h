@@ -1,8 +1,10 @@
 // How a GEMM C[M, N] = A[M, K] @ B[K, N] is cut into tiles for the thread team. Each tile is one
 // single-threaded sgemm call, so each tile packs its own panels of A (K x rows) and B (K x cols):
 // total packing traffic = pr * K*N + pc * M*K for a pr x pc grid. The grid minimises that for a
-// tile count of 1-4 per thread (more tiles: dynamic scheduling evens out threads that a busy
-// machine slows down; fewer: less packing), keeping tiles >= 16 rows / >= 64 columns.
+// tile count of 1-2 per thread (more tiles: dynamic scheduling evens out threads that a busy
+// machine slows down; fewer: less packing, and in a forward the weight panels B come cold from
+// DRAM, so re-packing them costs more. Measured on 2 cores: 4 tiles per thread made the
+// VideoPose3D-243 forwards 2-4% slower than 2), keeping tiles >= 16 rows / >= 64 columns.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -22,8 +24,8 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int P) {
   // Below ~0.5 MFLOP per thread, waking the workers costs more than it saves: one tile (run
   // inline by the caller).
   if (flops < 5e5 * P) return {M, N};
-  // ~4 MFLOP per tile at least (tens of microseconds), up to 4 tiles per thread.
-  const int64_t per_thread = std::clamp<int64_t>(int64_t(flops / (double(P) * 4e6)), 1, 4);
+  // ~4 MFLOP per tile at least (tens of microseconds), up to 2 tiles per thread.
+  const int64_t per_thread = std::clamp<int64_t>(int64_t(flops / (double(P) * 4e6)), 1, 2);
   const int64_t T = P * per_thread;
   int64_t best_pr = 1;
   double best_cost = -1;
