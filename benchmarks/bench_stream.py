@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stream.py                       # GAST-27 and VideoPose3D-243, 1 slot
     python benchmarks/bench_stream.py --slots 1 8 --blas-threads 2
+    python benchmarks/bench_stream.py --precision fp32 bf16 --kernels native
     python benchmarks/bench_stream.py --engine my.gastrt    # an engine file instead of the presets
 
 Without --engine, engines of the shipped configurations (GAST-Net 27 frames / 128 channels,
@@ -31,6 +32,8 @@ def _args():
     p.add_argument("--preset", action="append", choices=PRESETS, help="presets to bench (default: both)")
     p.add_argument("--slots", type=int, nargs="+", default=[1], help="slot counts (default 1)")
     p.add_argument("--pushes", type=int, default=50, help="timed pushes per case (default 50)")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "fp16", "bf16"),
+                   help="engine precisions to build from the presets (default fp32)")
     p.add_argument("--flip", action="store_true")
     p.add_argument("--causal", action="store_true", help="build the presets causal")
     p.add_argument("--kernels", choices=("auto", "numpy", "native"), default="auto")
@@ -66,7 +69,10 @@ def main() -> int:
             fam, cfg = factory.PRESETS[name]
             ck = os.path.join(tmp.name, name + ".bin")
             torch.save({"model_pos": factory.random_state_dict(fam, cfg, seed=0)}, ck)
-            engines.append((name, gastrt.build(ck, os.path.join(tmp.name, name + ".gastrt"), causal=args.causal)))
+            for prec in args.precision:
+                label = name if prec == "fp32" else f"{name} {prec}"
+                engines.append((label, gastrt.build(ck, os.path.join(tmp.name, f"{name}-{prec}.gastrt"),
+                                                    causal=args.causal, precision=prec)))
 
     rows = []
     for name, path in engines:
@@ -96,9 +102,9 @@ def main() -> int:
             med = float(np.median(times))
             rows.append((name, slots, med, float(np.percentile(times, 90)), slots / med * 1e3, lift_ms,
                          fpp, wf, st.kernels, eng.backend.name))
-            target = TARGET_MS.get(name.replace(".gastrt", ""))
+            target = TARGET_MS.get(name.split()[0].replace(".gastrt", ""))
             note = f"  (target <= {target} ms: {'met' if med <= target else 'NOT met'})" if target and slots == 1 else ""
-            print(f"{name:18s} slots={slots:<4d} push median {med:8.3f} ms  p90 {rows[-1][3]:8.3f} ms  "
+            print(f"{name:23s} slots={slots:<4d} push median {med:8.3f} ms  p90 {rows[-1][3]:8.3f} ms  "
                   f"{rows[-1][4]:10.0f} frames/s | window/frame via lift {lift_ms:8.3f} ms | "
                   f"FLOPs/push {fpp / 1e6:8.2f} M vs window {wf / 1e6:8.2f} M ({wf / fpp:5.2f}x fewer) "
                   f"[{st.kernels} kernels, {eng.backend.name} engine]{note}")

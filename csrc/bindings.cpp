@@ -507,6 +507,57 @@ PYBIND11_MODULE(_native, m) {
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).");
 
   m.def(
+      "stream_linear",
+      [](const py::handle& xh, const py::array& wh, const py::handle& bh, const py::object& resh,
+         const std::string& act, const py::object& out, int threads) {
+        FArray x = as_f32(xh, "x"), b = as_f32(bh, "b");
+        if (x.ndim() != 2) throw py::value_error("x: expected [M, K]");
+        const char kind = wh.dtype().kind();
+        const ssize_t isz = wh.itemsize();
+        DType wdt;
+        if (kind == 'f' && isz == 4) wdt = DType::F32;
+        else if (kind == 'f' && isz == 2) wdt = DType::F16;
+        else if (kind == 'u' && isz == 2) wdt = DType::BF16;
+        else throw py::type_error("w: expected float32, float16 or uint16 (bfloat16 bits) weights");
+        if (wh.ndim() != 2 || !(wh.flags() & py::array::c_style))
+          throw py::value_error("w: expected a C-contiguous [K, N] array");
+        const int64_t M = x.shape(0), K = x.shape(1), N = wh.shape(1);
+        if (wh.shape(0) != K)
+          throw py::value_error("w: expected " + std::to_string(K) + " rows, got " +
+                                std::to_string(wh.shape(0)));
+        expect_shape(b, {N}, "b");
+        FArray res;
+        if (!resh.is_none()) {
+          res = as_f32(resh, "res");
+          expect_shape(res, {M, N}, "res");
+        }
+        py::array_t<float> y = output_array(out, {M, N}, "stream_linear");
+        StreamLinearParams p{};
+        p.x = x.data();
+        p.w = wh.data();
+        p.b = b.data();
+        p.res = resh.is_none() ? nullptr : res.data();
+        p.y = y.mutable_data();
+        p.m = M;
+        p.ldx = K;
+        p.k = int32_t(K);
+        p.n = int32_t(N);
+        p.act = parse_act(act);
+        p.wdtype = wdt;
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          cpu::stream_linear_f32(p, team);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
+      py::arg("act") = "none", py::arg("out") = py::none(), py::arg("threads") = 0,
+      "Linear for few rows (streaming columns): x [M, K] fp32, w [K, N] float32 / float16 / uint16 "
+      "bfloat16 bits, b [N] (, res [M, N]) -> act(x @ w + b) (+ res) [M, N] fp32.");
+
+  m.def(
       "gast_block",
       [](const py::handle& xh, const py::dict& W, int heads, int head_channels,
          const py::object& out, int threads) {

@@ -269,19 +269,75 @@ def test_bad_input(engines):
     assert len(st.push(y)) == 0 and st.frames_pushed(0) == 3
 
 
-def test_native_kernels_match_numpy(engines):
+def _native_linear_available():
     from gastrt.backends import native_module
     mod = native_module()
-    if mod is None or not hasattr(mod, "conv"):
+    return mod is not None and hasattr(mod, "stream_linear")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("name, slots, flip", [("vp", 1, False), ("vp_c", 3, True), ("gast33", 1, False)])
+def test_native_kernels_match_lift_sequence(tmp_path, name, slots, flip, precision):
+    """The native few-row kernel (fp32, or the engine's stored fp16 / bf16 weights read as such)
+    against lift_sequence of the same engine on the NumPy backend (weights upcast to fp32): only
+    the summation order differs, so fp32's tolerance holds at every precision."""
+    if not _native_linear_available():
         pytest.skip("the native CPU runtime is not built")
-    eng_np = engines("vp")
-    eng_nat = engines("vp", backend="native")
-    (q,) = _seqs(eng_np, [40], seed=2)
-    ref = eng_np.lift_sequence(q)
-    st = Stream(eng_nat, slots=1, kernels="native")
+    causal = name.endswith("_c")
+    fam, cfg = CONFIGS[name[:-2] if causal else name]
+    ck = tmp_path / "m.bin"
+    torch.save({"model_pos": factory.random_state_dict(fam, cfg, seed=5)}, str(ck))
+    path = gastrt.build(str(ck), str(tmp_path / "m.gastrt"), causal=causal, precision=precision)
+    eng_np = gastrt.load(path, backend="numpy")
+    assert eng_np.precision == precision
+    seqs = _seqs(eng_np, [eng_np.receptive_field + 5, 3, 30][:slots], seed=9)
+    st = Stream(eng_np, slots=slots, flip=flip, kernels="native")
     assert st.kernels == "native"
-    o = StreamOutput.concat([st.push(q[f:f + 1]) for f in range(len(q))] + [st.flush()], 17)
-    assert rel_err(o.poses, ref) < TOL
+    rows = slots * (2 if flip else 1) * (17 if name.startswith("gast") else 1)
+    assert rows <= st._prog.LINEAR_ROWS      # the native kernel really runs
+    want_dtype = {"fp32": np.float32, "fp16": np.float16, "bf16": np.uint16}[precision]
+    assert all(s[10].dtype == want_dtype for s in st._prog.steps if s[0] == "conv")
+    res = _drive(st, seqs, starts=[0, 2, 1][:slots])
+    for q, o in zip(seqs, res):
+        assert rel_err(o.poses, eng_np.lift_sequence(q, flip=flip)) < TOL
+
+
+def test_native_kernels_fall_back_to_blas_for_many_rows(engines):
+    """Beyond LINEAR_ROWS rows a column is a real GEMM: BLAS (fp32 weights) takes it, exactly."""
+    if not _native_linear_available():
+        pytest.skip("the native CPU runtime is not built")
+    eng = engines("gast33")
+    seqs = _seqs(eng, [12, 7], seed=3)
+    st = Stream(eng, slots=2, kernels="native")
+    assert 2 * 17 > st._prog.LINEAR_ROWS
+    for q, o in zip(seqs, _drive(st, seqs, starts=[0, 1])):
+        assert rel_err(o.poses, eng.lift_sequence(q)) < TOL
+
+
+def test_stream_linear_kernel(rng=np.random.default_rng(12)):
+    """gastrt._native.stream_linear vs NumPy: odd sizes, every weight format, bias, act, residual;
+    output poisoned first; bad weights rejected with a clear error."""
+    if not _native_linear_available():
+        pytest.skip("the native CPU runtime is not built")
+    from gastrt import _native
+    from gastrt.engine_file import from_bf16_bits, to_bf16_bits
+    for m, k, n in [(1, 1, 1), (1, 3072, 1024), (3, 1031, 17), (16, 102, 1030), (5, 4099, 2053)]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        w32 = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        r = rng.standard_normal((m, n)).astype(np.float32)
+        for w in (w32, w32.astype(np.float16), to_bf16_bits(w32)):
+            wf = from_bf16_bits(w) if w.dtype == np.uint16 else w.astype(np.float32)
+            z = x.astype(np.float64) @ wf + b
+            ref = np.where(z >= 0, z, 0.2 * z) + r
+            for threads in (1, 2):
+                out = np.full((m, n), np.nan, np.float32)
+                _native.stream_linear(x, w, b, r, act="lrelu", out=out, threads=threads)
+                assert rel_err(out, ref) < TOL, (m, k, n, w.dtype, threads)
+    with pytest.raises(TypeError, match="float32, float16 or uint16"):
+        _native.stream_linear(x, w32.astype(np.float64), b)
+    with pytest.raises(ValueError, match="rows"):
+        _native.stream_linear(x[:, :-1], w32, b)
 
 
 # --- the CLI ------------------------------------------------------------------------------------

@@ -7,7 +7,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "gastrt/params.h"
 #include "vec_kernels.h"
@@ -237,6 +242,97 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   }
 }
 
+// 16-bit weights -> fp32, exactly. bf16 is the top half of an fp32; fp16 is IEEE binary16
+// (F16C's vcvtph2ps where the ISA level has it, else the bit-level conversion).
+inline float fp16_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (e == 0) {
+    const float f = float(man) * 5.9604644775390625e-8f;  // subnormal: man * 2^-24 (exact)
+    return sign ? -f : f;
+  } else if (e == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((e + 112u) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void w16_row_to_f32(const uint16_t* __restrict src, float* __restrict dst, int64_t n, bool bf16) {
+  if (bf16) {
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t bits = uint32_t(src[j]) << 16;
+      std::memcpy(dst + j, &bits, sizeof(float));
+    }
+    return;
+  }
+  int64_t j = 0;
+#if defined(__F16C__)
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+#endif
+  for (; j < n; ++j) dst[j] = fp16_bits_to_float(src[j]);
+}
+
+// C[M, N] = A[M, K] @ B[K, N] for the few rows of a streaming column; B fp32 (wfmt 0), fp16 (1)
+// or bf16 bits (2), fp32 products and sums in k order. B is read once, whole rows at a time
+// (sequential: what DRAM streams best), a 16-bit row converted to fp32 in L1, and applied to
+// every row of A, 4 rows of B per pass over the accumulators (<= 32 KiB, in L1). Rows wider than
+// 1024 go in blocks.
+void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const void* B,
+               int64_t ldb, int wfmt, float* C, int64_t ldc) {
+  constexpr int64_t NB_MAX = 1024, ACC = 8192, KU = 4;  // KU rows of B per pass over acc
+  alignas(64) float brow[KU * NB_MAX];
+  alignas(64) float acc[ACC];
+  const int64_t nbw = std::min(N, NB_MAX);
+  const int64_t MB = std::max<int64_t>(1, ACC / nbw);
+  auto row = [&](int64_t k, int64_t n0, int64_t nb, int64_t slot) -> const float* {
+    if (wfmt == 0) return static_cast<const float*>(B) + k * ldb + n0;
+    w16_row_to_f32(static_cast<const uint16_t*>(B) + k * ldb + n0, brow + slot * NB_MAX, nb,
+                   wfmt == 2);
+    return brow + slot * NB_MAX;
+  };
+  for (int64_t n0 = 0; n0 < N; n0 += NB_MAX) {
+    const int64_t nb = std::min(NB_MAX, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+      const int64_t mb = std::min(MB, M - m0);
+      for (int64_t i = 0; i < mb * nb; ++i) acc[i] = 0.f;
+      int64_t k = 0;
+      for (; k + KU <= K; k += KU) {
+        const float* __restrict b0 = row(k, n0, nb, 0);
+        const float* __restrict b1 = row(k + 1, n0, nb, 1);
+        const float* __restrict b2 = row(k + 2, n0, nb, 2);
+        const float* __restrict b3 = row(k + 3, n0, nb, 3);
+        for (int64_t m = 0; m < mb; ++m) {
+          const float* a = A + (m0 + m) * lda + k;
+          const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+          float* __restrict c = acc + m * nb;
+          for (int64_t j = 0; j < nb; ++j) {  // the k order of the sums is kept
+            float v = c[j];
+            v += a0 * b0[j];
+            v += a1 * b1[j];
+            v += a2 * b2[j];
+            v += a3 * b3[j];
+            c[j] = v;
+          }
+        }
+      }
+      for (; k < K; ++k) {
+        const float* __restrict b0 = row(k, n0, nb, 0);
+        for (int64_t m = 0; m < mb; ++m) {
+          const float av = A[(m0 + m) * lda + k];
+          float* __restrict c = acc + m * nb;
+          for (int64_t j = 0; j < nb; ++j) c[j] += av * b0[j];
+        }
+      }
+      for (int64_t m = 0; m < mb; ++m)
+        std::memcpy(C + (m0 + m) * ldc + n0, acc + m * nb, sizeof(float) * size_t(nb));
+    }
+  }
+}
+
 // Winograd F(4,3) transforms (points 0, +-1, +-2, inf; conv_winograd.cpp has the derivation).
 // Input: the 6 taps d_j = x + j*ld_tap (n floats each) -> V_p = x_out + p*ld_v, p = 0..5.
 void wino_f43_input(const float* __restrict x, int64_t ld_tap, int64_t n, float* __restrict v,
@@ -296,7 +392,7 @@ void wino_f43_output(const float* __restrict m, int64_t ld_m, int64_t n, float* 
 extern const VecKernels kernels;
 const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
                             gast_attention_frame, sgemm_small, wino_f43_input,
-                            wino_f43_output};
+                            wino_f43_output, gemm_rows};
 
 }  // namespace GASTRT_VK_NS
 }  // namespace cpu

@@ -47,6 +47,10 @@ struct VecKernels {
   // Winograd F(4,3) output transform of one tile: the 6 products m + p*ld_m (n channels each) ->
   // the 4 output rows y + i*ld_y (before bias / activation / residual).
   void (*wino_f43_output)(const float* m, int64_t ld_m, int64_t n, float* y, int64_t ld_y);
+  // C[M, N] = A[M, K] @ B[K, N] for few rows (streaming columns), B read once row by row:
+  // B fp32 (wfmt 0), IEEE fp16 (1) or bf16 bits (2), converted exactly; fp32 accumulation.
+  void (*gemm_rows)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const void* B,
+                    int64_t ldb, int wfmt, float* C, int64_t ldc);
 };
 
 const VecKernels& vec();  // the best variant for this CPU (chosen once)

@@ -39,6 +39,18 @@ def conv(
 ) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
     ...
 
+def stream_linear(
+    x: npt.ArrayLike,                 # [M, K]
+    w: npt.NDArray[Any],              # [K, N] float32, float16, or uint16 bfloat16 bits (C-contiguous)
+    b: npt.ArrayLike,                 # [N]
+    res: Optional[npt.ArrayLike] = None,  # [M, N]
+    *,
+    act: str = "none",                # none | relu | lrelu (0.2)
+    out: Optional[FloatArray] = None,  # [M, N]
+    threads: int = 0,
+) -> FloatArray:                      # [M, N] fp32: weights converted exactly, fp32 sums
+    ...
+
 def gast_block(
     x: npt.ArrayLike,                 # [N, J, T, C]
     weights: dict[str, npt.ArrayLike],  # plan.py gast_block roles (loc_w [C, 4C] ... cat_b [2C])

@@ -39,15 +39,18 @@ reported with ``filled=True``; the first frame of a sequence has no earlier valu
 non-finite keypoint there raises GastrtError (the stream is left unchanged). Pushing to a
 flushed slot raises until ``reset``.
 
-Kernels. The per-column work is NumPy (BLAS GEMMs on preallocated buffers, no per-push
-allocation of activations). ``kernels="native"`` runs the convs through the native runtime's
-standalone ``gastrt._native.conv`` instead (single-threaded, on the gathered contiguous
-columns); measured slower per column than NumPy's GEMV/GEMM (0.32 vs 0.05 ms for a 32-channel
-VideoPose3D column, 11.8 vs 4.1 ms for VideoPose3D-243), so "auto" picks NumPy. The native
-gast_block kernel is not used (it prepares its weights on every call). There is no GPU streaming
-path: on a CUDA engine the column steps still run here on the CPU (RIE's windows go to the
-engine's device); GPU streaming needs a CUDA backend for these per-column steps (not written).
-The per-column GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can be far slower
+Kernels. A push is a few rows per conv against all of its weights, so its time is the time to
+read the weights. With ``kernels="native"`` (the default, "auto", when the native runtime is
+built) a conv column of up to ``LINEAR_ROWS`` (32) rows goes to ``gastrt._native.stream_linear``,
+which reads the weights once, row by row, split over the engine's threads (BLAS kernels pack
+them, a second pass; measured 1.8 -> 1.2 ms per VideoPose3D-243 push in fp32). An fp16 / bf16
+engine's convs read its stored 16-bit weights (converted exactly to fp32, fp32 sums: the same
+arithmetic as its fp32 CPU path, half the bytes: 0.4-0.6 ms per VideoPose3D-243 push). More
+rows (many slots, GAST-Net's 17 joints per slot from 2 slots on) go to NumPy's BLAS GEMM, as
+does everything with ``kernels="numpy"``; GAST-Net's graph attention is NumPy in both. There is
+no GPU streaming path: on a CUDA engine the column steps still run here on the CPU (RIE's
+windows go to the engine's device); GPU streaming needs a CUDA backend for these per-column
+steps (not written). The per-column GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can be far slower
 than one thread (OPENBLAS_NUM_THREADS=1). Only the pose model streams (not VideoPose3D's
 trajectory model). A Stream is not thread-safe: use one per thread.
 """
@@ -129,23 +132,27 @@ class StreamOutput:
 # per-column kernels
 # --------------------------------------------------------------------------------------------
 
-def _native_conv_fn(engine):
-    """The native runtime's standalone conv kernel (single-threaded) when the engine runs on the
-    native backend, else None."""
-    if getattr(getattr(engine, "backend", None), "name", None) != "native":
-        return None
+def _native_linear_fn(engine):
+    """The native runtime's ``stream_linear`` (few-row linear that reads its weights once,
+    sequentially; fp32 / fp16 / bf16 weights) when the native module is importable, else None."""
     try:
         from .backends import native_module
         mod = native_module()
     except Exception:  # pragma: no cover - depends on the install
         return None
-    fn = getattr(mod, "conv", None) if mod is not None else None
-    if not callable(fn):
-        return None
+    fn = getattr(mod, "stream_linear", None) if mod is not None else None
+    return fn if callable(fn) else None
 
-    def conv(x, w, b, res, **kw):
-        return fn(x, w, b, res, threads=1, **kw)
-    return conv
+
+def _stored_weight(w: np.ndarray, precision: str) -> np.ndarray:
+    """An fp16 / bf16 engine's weight in its stored 16-bit form (exact: the fp32 array the engine
+    holds is that form upcast); fp32 engines keep fp32."""
+    if precision == "fp16":
+        return np.ascontiguousarray(w.astype(np.float16))
+    if precision == "bf16":
+        from .engine_file import to_bf16_bits
+        return np.ascontiguousarray(to_bf16_bits(w))
+    return w
 
 
 class _Buf:
@@ -169,9 +176,14 @@ class _Buf:
 class _ColumnProgram:
     """A sequence-mode plan compiled to per-column steps over ring buffers (see module doc)."""
 
-    def __init__(self, plan: Plan, weights: dict, nv: int, native_conv=None):
+    # Rows up to which a conv column goes to the native few-row kernel (beyond: BLAS GEMM).
+    LINEAR_ROWS = 32
+
+    def __init__(self, plan: Plan, weights: dict, nv: int, linear=None, precision: str = "fp32",
+                 threads: int = 1):
         self.nv = nv
-        self.native_conv = native_conv
+        self.linear = linear
+        self.threads = threads
         ops = plan.ops
         first = ops[0]
         j, f = plan.in_joints, plan.in_features
@@ -205,7 +217,8 @@ class _ColumnProgram:
                                           "the sequence geometry")
                     res.hist = max(res.hist, rlag + 1)
                 bufs[out.name] = out
-                self.steps.append(("conv", x, out, w, b, kk, lags, op.attrs.get("act", "none"), res, rlag))
+                wl = _stored_weight(w, precision) if linear is not None else None
+                self.steps.append(("conv", x, out, w, b, kk, lags, op.attrs.get("act", "none"), res, rlag, wl))
                 self.col_flops += op_flops(op, {out.name: (1, out.g, 1, out.c)}, lambda n: weights[n].shape)
             elif k == "gast_block":
                 x = bufs[op.inputs[0]]
@@ -259,7 +272,7 @@ class _ColumnProgram:
         gbuf, rbuf = self.gbuf, self.rbuf
         for s in self.steps:
             if s[0] == "conv":
-                _, xb, ob, w, b, kk, lags, act_kind, res, rlag = s
+                _, xb, ob, w, b, kk, lags, act_kind, res, rlag, wl = s
                 g, ci, co = xb.g, xb.c, ob.c
                 if kk == 1:
                     xm = xb.col[:a].reshape(a * g, ci)
@@ -279,10 +292,8 @@ class _ColumnProgram:
                         rm = rbuf[:a * g * co].reshape(a * g, co)
                         np.take(res.rows, ridx.reshape(-1), axis=0, out=rm)
                 y = ob.col[:a].reshape(a * g, co)
-                if self.native_conv is not None:
-                    self.native_conv(xm.reshape(a * g, 1, 1, kk * ci), w, b,
-                                     None if rm is None else rm.reshape(a * g, 1, 1, co),
-                                     k=1, stride=1, act=act_kind, out=y.reshape(a * g, 1, 1, co))
+                if wl is not None and a * g <= self.LINEAR_ROWS:
+                    self.linear(xm, wl, b, rm, act=act_kind, out=y, threads=self.threads)
                 else:
                     np.matmul(xm, w, out=y)
                     y += b
@@ -408,8 +419,9 @@ class Stream:
     """Incremental lifting of ``slots`` independent sequences (see the module doc).
 
     ``Stream(engine, slots=1, flip=False, kernels="auto")``; usually ``engine.stream(slots, flip)``.
-    kernels: "auto" (= "numpy", the faster per column, see the module doc), "numpy", or "native"
-    (the native runtime's conv kernel; the engine must be loaded on the native backend).
+    kernels: "auto" (= "native" when the native runtime is built, else "numpy"; see the module
+    doc), "numpy", or "native" (the native few-row linear kernel for conv columns of up to
+    ``LINEAR_ROWS`` rows; any CPU engine backend).
 
     Attributes: ``slots``, ``flip``, ``lookahead`` (frames a pose lags behind its push: pad, or 0
     when causal), ``windowed`` (True for RIE: one window per push), ``flops`` (FLOPs executed so
@@ -441,19 +453,19 @@ class Stream:
         if self.flip:  # fail early when the engine has no left/right symmetry
             self._perm_in = engine._perm(plan.in_joints, engine.kps_left, engine.kps_right)
             self._perm_out = engine._perm(plan.out_joints, engine.joints_left, engine.joints_right)
-        native = None
-        if kernels == "native":
-            native = _native_conv_fn(engine)
-            if native is None:
-                raise GastrtError("kernels='native' needs an engine loaded on the native CPU backend "
-                                  "(gastrt.load(path, backend='native'))")
-        self.kernels = "native" if native is not None else "numpy"
+        linear = _native_linear_fn(engine) if kernels in ("auto", "native") else None
+        if kernels == "native" and linear is None:
+            raise GastrtError("kernels='native' needs the native CPU runtime (gastrt.build_config()['native'] "
+                              "is False in this install)")
+        self.kernels = "native" if linear is not None else "numpy"
         if self.windowed:
             self.kernels = f"engine ({getattr(engine.backend, 'name', '?')})"
             self._prog = _WindowProgram(engine, n, self.flip)
             self._push_flops = self._window_flops * mult
         else:
-            self._prog = _ColumnProgram(plan, engine._weights, n * mult, native)
+            threads = getattr(engine.backend, "threads", None) or 1
+            self._prog = _ColumnProgram(plan, engine._weights, n * mult, linear,
+                                        getattr(engine, "precision", "fp32"), int(threads))
             self._push_flops = int(self._prog.col_flops) * mult
         self.flops = 0
         self.columns = 0

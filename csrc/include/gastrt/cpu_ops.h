@@ -37,6 +37,12 @@ std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co)
 size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size);
 void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team& team);
 
+// ---- linear for streaming columns (csrc/cpu/stream_linear.cpp) --------------------------------
+// StreamLinearParams: x [m, k] fp32, w [k, n] fp32 / fp16 / bf16 -> y [m, n] fp32 (bias, act,
+// residual fused). For few rows (a streaming push): memory-bound on w, which it reads once,
+// sequentially (16-bit weights: half the bytes); the team splits K.
+void stream_linear_f32(const StreamLinearParams& p, Team& team);
+
 // ---- GAST-Net graph attention block (csrc/cpu/gast_block.cpp) ----------------------------------
 // Weights rearranged once (Engine construction): the three projections of x fused into one
 // [c, 4c + h*gc + 2h] matrix, the sparse neighbour lists of the two J x J mixing tables.

@@ -34,6 +34,22 @@ struct ConvParams {
   DType dtype;      // of x, w, res and y (b is always fp32)
 };
 
+// Linear layer over the few rows of a streaming push (CPU): y[m, :] = act(x[m, :] @ w + b) (+ res[m, :]).
+// w is fp32, fp16 or bf16 (an fp16 / bf16 engine's stored weights, converted exactly to fp32 as
+// they are read); x, b, res, y and the sums are fp32, so the result equals the fp32 layer of the
+// upcast weights up to summation order.
+struct StreamLinearParams {
+  const float* x;     // [m, k]   (row stride ldx >= k)
+  const void* w;      // [k, n]   fp32, fp16 or bf16 bits
+  const float* b;     // [n]
+  const float* res;   // [m, n] or nullptr
+  float* y;           // [m, n]
+  int64_t m, ldx;
+  int32_t k, n;
+  Act act;
+  DType wdtype;
+};
+
 // GAST-Net GraphAttentionBlock (see plan.py `gast_block`), per (n, t) frame over its J joints:
 // x [n, j, t, c] -> y [n, j, t, 2c]. All weights fp32 on the CPU; dtype as above on CUDA.
 struct GastBlockParams {
