@@ -23,7 +23,7 @@ struct Segment {  // rows [row0, row0 + rows) of the output whose A rows are uni
 
 }  // namespace
 
-void conv_f32(const ConvParams& p, Team& team) {
+void conv_check_geometry(const ConvParams& p) {
   GASTRT_CHECK(p.dtype == DType::F32, "the CPU conv is fp32 only");
   GASTRT_CHECK(p.n_seq >= 0 && p.ci > 0 && p.co > 0 && p.k > 0 && p.stride > 0 && p.dilation > 0,
                "bad conv geometry: n_seq=" << p.n_seq << " ci=" << p.ci << " co=" << p.co
@@ -40,6 +40,10 @@ void conv_f32(const ConvParams& p, Team& team) {
                  "residual window out of range: t_res=" << p.t_res << " offset=" << p.res_offset
                                                         << " stride=" << p.res_stride);
   }
+}
+
+void conv_f32(const ConvParams& p, Team& team) {
+  conv_check_geometry(p);
   if (p.n_seq == 0) return;
 
   const float* x = static_cast<const float*>(p.x);  // [n_seq, t_in, ci]

@@ -115,15 +115,7 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
                "Winograd F(4,3) conv needs fp32, k=3, stride 1 and at least 4*dilation output "
                "frames (k=" << p.k << " stride=" << p.stride << " dilation=" << p.dilation
                             << " t_out=" << p.t_out << ")");
-  GASTRT_CHECK(p.n_seq >= 0 && p.ci > 0 && p.co > 0 && p.t_in >= p.t_out + 2 * p.dilation,
-               "bad conv geometry: n_seq=" << p.n_seq << " ci=" << p.ci << " co=" << p.co
-                                           << " t_in=" << p.t_in << " t_out=" << p.t_out);
-  if (p.res) {
-    GASTRT_CHECK(p.res_offset >= 0 && p.res_stride >= 1 &&
-                     p.res_offset + int64_t(p.t_out - 1) * p.res_stride < p.t_res,
-                 "residual window out of range: t_res=" << p.t_res << " offset=" << p.res_offset
-                                                        << " stride=" << p.res_stride);
-  }
+  conv_check_geometry(p);
   if (p.n_seq == 0) return;
 
   const float* x = static_cast<const float*>(p.x);      // [n_seq, t_in, ci]

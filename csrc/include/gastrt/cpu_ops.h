@@ -22,6 +22,8 @@ namespace cpu {
 // dilated): k shifted GEMMs with K = ci accumulating into the same output tile.
 // Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
 void conv_f32(const ConvParams& p, Team& team);
+// Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
+void conv_check_geometry(const ConvParams& p);
 
 // ---- dilated width-3 conv by Winograd F(4,3) (csrc/cpu/conv_winograd.cpp) --------------------
 // Sequence mode's k = 3, stride-1 convs with half the multiply work of the direct form.
