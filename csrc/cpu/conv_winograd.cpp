@@ -158,8 +158,8 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
     *t0 = (sb % g.blocks) * kOut * d + phase;
   };
 
-  // 1. input transform (memory-bound: a few hundred tiles per task)
-  const int64_t in_per_task = std::max<int64_t>(1, 65536 / ci);
+  // 1. input transform (memory-bound), ~16K channels of tiles per task: enough tasks to balance
+  const int64_t in_per_task = std::max<int64_t>(1, 16384 / ci);
   team.parallel_for(ceil_div(g.tiles, in_per_task), [&](int64_t task, int) {
     const int64_t q1 = std::min(g.tiles, (task + 1) * in_per_task);
     for (int64_t q = task * in_per_task; q < q1; ++q) {
