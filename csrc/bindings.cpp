@@ -142,6 +142,36 @@ std::shared_ptr<cpu::GastBlockWeights> gast_weights(const py::dict& W, int heads
   return std::make_shared<cpu::GastBlockWeights>(cpu::gast_block_prepare(p));
 }
 
+// x [N, J, T, C] -> [N, J, T, 2C] with prepared weights; scratch grown as needed (caller-owned).
+py::array_t<float> run_gast_block(const cpu::GastBlockWeights& gw, const py::handle& xh,
+                                  const py::object& out, int threads, std::vector<float>& scratch) {
+  FArray x = as_f32(xh, "x");
+  if (x.ndim() != 4) throw py::value_error("x: expected [N, J, T, C]");
+  if (x.shape(1) != gw.j || x.shape(3) != gw.c)
+    throw py::value_error("x: expected [N, " + std::to_string(gw.j) + ", T, " + std::to_string(gw.c) +
+                          "], got " + shape_str(shape_of(x)));
+  const int64_t N = x.shape(0), J = x.shape(1), T = x.shape(2), C = x.shape(3);
+  py::array_t<float> y = output_array(out, {N, J, T, 2 * C}, "gast_block");
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const int nt = resolve_threads(threads);
+  {
+    py::gil_scoped_release nogil;
+    Team team(nt);
+    const size_t need = cpu::gast_block_scratch_floats(gw, N, int32_t(T), team.size()) + 16;
+    if (scratch.size() < need) scratch.resize(need);
+    cpu::gast_block_f32(gw, xp, yp, N, int32_t(T), scratch.data(), team);
+  }
+  return y;
+}
+
+// A gast_block with its weights prepared once (streaming calls it once per push). Not
+// thread-safe (one scratch): one per thread.
+struct GastBlockKernel {
+  std::shared_ptr<cpu::GastBlockWeights> w;
+  std::vector<float> scratch;
+};
+
 // ---- plan dict (Plan.to_json()) -> PlanSpec --------------------------------------------------------
 cpu::PlanSpec parse_plan(const py::dict& plan, const py::dict& weights) {
   cpu::PlanSpec ps;
@@ -561,28 +591,26 @@ PYBIND11_MODULE(_native, m) {
       "gast_block",
       [](const py::handle& xh, const py::dict& W, int heads, int head_channels,
          const py::object& out, int threads) {
-        FArray x = as_f32(xh, "x");
-        if (x.ndim() != 4) throw py::value_error("x: expected [N, J, T, C]");
         auto gw = gast_weights(W, heads, head_channels, "gast_block");
-        if (x.shape(1) != gw->j || x.shape(3) != gw->c)
-          throw py::value_error("x: expected [N, " + std::to_string(gw->j) + ", T, " + std::to_string(gw->c) +
-                                "], got " + shape_str(shape_of(x)));
-        const int64_t N = x.shape(0), J = x.shape(1), T = x.shape(2), C = x.shape(3);
-        py::array_t<float> y = output_array(out, {N, J, T, 2 * C}, "gast_block");
-        const float* xp = x.data();
-        float* yp = y.mutable_data();
-        const int nt = resolve_threads(threads);
-        {
-          py::gil_scoped_release nogil;
-          Team team(nt);
-          std::vector<float> scratch(cpu::gast_block_scratch_floats(*gw, N, int32_t(T), team.size()) + 16);
-          cpu::gast_block_f32(*gw, xp, yp, N, int32_t(T), scratch.data(), team);
-        }
-        return y;
+        std::vector<float> scratch;
+        return run_gast_block(*gw, xh, out, threads, scratch);
       },
       py::arg("x"), py::arg("weights"), py::kw_only(), py::arg("heads"), py::arg("head_channels"),
       py::arg("out") = py::none(), py::arg("threads") = 0,
       "GAST-Net graph attention block: x [N, J, T, C] -> [N, J, T, 2C] (weights: role -> array).");
+
+  py::class_<GastBlockKernel>(m, "GastBlockKernel",
+                              "gast_block with its weights prepared once (not thread-safe: one per thread).")
+      .def(py::init([](const py::dict& W, int heads, int head_channels) {
+             return GastBlockKernel{gast_weights(W, heads, head_channels, "GastBlockKernel"), {}};
+           }),
+           py::arg("weights"), py::kw_only(), py::arg("heads"), py::arg("head_channels"))
+      .def("__call__",
+           [](GastBlockKernel& k, const py::handle& xh, const py::object& out, int threads) {
+             return run_gast_block(*k.w, xh, out, threads, k.scratch);
+           },
+           py::arg("x"), py::kw_only(), py::arg("out") = py::none(), py::arg("threads") = 0,
+           "x [N, J, T, C] -> [N, J, T, 2C]");
 
   m.def(
       "rie_encode",

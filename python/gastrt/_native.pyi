@@ -62,6 +62,17 @@ def gast_block(
 ) -> FloatArray:                      # [N, J, T, 2C]
     ...
 
+class GastBlockKernel:
+    """gast_block with its weights prepared once (not thread-safe: one per thread)."""
+    def __init__(self, weights: dict[str, npt.ArrayLike], *, heads: int, head_channels: int) -> None: ...
+    def __call__(
+        self,
+        x: npt.ArrayLike,                 # [N, J, T, C]
+        *,
+        out: Optional[FloatArray] = None,  # [N, J, T, 2C]
+        threads: int = 0,
+    ) -> FloatArray: ...                  # [N, J, T, 2C]
+
 def rie_encode(
     x: npt.ArrayLike,                 # [N, T, J, F]
     groups: Sequence[Sequence[int]],  # 1..5 groups of flattened channels (c = j*F + f)

@@ -47,7 +47,8 @@ them, a second pass; measured 1.8 -> 1.2 ms per VideoPose3D-243 push in fp32). A
 engine's convs read its stored 16-bit weights (converted exactly to fp32, fp32 sums: the same
 arithmetic as its fp32 CPU path, half the bytes: 0.4-0.6 ms per VideoPose3D-243 push). More
 rows (many slots, GAST-Net's 17 joints per slot from 2 slots on) go to NumPy's BLAS GEMM, as
-does everything with ``kernels="numpy"``; GAST-Net's graph attention is NumPy in both. There is
+does everything with ``kernels="numpy"``. GAST-Net's graph attention runs the native fused
+block (``GastBlockKernel``, weights prepared once per stream) on the new frames. There is
 no GPU streaming path: on a CUDA engine the column steps still run here on the CPU (RIE's
 windows go to the engine's device); GPU streaming needs a CUDA backend for these per-column
 steps (not written). The per-column GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can be far slower
@@ -132,16 +133,19 @@ class StreamOutput:
 # per-column kernels
 # --------------------------------------------------------------------------------------------
 
-def _native_linear_fn(engine):
-    """The native runtime's ``stream_linear`` (few-row linear that reads its weights once,
-    sequentially; fp32 / fp16 / bf16 weights) when the native module is importable, else None."""
+def _native_stream_kernels():
+    """The native runtime's module when it has the streaming kernels (``stream_linear``: few-row
+    linear that reads its weights once, sequentially, fp32 / fp16 / bf16 weights;
+    ``GastBlockKernel``: the fused graph-attention block with weights prepared once), else None."""
     try:
         from .backends import native_module
         mod = native_module()
     except Exception:  # pragma: no cover - depends on the install
         return None
-    fn = getattr(mod, "stream_linear", None) if mod is not None else None
-    return fn if callable(fn) else None
+    if mod is None or not callable(getattr(mod, "stream_linear", None)) or \
+            getattr(mod, "GastBlockKernel", None) is None:
+        return None
+    return mod
 
 
 def _stored_weight(w: np.ndarray, precision: str) -> np.ndarray:
@@ -179,10 +183,10 @@ class _ColumnProgram:
     # Rows up to which a conv column goes to the native few-row kernel (beyond: BLAS GEMM).
     LINEAR_ROWS = 32
 
-    def __init__(self, plan: Plan, weights: dict, nv: int, linear=None, precision: str = "fp32",
+    def __init__(self, plan: Plan, weights: dict, nv: int, native=None, precision: str = "fp32",
                  threads: int = 1):
         self.nv = nv
-        self.linear = linear
+        self.linear = native.stream_linear if native is not None else None
         self.threads = threads
         ops = plan.ops
         first = ops[0]
@@ -217,14 +221,14 @@ class _ColumnProgram:
                                           "the sequence geometry")
                     res.hist = max(res.hist, rlag + 1)
                 bufs[out.name] = out
-                wl = _stored_weight(w, precision) if linear is not None else None
+                wl = _stored_weight(w, precision) if native is not None else None
                 self.steps.append(("conv", x, out, w, b, kk, lags, op.attrs.get("act", "none"), res, rlag, wl))
                 self.col_flops += op_flops(op, {out.name: (1, out.g, 1, out.c)}, lambda n: weights[n].shape)
             elif k == "gast_block":
                 x = bufs[op.inputs[0]]
                 out = _Buf(op.outputs[0], x.g, 2 * x.c, x.delay)
                 bufs[out.name] = out
-                self.steps.append(("gast", x, out, _GastColumn(op, weights, x.g, x.c)))
+                self.steps.append(("gast", x, out, _GastColumn(op, weights, x.g, x.c, native, threads)))
                 self.col_flops += op_flops(op, {op.inputs[0]: (1, x.g, 1, x.c)}, lambda n: weights[n].shape)
             elif k in ("output_joint_major", "output_flat"):
                 x = bufs[op.inputs[0]]
@@ -313,13 +317,16 @@ class _ColumnProgram:
 
 
 class _GastColumn:
-    """GAST-Net's GraphAttentionBlock on one frame per slot (the formula in plan.py), with the
-    three projections of x fused into one GEMM and preallocated scratch."""
+    """GAST-Net's GraphAttentionBlock on one frame per slot (the formula in plan.py): the native
+    fused kernel (weights prepared once) when given, else NumPy with the three projections of x
+    fused into one GEMM and preallocated scratch."""
 
-    def __init__(self, op: Op, weights: dict, j: int, c: int):
+    def __init__(self, op: Op, weights: dict, j: int, c: int, native=None, threads: int = 1):
         W = {role: np.ascontiguousarray(weights[name], dtype=np.float32) for role, name in op.weights.items()}
         self.j, self.c = j, c
         self.h, self.gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
+        self.threads = threads
+        self.kernel = native.GastBlockKernel(W, heads=self.h, head_channels=self.gc) if native is not None else None
         h, gc = self.h, self.gc
         self.wp = np.ascontiguousarray(np.concatenate([W["loc_w"], W["glb_u"], W["glb_g_w"]], axis=1))
         self.bp = np.concatenate([np.zeros(4 * c, np.float32), W["glb_c"], W["glb_g_b"]]).astype(np.float32)
@@ -339,6 +346,9 @@ class _GastColumn:
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
         a, j, c = x.shape
+        if self.kernel is not None:
+            self.kernel(x.reshape(a, j, 1, c), out=out.reshape(a, j, 1, 2 * c), threads=self.threads)
+            return
         h, gc = self.h, self.gc
         rows = a * j
         p = self.p[:a]
@@ -421,7 +431,7 @@ class Stream:
     ``Stream(engine, slots=1, flip=False, kernels="auto")``; usually ``engine.stream(slots, flip)``.
     kernels: "auto" (= "native" when the native runtime is built, else "numpy"; see the module
     doc), "numpy", or "native" (the native few-row linear kernel for conv columns of up to
-    ``LINEAR_ROWS`` rows; any CPU engine backend).
+    ``LINEAR_ROWS`` rows and the native graph-attention block; any CPU engine backend).
 
     Attributes: ``slots``, ``flip``, ``lookahead`` (frames a pose lags behind its push: pad, or 0
     when causal), ``windowed`` (True for RIE: one window per push), ``flops`` (FLOPs executed so
@@ -453,18 +463,18 @@ class Stream:
         if self.flip:  # fail early when the engine has no left/right symmetry
             self._perm_in = engine._perm(plan.in_joints, engine.kps_left, engine.kps_right)
             self._perm_out = engine._perm(plan.out_joints, engine.joints_left, engine.joints_right)
-        linear = _native_linear_fn(engine) if kernels in ("auto", "native") else None
-        if kernels == "native" and linear is None:
+        native = _native_stream_kernels() if kernels in ("auto", "native") else None
+        if kernels == "native" and native is None:
             raise GastrtError("kernels='native' needs the native CPU runtime (gastrt.build_config()['native'] "
                               "is False in this install)")
-        self.kernels = "native" if linear is not None else "numpy"
+        self.kernels = "native" if native is not None else "numpy"
         if self.windowed:
             self.kernels = f"engine ({getattr(engine.backend, 'name', '?')})"
             self._prog = _WindowProgram(engine, n, self.flip)
             self._push_flops = self._window_flops * mult
         else:
             threads = getattr(engine.backend, "threads", None) or 1
-            self._prog = _ColumnProgram(plan, engine._weights, n * mult, linear,
+            self._prog = _ColumnProgram(plan, engine._weights, n * mult, native,
                                         getattr(engine, "precision", "fp32"), int(threads))
             self._push_flops = int(self._prog.col_flops) * mult
         self.flops = 0

@@ -258,6 +258,27 @@ def test_gast_block_dense_tables_and_many_frames(rng, threads):
     assert rel_err(y, ref) <= TOL
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gast_block_kernel_reused(rng, threads):
+    """GastBlockKernel (weights prepared once, scratch kept): repeated calls with growing and
+    shrinking shapes (the streaming pattern: one frame per slot) equal the NumPy block, and
+    the weights given at construction are copied (changing the caller's arrays changes nothing)."""
+    j, c, heads = 17, 24, 4
+    W = gast_weights(rng, j, c, heads)
+    op = Op("gast_block", ["x"], ["y"], {"heads": heads, "head_channels": c // heads}, {})
+    k = _native.GastBlockKernel(W, heads=heads, head_channels=c // heads)
+    W_copy = {r: a.copy() for r, a in W.items()}
+    W["cat_w"][...] = 0.0
+    for n, t in [(1, 1), (3, 1), (1, 1), (7, 5), (2, 1)]:
+        x = f32(rng.standard_normal((n, j, t, c)))
+        ref = nb.gast_block(op, x, W_copy)
+        out = np.full(ref.shape, np.nan, np.float32)
+        assert k(x, out=out, threads=threads) is out
+        assert rel_err(out, ref) <= TOL
+    with pytest.raises(ValueError, match="expected"):
+        k(f32(rng.standard_normal((1, j + 1, 1, c))))
+
+
 def test_gast_block_rejects_bad_weights(rng):
     W = gast_weights(rng, 17, 8)
     x = f32(rng.standard_normal((1, 17, 3, 8)))
