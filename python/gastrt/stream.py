@@ -43,7 +43,7 @@ Kernels. A push is a few rows per conv against all of its weights, so its time i
 read the weights. With ``kernels="native"`` (the default, "auto", when the native runtime is
 built) a conv column of up to ``LINEAR_ROWS`` (32) rows goes to ``gastrt._native.stream_linear``,
 which reads the weights once, row by row, split over the engine's threads (BLAS kernels pack
-them, a second pass; measured 1.8 -> 1.2 ms per VideoPose3D-243 push in fp32). An fp16 / bf16
+them, a second pass; measured 1.8 -> 0.9-1.2 ms per VideoPose3D-243 push in fp32). An fp16 / bf16
 engine's convs read its stored 16-bit weights (converted exactly to fp32, fp32 sums: the same
 arithmetic as its fp32 CPU path, half the bytes: 0.4-0.6 ms per VideoPose3D-243 push). More
 rows (many slots, GAST-Net's 17 joints per slot from 2 slots on) go to NumPy's BLAS GEMM, as
@@ -51,9 +51,9 @@ does everything with ``kernels="numpy"``. GAST-Net's graph attention runs the na
 block (``GastBlockKernel``, weights prepared once per stream) on the new frames. There is
 no GPU streaming path: on a CUDA engine the column steps still run here on the CPU (RIE's
 windows go to the engine's device); GPU streaming needs a CUDA backend for these per-column
-steps (not written). The per-column GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can be far slower
-than one thread (OPENBLAS_NUM_THREADS=1). Only the pose model streams (not VideoPose3D's
-trajectory model). A Stream is not thread-safe: use one per thread.
+steps (not written). The BLAS GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can
+be far slower than one thread (OPENBLAS_NUM_THREADS=1). Only the pose model streams (not
+VideoPose3D's trajectory model). A Stream is not thread-safe: use one per thread.
 """
 from __future__ import annotations
 
@@ -327,6 +327,8 @@ class _GastColumn:
         self.h, self.gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
         self.threads = threads
         self.kernel = native.GastBlockKernel(W, heads=self.h, head_channels=self.gc) if native is not None else None
+        if self.kernel is not None:
+            return          # the kernel holds its own prepared copy of the weights
         h, gc = self.h, self.gc
         self.wp = np.ascontiguousarray(np.concatenate([W["loc_w"], W["glb_u"], W["glb_g_w"]], axis=1))
         self.bp = np.concatenate([np.zeros(4 * c, np.float32), W["glb_c"], W["glb_g_b"]]).astype(np.float32)
@@ -338,6 +340,8 @@ class _GastColumn:
         self.np_ = 4 * c + 2 * h + h * gc
 
     def alloc(self, nv: int) -> None:
+        if self.kernel is not None:
+            return          # the kernel keeps its own scratch
         j, c = self.j, self.c
         self.p = np.zeros((nv, j, self.np_), np.float32)
         self.locin = np.zeros((nv, j, 2 * c), np.float32)
