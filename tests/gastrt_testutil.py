@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -47,3 +48,23 @@ def small_engine(folder, name: str, family: str, config: dict, causal: bool = Fa
         torch.save(sd, ck)
     out = os.path.join(os.fspath(folder), f"{name}-{int(causal)}.gastrt")
     return ck, gastrt.build(ck, out, causal=causal)
+
+
+def run_in_threads(fn, n: int) -> list:
+    """fn(i) for i in range(n), each on its own thread, all released at once (a barrier).
+    Returns what the threads raised, as (i, repr(exception)) pairs: empty when all returned."""
+    errors, barrier = [], threading.Barrier(n)
+
+    def body(i):
+        try:
+            barrier.wait()
+            fn(i)
+        except Exception as e:  # reported to the caller
+            errors.append((i, repr(e)))
+
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return errors

@@ -3,7 +3,6 @@ replay == eager launches, device arrays in / out (torch, CuPy, CAI, DLPack, out=
 ordering, out-of-memory and bad-device errors, concurrent calls."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from gastrt.errors import GastrtError
 pytestmark = pytest.mark.skipif(not gastrt.cuda_available(), reason="needs a CUDA build of gastrt and a GPU")
 
 from _models import TINY, engine_file, keypoints, rel_err  # noqa: E402
+from gastrt_testutil import run_in_threads  # noqa: E402
 
 # model-level tolerance against the fp32 NumPy executor on the same (rounded) weights: the GPU
 # keeps activations in the engine precision, so errors add up over the layers.
@@ -217,20 +217,12 @@ def test_concurrent_calls(files):
     xs = [keypoints(rng, 1 + i, gpu.receptive_field, 17) for i in range(6)]
     want = [cpu.lift(x) for x in xs]
     got = [None] * len(xs)
-    errors = []
 
     def work(i):
-        try:
-            for _ in range(5):
-                got[i] = gpu.lift(xs[i])
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(5):
+            got[i] = gpu.lift(xs[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work, len(xs))
     assert not errors, errors
     for g, w in zip(got, want):
         assert rel_err(g, w) <= MODEL_TOL["fp32"]

@@ -2,7 +2,6 @@
 backend="numpy" on engines built from original-layout checkpoints (random weights)."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ pytest.importorskip("gastrt._native")
 
 import gastrt  # noqa: E402
 from gastrt.backends.native import NativeBackend, default_threads  # noqa: E402
+from gastrt_testutil import run_in_threads  # noqa: E402
 
 TOL = 1e-5
 
@@ -78,11 +78,8 @@ def test_native_backend_concurrent_lift(engines):
             if e > TOL:
                 errs.append(e)
 
-    ts = [threading.Thread(target=go, args=(i,)) for i in range(len(xs))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    raised = run_in_threads(go, len(xs))
+    assert not raised, raised
     assert not errs
 
 

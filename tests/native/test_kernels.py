@@ -4,7 +4,6 @@ call (a kernel that skips an element fails), several thread counts. fp32 toleran
 error / max abs reference <= 1e-5."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 from gastrt.backends import numpy_backend as nb  # noqa: E402
+from gastrt_testutil import run_in_threads  # noqa: E402
 from gastrt.families.common import PlanBuilder  # noqa: E402
 from gastrt.families.rie import GROUPS, SOURCES  # noqa: E402
 from gastrt.plan import Op, Plan, conv_geometry  # noqa: E402
@@ -490,23 +490,15 @@ def test_engine_thread_safety(rng):
     serial = _native.Engine(plan.to_json(), W, 1)
     inputs = [f32(rng.standard_normal((n, 27, 17, 2))) for n in (1, 3, 8, 2, 5, 1)]
     want = [serial.run(x, "window") for x in inputs]
-    errors, barrier = [], threading.Barrier(len(inputs))
+    errors = []
 
     def worker(i):
-        try:
-            barrier.wait()
-            for _ in range(15):
-                y = eng.run(inputs[i], "window")
-                if rel_err(y, want[i]) > TOL:
-                    errors.append((i, rel_err(y, want[i])))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append((i, repr(e)))
+        for _ in range(15):
+            y = eng.run(inputs[i], "window")
+            if rel_err(y, want[i]) > TOL:
+                errors.append((i, rel_err(y, want[i])))
 
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors += run_in_threads(worker, len(inputs))
     assert not errors, errors
 
 
