@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 import gastrt
+from gastrt.stream import StreamOutput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -68,3 +69,42 @@ def run_in_threads(fn, n: int) -> list:
     for t in ts:
         t.join()
     return errors
+
+
+def stream_seqs(eng, lengths, seed=0) -> list:
+    """Random keypoint sequences (T, J, 2) of the given lengths for ``eng``."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, eng.num_joints, 2)) * 0.5).astype(np.float32) for n in lengths]
+
+
+def drive_stream(stream, seqs, starts, gaps=None) -> list:
+    """Push each sequence i into slot i from push number starts[i] on (slot i skips the pushes
+    where gaps[i](step) is True; a None gap: never), flush it after its last frame. -> per slot: frames, poses, filled."""
+    n = stream.slots
+    J = stream.num_joints
+    outs = []
+    pos = [0] * len(seqs)
+    step = 0
+    done = [False] * len(seqs)
+    while not all(done):
+        fr = np.full((n, J, 2), np.nan, np.float32)   # frames of absent slots are ignored
+        pres = np.zeros(n, bool)
+        for i, q in enumerate(seqs):
+            if done[i] or step < starts[i] or (gaps and gaps[i] and gaps[i](step)):
+                continue
+            fr[i] = q[pos[i]]
+            pres[i] = True
+            pos[i] += 1
+        outs.append(stream.push(fr, pres))
+        for i, q in enumerate(seqs):
+            if not done[i] and pos[i] == len(q):
+                outs.append(stream.flush(i))
+                done[i] = True
+        step += 1
+    out = StreamOutput.concat(outs, stream.num_joints_out)
+    res = []
+    for i, q in enumerate(seqs):
+        o = out.for_slot(i)
+        np.testing.assert_array_equal(o.frames, np.arange(len(q)))
+        res.append(o)
+    return res

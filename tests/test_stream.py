@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from gastrt_testutil import drive_stream as _drive
 from gastrt_testutil import rel_err
+from gastrt_testutil import stream_seqs as _seqs
 
 torch = pytest.importorskip("torch")
 
@@ -55,44 +57,6 @@ def engines(tmp_path_factory):
         return cache[key]
 
     return get
-
-
-def _seqs(eng, lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((n, eng.num_joints, 2)) * 0.5).astype(np.float32) for n in lengths]
-
-
-def _drive(stream: Stream, seqs, starts, gaps=None):
-    """Push each sequence i into slot i from push number starts[i] on (slot i skips the pushes
-    where gaps[i](step) is True), flush it after its last frame. -> per slot: frames, poses, filled."""
-    n = stream.slots
-    J = stream.num_joints
-    outs = []
-    pos = [0] * len(seqs)
-    step = 0
-    done = [False] * len(seqs)
-    while not all(done):
-        fr = np.full((n, J, 2), np.nan, np.float32)   # frames of absent slots are ignored
-        pres = np.zeros(n, bool)
-        for i, q in enumerate(seqs):
-            if done[i] or step < starts[i] or (gaps and gaps[i](step)):
-                continue
-            fr[i] = q[pos[i]]
-            pres[i] = True
-            pos[i] += 1
-        outs.append(stream.push(fr, pres))
-        for i, q in enumerate(seqs):
-            if not done[i] and pos[i] == len(q):
-                outs.append(stream.flush(i))
-                done[i] = True
-        step += 1
-    out = StreamOutput.concat(outs, stream.num_joints_out)
-    res = []
-    for i, q in enumerate(seqs):
-        o = out.for_slot(i)
-        np.testing.assert_array_equal(o.frames, np.arange(len(q)))
-        res.append(o)
-    return res
 
 
 _EXACT = [(name, causal, flip) for name in ("gast33", "gast333", "vp") for causal in (False, True)

@@ -15,6 +15,21 @@ namespace gastrt {
   throw std::runtime_error(os.str());
 }
 
+// A failed CUDA runtime call; `code` is its cudaError_t (callers that must tell errors apart,
+// e.g. "no kernel image for this GPU", read it instead of the sticky-less last error).
+class CudaError : public std::runtime_error {
+ public:
+  CudaError(const std::string& what, int code) : std::runtime_error(what), code(code) {}
+  int code;
+};
+
+[[noreturn]] inline void throw_cuda_error(const char* file, int line, const char* expr, int code,
+                                          const char* name, const char* text) {
+  std::ostringstream os;
+  os << "gastrt: CUDA error " << name << ": " << text << " [" << expr << "] at " << file << ":" << line;
+  throw CudaError(os.str(), code);
+}
+
 }  // namespace gastrt
 
 // GASTRT_CHECK(cond, msg): argument / invariant validation; msg may use << chains.
@@ -29,15 +44,18 @@ namespace gastrt {
 
 // GASTRT_CHECK_CUDA(expr): expr is a cudaError_t expression (runtime API call). Only usable in
 // TUs that include <cuda_runtime.h> before this header (the macro names CUDA symbols lazily, so
-// including check.h from plain C++ is fine as long as the macro is not expanded there).
-#define GASTRT_CHECK_CUDA(expr)                                                     \
-  do {                                                                              \
-    cudaError_t gastrt_cuda_err_ = (expr);                                          \
-    if (gastrt_cuda_err_ != cudaSuccess) {                                          \
-      ::gastrt::throw_error(__FILE__, __LINE__, #expr,                              \
-                            std::string("CUDA error ") + cudaGetErrorName(gastrt_cuda_err_) + \
-                                ": " + cudaGetErrorString(gastrt_cuda_err_));       \
-    }                                                                               \
+// including check.h from plain C++ is fine as long as the macro is not expanded there). The
+// runtime's last-error slot is cleared before throwing: a failed call also records its error
+// there, and the next launch check would otherwise report it again (the engine stays usable).
+#define GASTRT_CHECK_CUDA(expr)                                                          \
+  do {                                                                                   \
+    cudaError_t gastrt_cuda_err_ = (expr);                                               \
+    if (gastrt_cuda_err_ != cudaSuccess) {                                               \
+      (void)cudaGetLastError();                                                          \
+      ::gastrt::throw_cuda_error(__FILE__, __LINE__, #expr, static_cast<int>(gastrt_cuda_err_), \
+                                 cudaGetErrorName(gastrt_cuda_err_),                     \
+                                 cudaGetErrorString(gastrt_cuda_err_));                  \
+    }                                                                                    \
   } while (0)
 
 // GASTRT_CHECK_CUDA_LAST(): check for an asynchronous launch error right after a kernel launch.

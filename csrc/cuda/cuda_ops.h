@@ -1,5 +1,5 @@
 // The C++ API of gastrt's CUDA executor, called by csrc/bindings.cpp (the only pybind11 user;
-// the glue to paste there is in csrc/cuda/BINDINGS_SNIPPET.md). Plain C++: no CUDA or pybind11
+// its CUDA block is under GASTRT_HAVE_CUDA_OPS). Plain C++: no CUDA or pybind11
 // types, so a host-compiler TU can include it. Device pointers and stream handles travel as
 // uintptr_t. Errors throw std::runtime_error ("gastrt: ..."); out-of-memory messages contain
 // "out of memory". Nothing here calls exit().
@@ -50,6 +50,18 @@ enum OpCode : int64_t {
   kOpCopyCols = 5,
   // out, n, t, k, nsrc, src[8], ch[8], src_of[32], jj[32]
   kOpAssemble = 6,
+  // Streaming (one new column per op and slot per push; python/gastrt/stream.py):
+  // src, col, table, n, jf: the user's input rows of jf fp32 keypoint values followed by
+  //   kStreamTableCols int32 words stored bit for bit in the fp32 array (virtual slot or -1 for
+  //   a padding row, column counter low / high word, fresh flag) -> col [n, jf] (engine dtype)
+  //   and table [n, kStreamTableCols] int32.
+  kOpStreamIn = 7,
+  // col, ring, table, n, nv, g, c, h: col [n, g, c] -> ring [nv, g, h, c] at column
+  //   cnt mod h of each row's slot; a fresh row fills all h columns (its whole history).
+  kOpRingWrite = 8,
+  // ring, dst, table, n, nv, g, c, h, k, lag[kRingMaxTaps]: dst [n, g, k, c] = the columns
+  //   (cnt - lag[tau]) mod h of each row's slot (zeros for padding rows): a conv's k taps.
+  kOpRingGather = 9,
 };
 constexpr int kLayoutFields = 9;
 constexpr int kConvFields = 19;
@@ -57,6 +69,11 @@ constexpr int kGastFields = 22;
 constexpr int kRieFields = 96;
 constexpr int kCopyColsFields = 7;
 constexpr int kAssembleFields = 85;
+constexpr int kStreamInFields = 5;
+constexpr int kRingWriteFields = 8;
+constexpr int kRingMaxTaps = 16;
+constexpr int kRingGatherFields = 9 + kRingMaxTaps;
+constexpr int kStreamTableCols = 4;
 
 // ---- device queries ----------------------------------------------------------------------------
 int device_count();                  // 0 when no driver / no GPU (never throws)

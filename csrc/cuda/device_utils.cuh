@@ -47,8 +47,10 @@ __device__ __forceinline__ void store_from_f32(void* p, int64_t i, DType dt, flo
 }
 
 // plan.py: relu = max(y, 0); lrelu = y if y >= 0 else 0.2 * y (same expression as NumPy).
+// Not fmaxf: it returns the other operand for NaN, np.maximum (and the CPU path) keep the NaN.
+__device__ __forceinline__ float relu_nan(float v) { return v < 0.f ? 0.f : v; }
 __device__ __forceinline__ float apply_act(float v, int act) {
-  if (act == static_cast<int>(Act::Relu)) return fmaxf(v, 0.f);
+  if (act == static_cast<int>(Act::Relu)) return relu_nan(v);
   if (act == static_cast<int>(Act::LRelu)) return v >= 0.f ? v : v * kLReluSlope;
   return v;
 }

@@ -14,6 +14,8 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/kernels.h"
 
+static_assert(gastrt::cuda::kRingTaps == gastrt::cuda::kRingMaxTaps, "cuda_ops.h and kernels.h disagree");
+
 namespace gastrt {
 namespace cuda {
 namespace {
@@ -136,7 +138,12 @@ struct Engine::Impl {
       GASTRT_CHECK_CUDA(e);
     }
     wdev_bytes = bytes;
-    if (!wstage.empty()) GASTRT_CHECK_CUDA(cudaMemcpy(wdev, wstage.data(), wstage.size(), cudaMemcpyHostToDevice));
+    // On the engine's stream, then synced: it is non-blocking, so it would not wait for a copy on
+    // the legacy stream (and a pageable cudaMemcpy may return before its DMA has landed).
+    if (!wstage.empty()) {
+      GASTRT_CHECK_CUDA(cudaMemcpyAsync(wdev, wstage.data(), wstage.size(), cudaMemcpyHostToDevice, stream));
+      GASTRT_CHECK_CUDA(cudaStreamSynchronize(stream));
+    }
     wdirty = false;
     ++gen;
   }
@@ -167,7 +174,9 @@ struct Engine::Impl {
         p = nullptr;
         if (old > 0 && cudaMalloc(&arena, static_cast<size_t>(old)) == cudaSuccess) {
           arena_size = old;
-          cudaMemset(arena, 0, static_cast<size_t>(old));
+          if (cudaMemsetAsync(arena, 0, static_cast<size_t>(old), stream) != cudaSuccess ||
+              cudaStreamSynchronize(stream) != cudaSuccess)
+            cudaGetLastError();
         } else {
           cudaGetLastError();
           arena = nullptr;
@@ -179,8 +188,14 @@ struct Engine::Impl {
       GASTRT_CHECK_CUDA(e);
     }
     // Zeroed once: rows past a call's n (inside the batch bucket) are then finite, not garbage.
-    const cudaError_t ez = cudaMemset(p, 0, static_cast<size_t>(bytes));
+    // What the old arena held is kept (a stream's rings live there); all on the engine's stream.
+    const int64_t keep = arena != nullptr ? arena_size : 0;
+    cudaError_t ez = cudaMemsetAsync(static_cast<char*>(p) + keep, 0, static_cast<size_t>(bytes - keep), stream);
+    if (ez == cudaSuccess && keep > 0)
+      ez = cudaMemcpyAsync(p, arena, static_cast<size_t>(keep), cudaMemcpyDeviceToDevice, stream);
+    if (ez == cudaSuccess) ez = cudaStreamSynchronize(stream);
     if (ez != cudaSuccess) {
+      cudaGetLastError();
       cudaFree(p);
       GASTRT_CHECK_CUDA(ez);
     }
@@ -190,7 +205,8 @@ struct Engine::Impl {
     ++gen;
   }
 
-  static void grow_device(void*& p, int64_t& have, int64_t need, int device, const char* what) {
+  static void grow_device(void*& p, int64_t& have, int64_t need, int device, const char* what,
+                          cudaStream_t stream) {
     if (need <= have) return;
     if (p != nullptr) GASTRT_CHECK_CUDA(cudaFree(p));
     p = nullptr;
@@ -202,21 +218,27 @@ struct Engine::Impl {
       if (e == cudaErrorMemoryAllocation) throw_oom(device, need, what);
       GASTRT_CHECK_CUDA(e);
     }
-    GASTRT_CHECK_CUDA(cudaMemset(p, 0, static_cast<size_t>(need)));
+    GASTRT_CHECK_CUDA(cudaMemsetAsync(p, 0, static_cast<size_t>(need), stream));
     have = need;
   }
-  static void grow_pinned(void*& p, int64_t& have, int64_t need) {
+  static void grow_pinned(void*& p, int64_t& have, int64_t need, int device) {
     if (need <= have) return;
     if (p != nullptr) GASTRT_CHECK_CUDA(cudaFreeHost(p));
     p = nullptr;
     have = 0;
-    GASTRT_CHECK_CUDA(cudaMallocHost(&p, static_cast<size_t>(need)));
+    const cudaError_t e = cudaMallocHost(&p, static_cast<size_t>(need));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      p = nullptr;
+      if (e == cudaErrorMemoryAllocation) throw_oom(device, need, "the pinned host staging buffer");
+      GASTRT_CHECK_CUDA(e);
+    }
     have = need;
   }
   void ensure_io_device(int64_t in_bytes, int64_t out_bytes) {
     if (in_bytes > d_in_bytes || out_bytes > d_out_bytes) GASTRT_CHECK_CUDA(cudaStreamSynchronize(stream));
-    grow_device(d_in, d_in_bytes, in_bytes, device, "the input staging buffer");
-    grow_device(d_out, d_out_bytes, out_bytes, device, "the output staging buffer");
+    grow_device(d_in, d_in_bytes, in_bytes, device, "the input staging buffer", stream);
+    grow_device(d_out, d_out_bytes, out_bytes, device, "the output staging buffer", stream);
   }
 
   void drop_graphs() {
@@ -357,6 +379,39 @@ struct Engine::Impl {
           const int64_t s = f[21 + q], jj = f[53 + q];
           GASTRT_CHECK(s >= 0 && s < nsrc && jj >= 0 && 3 * jj + 3 <= f[13 + s], "program: bad assemble source");
         }
+        break;
+      }
+      case kOpStreamIn: {
+        GASTRT_CHECK(f.size() == kStreamInFields, "program: stream_in record size");
+        const int64_t n = f[3], jf = f[4];
+        GASTRT_CHECK(n >= 1 && jf >= 1, "program: bad stream_in geometry");
+        c.buf(f[0], n * (jf + kStreamTableCols) * 4, "stream_in src");
+        c.buf(f[1], n * jf * es, "stream_in col");
+        c.buf(f[2], n * kStreamTableCols * 4, "stream_in table");
+        GASTRT_CHECK(f[1] >= 0 && f[2] >= 0, "program: stream_in outputs live in the arena");
+        break;
+      }
+      case kOpRingWrite: {
+        GASTRT_CHECK(f.size() == kRingWriteFields, "program: ring_write record size");
+        const int64_t n = f[3], nv = f[4], g = f[5], ch = f[6], h = f[7];
+        GASTRT_CHECK(n >= 1 && nv >= 1 && g >= 1 && ch >= 1 && h >= 1, "program: bad ring_write geometry");
+        c.buf(f[0], n * g * ch * es, "ring_write col");
+        c.buf(f[1], nv * g * h * ch * es, "ring_write ring");
+        c.buf(f[2], n * kStreamTableCols * 4, "ring_write table");
+        GASTRT_CHECK(!c.io, "program: a ring write cannot read or write the user's arrays");
+        break;
+      }
+      case kOpRingGather: {
+        GASTRT_CHECK(f.size() == kRingGatherFields, "program: ring_gather record size");
+        const int64_t n = f[3], nv = f[4], g = f[5], ch = f[6], h = f[7], k = f[8];
+        GASTRT_CHECK(n >= 1 && nv >= 1 && g >= 1 && ch >= 1 && h >= 1 && k >= 1 && k <= kRingMaxTaps,
+                     "program: bad ring_gather geometry");
+        for (int64_t tau = 0; tau < k; ++tau)
+          GASTRT_CHECK(f[9 + tau] >= 0 && f[9 + tau] < h, "program: ring_gather lag outside the ring");
+        c.buf(f[0], nv * g * h * ch * es, "ring_gather ring");
+        c.buf(f[1], n * g * k * ch * es, "ring_gather dst");
+        c.buf(f[2], n * kStreamTableCols * 4, "ring_gather table");
+        GASTRT_CHECK(!c.io, "program: a ring gather cannot read or write the user's arrays");
         break;
       }
       default:
@@ -501,6 +556,47 @@ struct Engine::Impl {
         launch_assemble(a, stream);
         break;
       }
+      case kOpStreamIn: {
+        StreamInArgs a{};
+        a.src = static_cast<const float*>(ref(f[0], in, out));
+        a.col = ref(f[1], in, out);
+        a.table = static_cast<int32_t*>(ref(f[2], in, out));
+        a.n = s.io ? n_io : f[3];
+        a.jf = static_cast<int32_t>(f[4]);
+        a.dtype = dtype;
+        launch_stream_in(a, stream);
+        break;
+      }
+      case kOpRingWrite: {
+        RingWriteArgs a{};
+        a.col = ref(f[0], in, out);
+        a.ring = ref(f[1], in, out);
+        a.table = static_cast<const int32_t*>(ref(f[2], in, out));
+        a.n = f[3];
+        a.nv = f[4];
+        a.g = static_cast<int32_t>(f[5]);
+        a.c = static_cast<int32_t>(f[6]);
+        a.h = static_cast<int32_t>(f[7]);
+        a.dtype = dtype;
+        launch_ring_write(a, stream);
+        break;
+      }
+      case kOpRingGather: {
+        RingGatherArgs a{};
+        a.ring = ref(f[0], in, out);
+        a.dst = ref(f[1], in, out);
+        a.table = static_cast<const int32_t*>(ref(f[2], in, out));
+        a.n = f[3];
+        a.nv = f[4];
+        a.g = static_cast<int32_t>(f[5]);
+        a.c = static_cast<int32_t>(f[6]);
+        a.h = static_cast<int32_t>(f[7]);
+        a.k = static_cast<int32_t>(f[8]);
+        for (int tau = 0; tau < kRingTaps; ++tau) a.lag[tau] = tau < a.k ? static_cast<int32_t>(f[9 + tau]) : 0;
+        a.dtype = dtype;
+        launch_ring_gather(a, stream);
+        break;
+      }
       default:
         GASTRT_CHECK(false, "program: unknown opcode " << s.op);
     }
@@ -623,6 +719,8 @@ void memcpy_htod(int device, uintptr_t dst, const void* src, int64_t bytes) {
   GASTRT_CHECK(bytes >= 0 && (bytes == 0 || (dst != 0 && src != nullptr)), "memcpy_htod: bad arguments");
   DeviceGuard g(device);
   GASTRT_CHECK_CUDA(cudaMemcpy(reinterpret_cast<void*>(dst), src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
+  // A pageable copy may return before its DMA lands; the engines' streams are non-blocking.
+  GASTRT_CHECK_CUDA(cudaStreamSynchronize(0));
 }
 
 void memcpy_dtoh(int device, void* dst, uintptr_t src, int64_t bytes) {
@@ -650,8 +748,10 @@ Engine::Engine(int device, int dtype) : impl_(new Impl) {
     try {
       init_gemm_kernels();
       return cudaSuccess;
+    } catch (const CudaError& ce) {
+      return static_cast<cudaError_t>(ce.code);
     } catch (const std::exception&) {
-      return cudaGetLastError();
+      return cudaErrorUnknown;
     }
   }();
   if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) {
@@ -779,10 +879,11 @@ std::string Engine::describe_program(int64_t id) const {
   std::ostringstream os;
   os << "program " << id << ": " << p.steps.size() << " steps, arena " << mib(p.arena_bytes) << ", max_n " << p.max_n
      << ", graph body [" << p.body_begin << ", " << p.body_end << ")" << (p.io_in_body ? " (no graph)" : "") << "\n";
-  static const char* names[] = {"?", "layout", "conv", "gast_block", "rie_encode", "concat", "output_assemble"};
+  static const char* names[] = {"?",      "layout",    "conv",       "gast_block", "rie_encode",
+                                "concat", "output_assemble", "stream_in", "ring_write", "ring_gather"};
   for (size_t i = 0; i < p.steps.size(); ++i) {
     const Step& s = p.steps[i];
-    os << "  " << i << ": " << (s.op >= 1 && s.op <= 6 ? names[s.op] : "?");
+    os << "  " << i << ": " << (s.op >= 1 && s.op <= 9 ? names[s.op] : "?");
     if (s.op == kOpConv) {
       os << " x" << s.f[0];
       for (int64_t q = 0; q < s.f[0]; ++q) {
@@ -813,8 +914,8 @@ void Engine::run_host(int64_t id, const float* x, int64_t x_count, float* y, int
   m.prepare(p);
   const int64_t xb = x_count * 4, yb = y_count * 4;
   m.ensure_io_device(xb, yb);
-  Impl::grow_pinned(m.h_in, m.h_in_bytes, xb);
-  Impl::grow_pinned(m.h_out, m.h_out_bytes, yb);
+  Impl::grow_pinned(m.h_in, m.h_in_bytes, xb, m.device);
+  Impl::grow_pinned(m.h_out, m.h_out_bytes, yb, m.device);
   // The previous call ended with a stream sync, so the pinned buffers are free to reuse.
   std::memcpy(m.h_in, x, static_cast<size_t>(xb));
   GASTRT_CHECK_CUDA(cudaMemcpyAsync(m.d_in, m.h_in, static_cast<size_t>(xb), cudaMemcpyHostToDevice, m.stream));
@@ -846,7 +947,16 @@ void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr
     GASTRT_CHECK_CUDA(cudaEventRecord(m.ev_in, ext));
     GASTRT_CHECK_CUDA(cudaStreamWaitEvent(m.stream, m.ev_in, 0));
   }
-  m.run_all(p, reinterpret_cast<void*>(x), reinterpret_cast<void*>(y), n, use_graph);
+  try {
+    m.run_all(p, reinterpret_cast<void*>(x), reinterpret_cast<void*>(y), n, use_graph);
+  } catch (...) {
+    // Kernels already queued may still read x / write y: the caller's stream must wait for them
+    // before it reuses those arrays, failure or not.
+    if (has_ext && cudaEventRecord(m.ev_out, m.stream) == cudaSuccess) cudaStreamWaitEvent(ext, m.ev_out, 0);
+    if (!has_ext) cudaStreamSynchronize(m.stream);
+    cudaGetLastError();
+    throw;
+  }
   if (has_ext) {
     GASTRT_CHECK_CUDA(cudaEventRecord(m.ev_out, m.stream));
     GASTRT_CHECK_CUDA(cudaStreamWaitEvent(ext, m.ev_out, 0));
@@ -873,7 +983,8 @@ std::vector<double> Engine::time_program(int64_t id, int iters, int warmup, bool
   DeviceGuard g(m.device);
   m.prepare(p);
   m.ensure_io_device(p.max_n * p.in_per_n * 4, p.max_n * p.out_per_n * 4);
-  for (int i = 0; i < warmup; ++i) m.run_all(p, m.d_in, m.d_out, p.max_n, use_graph);
+  // >= 1 warm-up run: the first one may capture and instantiate the graph (host time).
+  for (int i = 0; i < std::max(warmup, 1); ++i) m.run_all(p, m.d_in, m.d_out, p.max_n, use_graph);
   std::vector<double> ms;
   ms.reserve(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
@@ -900,9 +1011,9 @@ void Engine::arena_write(int64_t offset, const void* src, int64_t bytes) {
   Impl& m = *impl_;
   GASTRT_CHECK(offset >= 0 && bytes >= 0 && offset + bytes <= m.arena_size, "arena_write: out of range");
   DeviceGuard g(m.device);
+  GASTRT_CHECK_CUDA(cudaMemcpyAsync(static_cast<char*>(m.arena) + offset, src, static_cast<size_t>(bytes),
+                                    cudaMemcpyHostToDevice, m.stream));
   GASTRT_CHECK_CUDA(cudaStreamSynchronize(m.stream));
-  GASTRT_CHECK_CUDA(cudaMemcpy(static_cast<char*>(m.arena) + offset, src, static_cast<size_t>(bytes),
-                               cudaMemcpyHostToDevice));
 }
 
 void Engine::arena_read(int64_t offset, void* dst, int64_t bytes) {

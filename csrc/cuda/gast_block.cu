@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(32 * kMixMaxJ) gast_mix_kernel(const MixArgs a
           s1 = fmaf(offc[jj], h1c[jj * 32 + cx], s1);
         }
       }
-      store_from_f32(a.s, crow * 2 * C + c, dt, fmaxf(s0 + lbs, 0.f));
-      store_from_f32(a.s, crow * 2 * C + C + c, dt, fmaxf(s1 + lbc, 0.f));
+      store_from_f32(a.s, crow * 2 * C + c, dt, relu_nan(s0 + lbs));
+      store_from_f32(a.s, crow * 2 * C + C + c, dt, relu_nan(s1 + lbc));
     }
     if (do_y) {
       const int h = c / GC;
@@ -451,8 +451,8 @@ __global__ void __launch_bounds__(kFThreads) gast_fused_kernel(const GastArgs a)
           sym = fmaf(o0[jj * C], hr[jj * L.ldc + 16 + cc] + bh1s, sym);
           con = fmaf(o1[jj * C], hr[jj * L.ldc + 48 + cc] + bh1c, con);
         }
-        sym = fmaxf(sym + a.loc_b[c], 0.f);
-        con = fmaxf(con + a.loc_b[C + c], 0.f);
+        sym = relu_nan(sym + a.loc_b[c]);
+        con = relu_nan(con + a.loc_b[C + c]);
       }
       Ss[r * L.lds + c] = Cvt<T>::from_f(sym);
       Ss[r * L.lds + C + c] = Cvt<T>::from_f(con);
@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kFThreads) gast_fused_kernel(const GastArgs a)
                   make_int4(n0, n0 + 16, n0 + 32, n0 + 48), nc, Bs, L.ldb, Cs, L.ldc);
     for (int e = tid; e < kFRows * kFCols; e += kFThreads) {
       const int r = e >> 6, q = e & 63;
-      if (q < nc) LG[r * L.ldl + n0 + q] = Cvt<T>::from_f(fmaxf(Cs[r * L.ldc + q] + a.loc_cat_b[n0 + q], 0.f));
+      if (q < nc) LG[r * L.ldl + n0 + q] = Cvt<T>::from_f(relu_nan(Cs[r * L.ldc + q] + a.loc_cat_b[n0 + q]));
     }
     __syncthreads();
   }
@@ -529,7 +529,7 @@ __global__ void __launch_bounds__(kFThreads) gast_fused_kernel(const GastArgs a)
                   make_int4(n0, n0 + 16, n0 + 32, n0 + 48), nc, Bs, L.ldb, Cs, L.ldc);
     for (int e = tid; e < kFRows * kFCols; e += kFThreads) {
       const int r = e >> 6, q = e & 63;
-      if (q < nc) LG[r * L.ldl + C + n0 + q] = Cvt<T>::from_f(fmaxf(Cs[r * L.ldc + q] + a.glb_cat_b[n0 + q], 0.f));
+      if (q < nc) LG[r * L.ldl + C + n0 + q] = Cvt<T>::from_f(relu_nan(Cs[r * L.ldc + q] + a.glb_cat_b[n0 + q]));
     }
     __syncthreads();
   }
@@ -542,7 +542,7 @@ __global__ void __launch_bounds__(kFThreads) gast_fused_kernel(const GastArgs a)
     for (int e = tid; e < kFRows * kFCols; e += kFThreads) {
       const int r = e >> 6, q = e & 63;
       if (q < nc && rows[r] >= 0)
-        Y[rows[r] * (2 * C) + n0 + q] = Cvt<T>::from_f(fmaxf(Cs[r * L.ldc + q] + a.cat_b[n0 + q], 0.f));
+        Y[rows[r] * (2 * C) + n0 + q] = Cvt<T>::from_f(relu_nan(Cs[r * L.ldc + q] + a.cat_b[n0 + q]));
     }
     __syncthreads();
   }

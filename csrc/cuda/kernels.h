@@ -143,5 +143,40 @@ struct AssembleArgs {
 };
 void launch_assemble(const AssembleArgs& a, cudaStream_t stream);
 
+// Streaming (cuda_ops.h kOpStreamIn / kOpRingWrite / kOpRingGather). The per-row table is
+// int32 [n, 4]: virtual slot (-1: a padding row of the batch bucket), column counter low and
+// high words, fresh flag. Rings are [nv, g, h, c]: column cnt of slot v lives at cnt mod h.
+constexpr int kRingTaps = 16;
+struct StreamInArgs {
+  const float* src;    // [n, jf + 4] fp32; the last 4 words are the int32 table bit patterns
+  void* col;           // [n, jf]                dtype
+  int32_t* table;      // [n, 4]
+  int64_t n;
+  int32_t jf;
+  DType dtype;
+};
+void launch_stream_in(const StreamInArgs& a, cudaStream_t stream);
+
+struct RingWriteArgs {
+  const void* col;       // [n, g, c]            dtype
+  void* ring;            // [nv, g, h, c]        dtype
+  const int32_t* table;  // [n, 4]
+  int64_t n, nv;
+  int32_t g, c, h;
+  DType dtype;
+};
+void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream);
+
+struct RingGatherArgs {
+  const void* ring;      // [nv, g, h, c]        dtype
+  void* dst;             // [n, g, k, c]         dtype
+  const int32_t* table;  // [n, 4]
+  int64_t n, nv;
+  int32_t g, c, h, k;
+  int32_t lag[kRingTaps];  // columns back from the newest, per tap (0 <= lag < h)
+  DType dtype;
+};
+void launch_ring_gather(const RingGatherArgs& a, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace gastrt

@@ -1,4 +1,5 @@
-// Memory-bound glue: input / output layout + dtype conversion, concat, RIE output assembly.
+// Memory-bound glue: input / output layout + dtype conversion, concat, RIE output assembly, and
+// the streaming rings (per-slot histories of past columns).
 // One instantiation each (runtime dtype switch on a uniform value); grid-stride loops over
 // int64 element counts; one thread per destination element so writes are coalesced.
 #include <algorithm>
@@ -63,7 +64,130 @@ __global__ void assemble_kernel(const AssembleArgs a) {
   }
 }
 
+// ---- streaming: rings of past columns --------------------------------------------------------
+// Elements are moved as raw bit patterns (no conversion): 4-byte words when a column row is a
+// whole number of them (fp32, or an even channel count in 16 bits), else 2-byte halves.
+struct RowRef {
+  int32_t slot;  // virtual slot, < 0: padding row
+  int64_t cnt;
+  bool fresh;
+};
+__device__ __forceinline__ RowRef row_ref(const int32_t* table, int64_t r) {
+  const int32_t* t = table + r * 4;
+  RowRef q;
+  q.slot = t[0];
+  q.cnt = static_cast<int64_t>((static_cast<uint64_t>(static_cast<uint32_t>(t[2])) << 32) |
+                               static_cast<uint64_t>(static_cast<uint32_t>(t[1])));
+  q.fresh = t[3] != 0;
+  return q;
+}
+__device__ __forceinline__ int64_t ring_pos(int64_t cnt, int64_t lag, int h) {
+  const int64_t p = (cnt - lag) % h;
+  return p < 0 ? p + h : p;
+}
+
+__global__ void stream_in_kernel(const StreamInArgs a) {
+  const int64_t ld = static_cast<int64_t>(a.jf) + 4;
+  const int64_t total = a.n * ld;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = e / ld;
+    const int i = static_cast<int>(e - r * ld);
+    if (i < a.jf)
+      store_from_f32(a.col, r * a.jf + i, a.dtype, a.src[e]);
+    else  // the table words: bits, not numbers
+      a.table[r * 4 + (i - a.jf)] = reinterpret_cast<const int32_t*>(a.src)[e];
+  }
+}
+
+template <typename W>
+__global__ void ring_write_kernel(const RingWriteArgs a, int words) {
+  // one thread per (row, g, word) of the column; a fresh row writes its word h times
+  const int64_t total = a.n * a.g * words;
+  const W* col = static_cast<const W*>(a.col);
+  W* ring = static_cast<W*>(a.ring);
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t rg = e / words;
+    const int w = static_cast<int>(e - rg * words);
+    const int64_t r = rg / a.g;
+    const int gi = static_cast<int>(rg - r * a.g);
+    const RowRef q = row_ref(a.table, r);
+    if (q.slot < 0 || q.slot >= a.nv) continue;
+    const W v = col[e];
+    W* base = ring + ((static_cast<int64_t>(q.slot) * a.g + gi) * a.h) * words + w;
+    if (q.fresh) {
+      for (int p = 0; p < a.h; ++p) base[static_cast<int64_t>(p) * words] = v;
+    } else {
+      base[ring_pos(q.cnt, 0, a.h) * words] = v;
+    }
+  }
+}
+
+template <typename W>
+__global__ void ring_gather_kernel(const RingGatherArgs a, int words) {
+  // one thread per destination word: dst [n, g, k, words]
+  const int64_t total = a.n * a.g * a.k * words;
+  const W* ring = static_cast<const W*>(a.ring);
+  W* dst = static_cast<W*>(a.dst);
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t r = e / words;
+    const int w = static_cast<int>(e - r * words);
+    const int tau = static_cast<int>(r % a.k);
+    r /= a.k;
+    const int gi = static_cast<int>(r % a.g);
+    r /= a.g;
+    const RowRef q = row_ref(a.table, r);
+    if (q.slot < 0 || q.slot >= a.nv) {
+      dst[e] = W(0);
+      continue;
+    }
+    const int64_t p = ring_pos(q.cnt, a.lag[tau], a.h);
+    dst[e] = ring[((static_cast<int64_t>(q.slot) * a.g + gi) * a.h + p) * words + w];
+  }
+}
+
 }  // namespace
+
+void launch_stream_in(const StreamInArgs& a, cudaStream_t stream) {
+  GASTRT_CHECK(a.src != nullptr && a.col != nullptr && a.table != nullptr && a.n >= 1 && a.jf >= 1,
+               "stream_in: bad arguments");
+  stream_in_kernel<<<grid_for(a.n * (a.jf + 4)), kThreads, 0, stream>>>(a);
+  GASTRT_CHECK_CUDA(cudaGetLastError());
+}
+
+void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream) {
+  GASTRT_CHECK(a.col != nullptr && a.ring != nullptr && a.table != nullptr && a.n >= 1 && a.nv >= 1 && a.g >= 1 &&
+                   a.c >= 1 && a.h >= 1,
+               "ring_write: bad arguments");
+  const int64_t bytes = static_cast<int64_t>(a.c) * dtype_size(a.dtype);
+  if (bytes % 4 == 0) {
+    const int words = static_cast<int>(bytes / 4);
+    ring_write_kernel<uint32_t><<<grid_for(a.n * a.g * words), kThreads, 0, stream>>>(a, words);
+  } else {
+    const int words = static_cast<int>(bytes / 2);
+    ring_write_kernel<uint16_t><<<grid_for(a.n * a.g * words), kThreads, 0, stream>>>(a, words);
+  }
+  GASTRT_CHECK_CUDA(cudaGetLastError());
+}
+
+void launch_ring_gather(const RingGatherArgs& a, cudaStream_t stream) {
+  GASTRT_CHECK(a.ring != nullptr && a.dst != nullptr && a.table != nullptr && a.n >= 1 && a.nv >= 1 && a.g >= 1 &&
+                   a.c >= 1 && a.h >= 1 && a.k >= 1 && a.k <= kRingTaps,
+               "ring_gather: bad arguments");
+  for (int tau = 0; tau < a.k; ++tau)
+    GASTRT_CHECK(a.lag[tau] >= 0 && a.lag[tau] < a.h, "ring_gather: lag " << a.lag[tau] << " outside [0, " << a.h << ")");
+  const int64_t bytes = static_cast<int64_t>(a.c) * dtype_size(a.dtype);
+  if (bytes % 4 == 0) {
+    const int words = static_cast<int>(bytes / 4);
+    ring_gather_kernel<uint32_t><<<grid_for(a.n * a.g * a.k * words), kThreads, 0, stream>>>(a, words);
+  } else {
+    const int words = static_cast<int>(bytes / 2);
+    ring_gather_kernel<uint16_t><<<grid_for(a.n * a.g * a.k * words), kThreads, 0, stream>>>(a, words);
+  }
+  GASTRT_CHECK_CUDA(cudaGetLastError());
+}
 
 void launch_layout(const LayoutArgs& a, cudaStream_t stream) {
   GASTRT_CHECK(a.src != nullptr && a.dst != nullptr && a.n >= 1 && a.a >= 1 && a.b >= 1 && a.f >= 1,

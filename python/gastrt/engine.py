@@ -324,6 +324,9 @@ class Engine:
         plan = self.plans["pos"]
         return flops_per_frame(plan, lambda n: self._weights[n].shape, mode, seq_len)
 
-    def stream(self, slots: int = 1, flip: bool = False):
+    def stream(self, slots: int = 1, flip: bool = False, kernels: str = "auto"):
+        """Incremental lifting of ``slots`` sequences, one frame per push (gastrt.stream.Stream).
+        kernels: "auto" (the GPU on a CUDA engine, else the native CPU kernels when built),
+        "cuda", "native" or "numpy"."""
         from .stream import Stream
-        return Stream(self, slots=slots, flip=flip)
+        return Stream(self, slots=slots, flip=flip, kernels=kernels)

@@ -177,17 +177,13 @@ class _Buf:
             self.base = ((np.arange(nv)[:, None] * self.g + np.arange(self.g)[None, :]) * self.hist).astype(np.int64)
 
 
-class _ColumnProgram:
-    """A sequence-mode plan compiled to per-column steps over ring buffers (see module doc)."""
+class _ColumnGeometry:
+    """A sequence-mode plan as per-column steps (shared by the CPU and CUDA column programs):
+    ``input`` / ``output`` buffers, ``steps`` = ("conv", op, x, out, k, lags, act, res, rlag) |
+    ("gast", op, x, out), every buffer's ring depth ``hist`` (columns a consumer reads back),
+    ``col_flops`` (one column of every op)."""
 
-    # Rows up to which a conv column goes to the native few-row kernel (beyond: BLAS GEMM).
-    LINEAR_ROWS = 32
-
-    def __init__(self, plan: Plan, weights: dict, nv: int, native=None, precision: str = "fp32",
-                 threads: int = 1):
-        self.nv = nv
-        self.linear = native.stream_linear if native is not None else None
-        self.threads = threads
+    def __init__(self, plan: Plan, wshape):
         ops = plan.ops
         first = ops[0]
         j, f = plan.in_joints, plan.in_features
@@ -205,11 +201,10 @@ class _ColumnProgram:
             k = op.kind
             if k == "conv":
                 x = bufs[op.inputs[0]]
-                w = np.ascontiguousarray(weights[op.weights["w"]], dtype=np.float32)
-                b = np.ascontiguousarray(weights[op.weights["b"]], dtype=np.float32)
                 kk, d = int(op.attrs["k"]), int(op.attrs.get("dilation", 1))
+                co = int(wshape(op.weights["w"])[1])
                 span = (kk - 1) * d + 1
-                out = _Buf(op.outputs[0], x.g, w.shape[1], x.delay + span - 1)
+                out = _Buf(op.outputs[0], x.g, co, x.delay + span - 1)
                 lags = np.array([(kk - 1 - tau) * d for tau in range(kk)], np.int64)
                 x.hist = max(x.hist, span)
                 res, rlag = None, 0
@@ -221,15 +216,14 @@ class _ColumnProgram:
                                           "the sequence geometry")
                     res.hist = max(res.hist, rlag + 1)
                 bufs[out.name] = out
-                wl = _stored_weight(w, precision) if native is not None else None
-                self.steps.append(("conv", x, out, w, b, kk, lags, op.attrs.get("act", "none"), res, rlag, wl))
-                self.col_flops += op_flops(op, {out.name: (1, out.g, 1, out.c)}, lambda n: weights[n].shape)
+                self.steps.append(("conv", op, x, out, kk, lags, op.attrs.get("act", "none"), res, rlag))
+                self.col_flops += op_flops(op, {out.name: (1, out.g, 1, out.c)}, wshape)
             elif k == "gast_block":
                 x = bufs[op.inputs[0]]
                 out = _Buf(op.outputs[0], x.g, 2 * x.c, x.delay)
                 bufs[out.name] = out
-                self.steps.append(("gast", x, out, _GastColumn(op, weights, x.g, x.c, native, threads)))
-                self.col_flops += op_flops(op, {op.inputs[0]: (1, x.g, 1, x.c)}, lambda n: weights[n].shape)
+                self.steps.append(("gast", op, x, out))
+                self.col_flops += op_flops(op, {op.inputs[0]: (1, x.g, 1, x.c)}, wshape)
             elif k in ("output_joint_major", "output_flat"):
                 x = bufs[op.inputs[0]]
                 self.output = x
@@ -237,6 +231,34 @@ class _ColumnProgram:
             else:
                 raise GastrtError(f"plan {plan.name!r}: cannot stream op {k!r} column by column")
         self.bufs = list(bufs.values())
+
+
+class _ColumnProgram:
+    """A sequence-mode plan compiled to per-column steps over ring buffers (see module doc)."""
+
+    # Rows up to which a conv column goes to the native few-row kernel (beyond: BLAS GEMM).
+    LINEAR_ROWS = 32
+
+    def __init__(self, plan: Plan, weights: dict, nv: int, native=None, precision: str = "fp32",
+                 threads: int = 1):
+        self.nv = nv
+        self.linear = native.stream_linear if native is not None else None
+        self.threads = threads
+        geo = _ColumnGeometry(plan, lambda name: weights[name].shape)
+        self.input, self.output, self.out_joints = geo.input, geo.output, geo.out_joints
+        self.col_flops = geo.col_flops
+        self.steps: list[tuple] = []
+        for st in geo.steps:
+            if st[0] == "conv":
+                _, op, x, out, kk, lags, act_kind, res, rlag = st
+                w = np.ascontiguousarray(weights[op.weights["w"]], dtype=np.float32)
+                b = np.ascontiguousarray(weights[op.weights["b"]], dtype=np.float32)
+                wl = _stored_weight(w, precision) if native is not None else None
+                self.steps.append(("conv", x, out, w, b, kk, lags, act_kind, res, rlag, wl))
+            else:
+                _, op, x, out = st
+                self.steps.append(("gast", x, out, _GastColumn(op, weights, x.g, x.c, native, threads)))
+        self.bufs = geo.bufs
         self.rings = [b for b in self.bufs if b.hist > 1]
         self.mods = sorted({b.hist for b in self.rings})
         # scratch: gathered conv taps and residual columns
@@ -445,8 +467,11 @@ class Stream:
     def __init__(self, engine, slots: int = 1, flip: bool = False, kernels: str = "auto"):
         if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
             raise GastrtError(f"slots must be a positive integer, got {slots!r}")
-        if kernels not in ("auto", "numpy", "native"):
-            raise GastrtError(f"kernels must be 'auto', 'numpy' or 'native', got {kernels!r}")
+        if kernels not in ("auto", "numpy", "native", "cuda"):
+            raise GastrtError(f"kernels must be 'auto', 'numpy', 'native' or 'cuda', got {kernels!r}")
+        on_cuda = getattr(engine.backend, "name", None) == "cuda"
+        if kernels == "cuda" and not on_cuda:
+            raise GastrtError("kernels='cuda' needs an engine on a GPU (gastrt.load(path, device='cuda'))")
         self.engine = engine
         self.slots = n = int(slots)
         self.flip = bool(flip)
@@ -467,7 +492,8 @@ class Stream:
         if self.flip:  # fail early when the engine has no left/right symmetry
             self._perm_in = engine._perm(plan.in_joints, engine.kps_left, engine.kps_right)
             self._perm_out = engine._perm(plan.out_joints, engine.joints_left, engine.joints_right)
-        native = _native_stream_kernels() if kernels in ("auto", "native") else None
+        use_cuda = on_cuda and kernels in ("auto", "cuda") and not self.windowed
+        native = _native_stream_kernels() if kernels in ("auto", "native") and not use_cuda else None
         if kernels == "native" and native is None:
             raise GastrtError("kernels='native' needs the native CPU runtime (gastrt.build_config()['native'] "
                               "is False in this install)")
@@ -476,6 +502,12 @@ class Stream:
             self.kernels = f"engine ({getattr(engine.backend, 'name', '?')})"
             self._prog = _WindowProgram(engine, n, self.flip)
             self._push_flops = self._window_flops * mult
+        elif use_cuda:
+            from .backends.cuda import CudaStreamColumns
+            geo = _ColumnGeometry(plan, wshape)
+            self.kernels = "cuda"
+            self._prog = CudaStreamColumns(engine.backend, plan, engine._weights, geo, n * mult)
+            self._push_flops = int(geo.col_flops) * mult
         else:
             threads = getattr(engine.backend, "threads", None) or 1
             self._prog = _ColumnProgram(plan, engine._weights, n * mult, native,

@@ -245,6 +245,28 @@ class SimEngine:
             for s in range(nsrc):
                 assert f[5 + s] >= 0
                 buf(f[5 + s], n * t * f[13 + s] * es, "assemble src")
+        elif op == C.OP_STREAM_IN:
+            assert len(f) == C.STREAM_IN_FIELDS and f[0] == C.REF_IN, "stream_in reads the user's input"
+            n, jf = f[3:5]
+            buf(f[0], n * (jf + C.STREAM_TABLE_COLS) * 4, "stream_in src")
+            assert f[1] >= 0 and f[2] >= 0, "stream_in outputs live in the arena"
+            buf(f[1], n * jf * es, "stream_in col")
+            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "stream_in table")
+        elif op == C.OP_RING_WRITE:
+            assert len(f) == C.RING_WRITE_FIELDS
+            n, nv, g, c, h = f[3:8]
+            buf(f[0], n * g * c * es, "ring_write col")
+            buf(f[1], nv * g * h * c * es, "ring_write ring")
+            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "ring_write table")
+            assert not io[0]
+        elif op == C.OP_RING_GATHER:
+            assert len(f) == C.RING_GATHER_FIELDS
+            n, nv, g, c, h, k = f[3:9]
+            assert 1 <= k <= C.RING_MAX_TAPS and all(0 <= v < h for v in f[9:9 + k]), "ring_gather lags"
+            buf(f[0], nv * g * h * c * es, "ring_gather ring")
+            buf(f[1], n * g * k * c * es, "ring_gather dst")
+            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "ring_gather table")
+            assert not io[0]
         else:
             raise AssertionError(f"unknown opcode {op}")
         return io[0]
@@ -345,6 +367,35 @@ class SimEngine:
             srcs = [self._view(f[5 + q], n * t * f[13 + q], dt, io).reshape(n, t, f[13 + q]) for q in range(nsrc)]
             o = np.stack([srcs[f[21 + q]][:, :, 3 * f[53 + q]:3 * f[53 + q] + 3] for q in range(k)], axis=2)
             self._store(f[0], np.arange(o.size), o.reshape(-1), 0, io)
+        elif op == C.OP_STREAM_IN:  # the table words move as bits (int32 stored in the fp32 input)
+            n = n_io if s["io"] else f[3]
+            jf, tc = f[4], C.STREAM_TABLE_COLS
+            src = io["in"][:n * (jf + tc)].reshape(n, jf + tc)
+            self._store(f[1], np.arange(n * jf), src[:, :jf].reshape(-1), dt, io)
+            self.arena[f[2]:f[2] + n * tc * 4].view(np.int32)[:] = src[:, jf:].copy().view(np.int32).reshape(-1)
+        elif op in (C.OP_RING_WRITE, C.OP_RING_GATHER):  # raw element moves, like the kernels
+            n, nv, g, c, h = f[3:8]
+            es = self.esize
+            tab = self.arena[f[2]:f[2] + n * C.STREAM_TABLE_COLS * 4].view(np.int32).reshape(n, -1)
+            slot = tab[:, 0].astype(np.int64)
+            cnt = (tab[:, 2].astype(np.int64) << 32) | tab[:, 1].view(np.uint32).astype(np.int64)
+            ring_ref = f[1] if op == C.OP_RING_WRITE else f[0]
+            ring = self.arena[ring_ref:ring_ref + nv * g * h * c * es].reshape(nv, g, h, c * es)
+            ok = (slot >= 0) & (slot < nv)
+            if op == C.OP_RING_WRITE:
+                col = self.arena[f[0]:f[0] + n * g * c * es].reshape(n, g, c * es)
+                for r in np.flatnonzero(ok):
+                    if tab[r, 3]:
+                        ring[slot[r]] = col[r][:, None, :]
+                    else:
+                        ring[slot[r], :, cnt[r] % h] = col[r]
+            else:
+                k = f[8]
+                lags = np.asarray(f[9:9 + k], np.int64)
+                dst = self.arena[f[1]:f[1] + n * g * k * c * es].reshape(n, g, k, c * es)
+                dst[:] = 0
+                for r in np.flatnonzero(ok):
+                    dst[r] = ring[slot[r]][:, (cnt[r] - lags) % h]
         else:
             raise AssertionError(op)
 

@@ -36,7 +36,10 @@ ACT_CODE = {"none": 0, "relu": 1, "lrelu": 2}
 # ---- bytecode: keep in sync with csrc/cuda/cuda_ops.h ------------------------------------------
 REF_NONE, REF_IN, REF_OUT = -1, -2, -3
 OP_LAYOUT, OP_CONV, OP_GAST, OP_RIE, OP_COPY, OP_ASSEMBLE = 1, 2, 3, 4, 5, 6
+OP_STREAM_IN, OP_RING_WRITE, OP_RING_GATHER = 7, 8, 9
 LAYOUT_FIELDS, CONV_FIELDS, GAST_FIELDS, RIE_FIELDS, COPY_FIELDS, ASSEMBLE_FIELDS = 9, 19, 22, 96, 7, 85
+RING_MAX_TAPS, STREAM_TABLE_COLS = 16, 4
+STREAM_IN_FIELDS, RING_WRITE_FIELDS, RING_GATHER_FIELDS = 5, 8, 9 + RING_MAX_TAPS
 RIE_MAX_GROUPS, RIE_MAX_IDX = 5, 16
 ASM_MAX_SRC, ASM_MAX_JOINTS = 8, 32
 MAX_GEMM_GROUP = 8
@@ -302,6 +305,159 @@ def lower(plan: Plan, mode: str, n: int, t: int, wids: dict, wshape, dtype_code:
                    placed, steps)
 
 
+# ---- streaming ------------------------------------------------------------------------------------
+def lower_stream(plan: Plan, geo, nb: int, nv: int, wids: dict, dtype_code: int, gast_scratch=None,
+                 plan_name: str = "pos") -> Lowered:
+    """Lower one streaming push (stream.py's column geometry ``geo``) for ``nb`` rows over rings
+    of ``nv`` virtual slots. Input rows: the frame's J*F fp32 values + STREAM_TABLE_COLS int32
+    words (virtual slot or -1, column counter low / high, fresh) stored bit for bit; output rows:
+    the new output column, J_out*3 fp32. The rings come first in the arena, in geometry order,
+    so every bucket's program finds them at the same offsets; they persist between pushes."""
+    esize = 4 if dtype_code == 0 else 2
+    index = {id(op): i for i, op in enumerate(plan.ops)}
+    alloc = ArenaAllocator()
+    rings = {b.name: alloc.alloc(nv * b.g * b.hist * b.c * esize) for b in geo.bufs if b.hist > 1}
+    table = alloc.alloc(nb * STREAM_TABLE_COLS * 4)
+    cols = {b.name: alloc.alloc(nb * b.g * b.c * esize) for b in geo.bufs}
+    placed = {"table": (table, (nb, STREAM_TABLE_COLS))}
+    placed.update({f"ring:{b.name}": (rings[b.name], (nv, b.g, b.hist, b.c)) for b in geo.bufs if b.hist > 1})
+    placed.update({b.name: (cols[b.name], (nb, b.g, b.c)) for b in geo.bufs})
+    code: list[int] = []
+
+    def emit(opcode: int, fields: list[int]) -> None:
+        code.extend([opcode, len(fields)])
+        code.extend(int(v) for v in fields)
+
+    def write(b) -> None:
+        if b.hist > 1:
+            emit(OP_RING_WRITE, [cols[b.name], rings[b.name], table, nb, nv, b.g, b.c, b.hist])
+
+    def gather(b, lags) -> int:
+        lags = [int(v) for v in lags]
+        if len(lags) > RING_MAX_TAPS:
+            raise GastrtError(f"a conv of {len(lags)} taps: the CUDA stream gathers at most {RING_MAX_TAPS}")
+        off = alloc.alloc(nb * b.g * len(lags) * b.c * esize)
+        emit(OP_RING_GATHER, [rings[b.name], off, table, nb, nv, b.g, b.c, b.hist, len(lags)] + lags
+             + [0] * (RING_MAX_TAPS - len(lags)))
+        return off
+
+    inp = geo.input
+    jf = inp.g * inp.c
+    emit(OP_STREAM_IN, [REF_IN, cols[inp.name], table, nb, jf])
+    write(inp)
+    for st in geo.steps:
+        if st[0] == "conv":
+            _, op, x, out, kk, lags, act, res, rlag = st
+            temps = []
+            if kk == 1:
+                xo = cols[x.name]
+            else:
+                xo = gather(x, lags)
+                temps.append((xo, nb * x.g * kk * x.c * esize))
+            if res is None:
+                ro, t_res = REF_NONE, 0
+            elif rlag == 0:
+                ro, t_res = cols[res.name], 1
+            else:
+                ro, t_res = gather(res, [rlag]), 1
+                temps.append((ro, nb * res.g * res.c * esize))
+            w = wids[(plan_name, index[id(op)])]
+            emit(OP_CONV, [1, xo, w["w"], w["b"], ro, cols[out.name], nb * x.g, 1, 1, t_res, 1, kk * x.c, out.c,
+                           1, 1, 1, 0, 1, out.c, ACT_CODE[act]])
+            for o, sz in temps:
+                alloc.release(o, sz)
+        else:
+            _, op, x, out = st
+            h, gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
+            sb = int(gast_scratch(nb, x.g, 1, x.c, h, gc)) if gast_scratch is not None else 0
+            so = alloc.alloc(sb) if sb > 0 else REF_NONE
+            w = wids[(plan_name, index[id(op)])]
+            emit(OP_GAST, [cols[x.name], cols[out.name], so, sb, nb, x.g, 1, x.c, h, gc, w["w1"], w["b1"],
+                           w["loc_diag"], w["loc_off"], w["loc_b"], w["loc_cat_w"], w["loc_cat_b"], w["glb_ck"],
+                           w["glb_cat_w"], w["glb_cat_b"], w["cat_w"], w["cat_b"]])
+            if sb > 0:
+                alloc.release(so, sb)
+        write(out)
+    o = geo.output
+    emit(OP_LAYOUT, [cols[o.name], REF_OUT, nb, 1, 1, o.g * o.c, 0, dtype_code, 0])
+    return Lowered(np.asarray(code, dtype=np.int64), max(alloc.top, ALIGN), int(nb), jf + STREAM_TABLE_COLS,
+                   o.g * o.c, (geo.out_joints, 3), placed, [])
+
+
+class CudaStreamColumns:
+    """The column steps of a Stream on the GPU (stream.py's ``run(act, cnt, x, fresh)``): per-slot
+    rings of past columns live in a device arena of their own (a separate executor engine, so no
+    other program reuses that memory), and a push is one program run: the input rows (frames +
+    slot table) copied in, one CUDA graph replay (gathers, GEMMs with fused epilogues, attention
+    blocks, ring writes), the new output column copied out. Active rows are padded to a power-of-
+    two bucket (padding rows carry slot -1: they touch no ring)."""
+
+    def __init__(self, backend: "CudaBackend", plan: Plan, weights: dict, geo, nv: int):
+        self.plan, self.geo, self.nv = plan, geo, int(nv)
+        self._dtype = backend._dtype
+        self._eng = backend._new_engine()
+        self._wids = upload_weights(self._eng, {"pos": plan}, weights)
+        esize = 4 if self._dtype == 0 else 2
+        self.ring_bytes = sum(self.nv * b.g * b.hist * b.c * esize for b in geo.bufs if b.hist > 1)
+        self.jf = geo.input.g * geo.input.c
+        self.out_joints = geo.out_joints
+        self._in = np.zeros((self.nv, self.jf + STREAM_TABLE_COLS), np.float32)
+        self._y = np.zeros((self.nv, geo.output.g * geo.output.c), np.float32)
+        self._progs: dict[int, int] = {}
+        self.use_graphs = True
+        # The largest program first: it sizes the arena once. Then the arena may not grow: growth
+        # keeps the contents, but its out-of-memory retry frees the old arena (and the rings).
+        self._program(self.nv)
+        self._eng.set_option("arena_limit", int(self._eng.arena_bytes()))
+
+    def bucket(self, a: int) -> int:
+        b = 1
+        while b < a:
+            b *= 2
+        return min(b, self.nv)
+
+    def _program(self, nb: int) -> int:
+        pid = self._progs.get(nb)
+        if pid is None:
+            low = lower_stream(self.plan, self.geo, nb, self.nv, self._wids, self._dtype,
+                               self._eng.gast_scratch_bytes)
+            try:
+                pid = int(self._eng.create_program(low.code, low.arena_bytes, low.max_n, low.in_per_n,
+                                                   low.out_per_n))
+            except RuntimeError as e:
+                if "out of memory" in str(e):
+                    raise GastrtError(f"CUDA out of memory creating a stream of {self.nv} (virtual) slots: {e}. "
+                                      "Use fewer slots.") from None
+                raise
+            self._progs[nb] = pid
+        return pid
+
+    def run(self, act: np.ndarray, cnt: np.ndarray, x: np.ndarray, fresh) -> np.ndarray:
+        a = int(act.shape[0])
+        nb = self.bucket(a)
+        pid = self._program(nb)
+        jf = self.jf
+        xin = self._in[:nb]
+        xin[:a, :jf] = x.reshape(a, jf)
+        xin[a:, :jf] = 0.0
+        tab = xin.view(np.int32)[:, jf:]                 # the table words, bit for bit
+        cnt = np.asarray(cnt, np.int64)
+        tab[:a, 0] = act
+        tab[:a, 1] = (cnt & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        tab[:a, 2] = (cnt >> 32).astype(np.int32)
+        tab[:a, 3] = 0 if fresh is None else np.asarray(fresh, bool)
+        tab[a:] = 0
+        tab[a:, 0] = -1
+        y = self._y[:nb]
+        self._eng.run_host(pid, xin, y, nb, self.use_graphs)
+        return y[:a].reshape(a, self.out_joints, 3)
+
+    def close(self) -> None:
+        for pid in self._progs.values():
+            self._eng.destroy_program(pid)
+        self._progs.clear()
+
+
 # ---- device arrays --------------------------------------------------------------------------------
 def is_device_array(x) -> bool:
     """A CUDA array this backend takes without a host copy (torch / CuPy / CAI / DLPack on GPU)."""
@@ -466,14 +622,20 @@ class CudaBackend:
         if _engine is not None:  # tests: a simulator with the same interface
             self._eng = _engine
         else:
-            try:
-                self._eng = self._mod.CudaEngine(self.device_index, self._dtype)
-            except RuntimeError as e:
-                raise GastrtError(str(e).replace("gastrt: ", "", 1)) from None
+            self._eng = self._new_engine(self._mod.CudaEngine)
         self._wshape = {k: tuple(v.shape) for k, v in weights.items()}
         self._wids = upload_weights(self._eng, plans, weights)
         self._progs: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
+
+    def _new_engine(self, kind=None):
+        """A fresh executor engine on this device (streams keep their rings in one of their own);
+        the same kind as this backend's (the simulator in tests)."""
+        kind = kind if kind is not None else type(self._eng)
+        try:
+            return kind(self.device_index, self._dtype)
+        except RuntimeError as e:
+            raise GastrtError(str(e).replace("gastrt: ", "", 1)) from None
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -606,14 +768,16 @@ class CudaBackend:
     def describe(self, plan_name: str = "pos", mode: str = "window", n: int = 1, t: int | None = None) -> str:
         plan = self.plans[plan_name]
         t = plan.receptive_field if t is None else t
-        p = self.program(plan_name, mode, self.bucket(n, mode), t)
-        return self._eng.describe_program(p.id)
+        with self._lock:  # the binding releases the GIL: one engine call at a time
+            p = self.program(plan_name, mode, self.bucket(n, mode), t)
+            return self._eng.describe_program(p.id)
 
     def time(self, plan_name: str, mode: str, n: int, t: int, iters: int = 50, warmup: int = 5,
              use_graph: bool = True) -> list[float]:
         """Device milliseconds per forward (CUDA events; warm-up excluded) at batch n."""
-        p = self.program(plan_name, mode, self.bucket(n, mode), t)
-        return list(self._eng.time_program(p.id, iters, warmup, use_graph))
+        with self._lock:
+            p = self.program(plan_name, mode, self.bucket(n, mode), t)
+            return list(self._eng.time_program(p.id, iters, warmup, use_graph))
 
 
 # ---- single-op harness (tests, benchmarks) --------------------------------------------------------
