@@ -13,7 +13,7 @@ from gastrt_testutil import TOL, rel_err, subprocess_env
 torch = pytest.importorskip("torch")
 
 import gastrt  # noqa: E402
-from gastrt.engine_file import read_engine  # noqa: E402
+from gastrt.engine_file import from_bf16_bits, read_engine, to_bf16_bits  # noqa: E402
 from gastrt.reference import factory  # noqa: E402
 
 SMALL = ("gast", {"num_joints": 17, "filter_widths": [3, 3], "channels": 16})
@@ -50,6 +50,18 @@ def test_engine_file_is_safetensors_compatible(small):
     assert set(loaded) == set(tensors)
     for k in loaded:
         np.testing.assert_array_equal(loaded[k], tensors[k])
+
+
+def test_bf16_rounding():
+    """Round to nearest even (ties to even, overflow to inf) and NaN kept a NaN: the rounding
+    add would carry a NaN's mantissa into inf or -0 (0x7FFFFFFF -> 0x8000)."""
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F80C000, 0x7F7FFFFF, 0x7FFFFFFF, 0xFFC00001, 0x7F800001,
+                     0x7F800000, 0x00000001], np.uint32)
+    got = to_bf16_bits(bits.view(np.float32))
+    np.testing.assert_array_equal(got[:4], np.array([0x3F80, 0x3F82, 0x3F81, 0x7F80], np.uint16))
+    assert np.isnan(from_bf16_bits(got[4:7])).all()
+    assert got[5] >> 15 == 1  # the sign is kept
+    np.testing.assert_array_equal(got[7:], np.array([0x7F80, 0x0000], np.uint16))
 
 
 def test_default_output_path(tmp_path, ckpt_cache):

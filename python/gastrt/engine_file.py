@@ -22,10 +22,17 @@ _MAX_HEADER = 64 << 20
 
 
 def to_bf16_bits(a: np.ndarray) -> np.ndarray:
-    """fp32 -> bfloat16 bit pattern (round to nearest even), as uint16."""
-    b = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    """fp32 -> bfloat16 bit pattern (round to nearest even), as uint16. NaN stays NaN (quiet, sign
+    kept), as __float2bfloat16_rn does: the rounding add would carry a NaN's mantissa into inf or
+    -0."""
+    f = np.ascontiguousarray(a, dtype=np.float32)
+    b = f.view(np.uint32)
     rounded = b + (np.uint32(0x7FFF) + ((b >> 16) & 1))
-    return (rounded >> 16).astype(np.uint16)
+    out = (rounded >> 16).astype(np.uint16)
+    nan = np.isnan(f)
+    if nan.any():
+        out[nan] = ((b[nan] >> 16) | 0x0040).astype(np.uint16)
+    return out
 
 
 def from_bf16_bits(a: np.ndarray) -> np.ndarray:
