@@ -2,11 +2,11 @@
 # One-call GPU check for a bare GPU machine holding this tree (Python 3.12, torch, CuPy,
 # pybind11, scikit-build-core, CMake, ninja preinstalled; no network):
 #   build + install (GASTRT_CUDA=ON, GASTRT_CUDA_ARCHS=90 unless set) -> tests/cuda -> parity
-#   tests -> compute-sanitizer memcheck on a small run -> benchmarks/bench_gpu.py; the summary
-#   table comes last.
+#   tests -> compute-sanitizer memcheck on a small run -> benchmarks/bench_gpu.py ->
+#   benchmarks/bench_stream.py --device cuda; the summary table comes last.
 #
 #   benchmarks/gpu_check.sh                   everything
-#   benchmarks/gpu_check.sh build test        only these steps (build test parity sanitize bench)
+#   benchmarks/gpu_check.sh build test        only these steps (build test parity sanitize bench stream)
 #   QUICK=1 benchmarks/gpu_check.sh           shorter benchmark (20000-frame sequence, fewer runs)
 #
 # Logs and results go to $OUT (the device tool's output folder) or ./gpu_check_out.
@@ -18,7 +18,7 @@ OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 
-STEPS=${*:-build test parity sanitize bench}
+STEPS=${*:-build test parity sanitize bench stream}
 export PATH="$PATH:/usr/local/cuda/bin"
 export GASTRT_CUDA=${GASTRT_CUDA:-ON}
 export GASTRT_CUDA_ARCHS=${GASTRT_CUDA_ARCHS:-90}
@@ -111,11 +111,21 @@ if has bench; then
   run_step bench "${STEP_TIMEOUT_BENCH:-1200}" bash -c "$PY benchmarks/bench_gpu.py ${BARGS[*]} | tee '$OUT/bench.txt'"
 fi
 
+if has stream; then
+  SARGS=(--device cuda --precision fp32 fp16 --pushes "$([ "${QUICK:-0}" = "1" ] && echo 50 || echo 300)")
+  run_step stream "${STEP_TIMEOUT_STREAM:-600}" bash -c "cd /tmp && $PY '$ROOT/benchmarks/bench_stream.py' ${SARGS[*]} --blas-threads 0 | tee '$OUT/stream.txt'"
+fi
+
 echo
 echo "=== steps"
 printf '%s\n' "${STATUS[@]}"
 if [ -f "$OUT/bench.txt" ] && grep -q "== summary" "$OUT/bench.txt"; then
   echo
   sed -n '/== summary/,$p' "$OUT/bench.txt"
+fi
+if [ -f "$OUT/stream.txt" ]; then
+  echo
+  echo "== streaming (host-to-host push latency)"
+  grep "slots=" "$OUT/stream.txt" | sed -E 's/ \| window\/frame.*\[/ [/'
 fi
 exit $FAILED

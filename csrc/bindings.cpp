@@ -702,7 +702,7 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("threads", &PyEngine::threads)
       .def_property_readonly("name", &PyEngine::name);
 
-  // ---- CUDA executor (pasted from csrc/cuda/BINDINGS_SNIPPET.md; API: csrc/cuda/cuda_ops.h) ----
+  // ---- CUDA executor (API: csrc/cuda/cuda_ops.h) ----
 #ifdef GASTRT_HAVE_CUDA_OPS
   {
     namespace gc = gastrt::cuda;

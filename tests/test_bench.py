@@ -319,7 +319,6 @@ def test_preset_names():
     (["{engine}", "--device", "tpu"], "device"),
     (["{engine}", "--device", "cuda:x"], "device"),
     (["{engine}", "--compare", "jit"], "--compare"),
-    (["{engine}", "--device", "cuda", "--mode", "stream"], "--device cpu"),
     (["{engine}", "--precision", "fp16"], "fp32 engine"),
     (["{engine}", "--causal"], "--causal"),
     (["{engine}", "--json", "/nonexistent-dir/r.json"], "does not exist"),

@@ -36,8 +36,9 @@ Modes and the batch axis. ``window``: batch = windows [B, RF, J, 2] -> B output 
 ``sequence``: batch = sequences (people) of ``--seq-len`` frames, edge padded inside the timed
 call -> B * seq_len frames per call. ``stream``: batch = stream slots; one call = one
 ``push`` of one frame per slot -> B frames; eager / compile do what a live pipeline without
-gastrt does, the window model on the B newest windows. Stream mode is CPU only (the streaming
-runtime has no GPU path). Default batch sizes depend on the
+gastrt does, the window model on the B newest windows. On CUDA a push stays host to host (NumPy
+frames in, poses out, one graph replay; the events bracket a synchronous call) while the torch
+contenders get device tensors. Default batch sizes depend on the
 device and mode (``DEFAULT_BATCHES``): a 4096-window batch of gast-27 is 1.5 TFLOP, minutes on
 a laptop CPU.
 
@@ -191,6 +192,7 @@ DEFAULT_BATCHES = {
     ("cpu", "stream"): (1, 8, 64),
     ("cuda", "window"): (1, 8, 64, 512, 4096),
     ("cuda", "sequence"): (1, 8, 64),
+    ("cuda", "stream"): (1, 64, 1024),
 }
 DEFAULT_SEQ_LEN = 1000
 DEFAULT_WARMUP = 0.5
@@ -652,6 +654,7 @@ class _Runner:
     flops_per_frame: float
     workspace: Callable[[], int | None] | None = None
     compiles: bool = False
+    device_bytes: Callable[[], int | None] | None = None   # device memory the contender holds itself
 
 
 class _CellFailed(Exception):
@@ -919,9 +922,6 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     if mode == "stream" and not _stream_available():
         raise GastrtError("--mode stream needs gastrt's streaming runtime (gastrt.stream), which this install "
                           "does not have; use --mode window or --mode sequence")
-    if mode == "stream" and dev_kind == "cuda":
-        raise GastrtError("--mode stream runs on the CPU: gastrt's streaming runtime has no GPU path yet "
-                          "(its per-column steps are CPU kernels); use --device cpu")
     batches = parse_batches(batches) if batches is not None else list(DEFAULT_BATCHES[(dev_kind, mode)])
     seq_len = _positive_int(seq_len, "--seq-len")
     repeat = _positive_int(repeat, "--repeat")
@@ -1155,7 +1155,7 @@ def _bench_loop(result, eng, torch, tgt, contenders, models, failed, geom: _Geom
                     _prime(result, run, eng, torch, models, geom, sets, shapes, mode, b, on_cuda, tdev, dtype)
                     prime_done.add(name)
                 if on_cuda:
-                    extra = _arena_fn(eng, geom, mode, b, seq_len) if name == "gastrt" else None
+                    extra = None if name != "gastrt" else (run.device_bytes or _arena_fn(eng, geom, mode, b, seq_len))
                     mem = _CudaMemProbe(torch, tdev, extra)
                 else:
                     mem = host_mem
@@ -1216,7 +1216,9 @@ def _make_runner(name, eng, torch, models, g: _Geom, sets, *, mode, b, frames, o
         if mode == "stream":
             stream = eng.stream(slots=b, flip=flip)
             ws = (lambda: stream.stats().get("ring_bytes")) if hasattr(stream, "stats") else None
-            return _Runner(name, label, stream.push, sets, frames, float(stream.flops_per_push()), ws)
+            dev = (lambda: stream.stats().get("device_bytes")) if on_cuda else None
+            return _Runner(name, label, stream.push, sets, frames, float(stream.flops_per_push()), ws,
+                           device_bytes=dev)
         ws = _workspace_fn(eng, g, mode, sets[0].shape) if not on_cuda else None
         if on_cuda:
             be = eng.backend

@@ -48,10 +48,18 @@ engine's convs read its stored 16-bit weights (converted exactly to fp32, fp32 s
 arithmetic as its fp32 CPU path, half the bytes: 0.4-0.6 ms per VideoPose3D-243 push). More
 rows (many slots, GAST-Net's 17 joints per slot from 2 slots on) go to NumPy's BLAS GEMM, as
 does everything with ``kernels="numpy"``. GAST-Net's graph attention runs the native fused
-block (``GastBlockKernel``, weights prepared once per stream) on the new frames. There is
-no GPU streaming path: on a CUDA engine the column steps still run here on the CPU (RIE's
-windows go to the engine's device); GPU streaming needs a CUDA backend for these per-column
-steps (not written). The BLAS GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can
+block (``GastBlockKernel``, weights prepared once per stream) on the new frames.
+
+GPU. On an engine loaded with ``device="cuda"`` (``kernels="auto"`` or ``"cuda"``) the column
+steps run on the GPU (``backends/cuda.py: CudaStreamColumns``): the rings live in a device arena
+of the stream's own executor, the active slots are padded to a power-of-two bucket, and a push
+is one program run: the frames and a per-row slot table copied in, one CUDA graph replay (ring
+gathers, the conv GEMMs with fused epilogues, the attention blocks, ring writes), the new output
+column copied out. Activations are kept in the engine precision, as in the CUDA engine's
+lift_sequence. Written without a GPU: exact on the executor simulator, not yet run on a device.
+RIE's windows go to the engine's device either way.
+
+The BLAS GEMMs are small: on a busy CPU, NumPy's multi-threaded BLAS can
 be far slower than one thread (OPENBLAS_NUM_THREADS=1). Only the pose model streams (not
 VideoPose3D's trajectory model). A Stream is not thread-safe: use one per thread.
 """
@@ -455,9 +463,10 @@ class Stream:
     """Incremental lifting of ``slots`` independent sequences (see the module doc).
 
     ``Stream(engine, slots=1, flip=False, kernels="auto")``; usually ``engine.stream(slots, flip)``.
-    kernels: "auto" (= "native" when the native runtime is built, else "numpy"; see the module
-    doc), "numpy", or "native" (the native few-row linear kernel for conv columns of up to
-    ``LINEAR_ROWS`` rows and the native graph-attention block; any CPU engine backend).
+    kernels: "auto" (= "cuda" on an engine loaded on a GPU, else "native" when the native runtime
+    is built, else "numpy"; see the module doc), "cuda" (the column steps on the engine's GPU),
+    "numpy", or "native" (the native few-row linear kernel for conv columns of up to
+    ``LINEAR_ROWS`` rows and the native graph-attention block; any engine backend).
 
     Attributes: ``slots``, ``flip``, ``lookahead`` (frames a pose lags behind its push: pad, or 0
     when causal), ``windowed`` (True for RIE: one window per push), ``flops`` (FLOPs executed so
@@ -549,7 +558,8 @@ class Stream:
         return {"slots": self.slots, "active": int((self._state == _ACTIVE).sum()), "flops": int(self.flops),
                 "columns": int(self.columns), "flops_per_push": self.flops_per_push(),
                 "window_flops": self.window_flops(), "lookahead": self.lookahead,
-                "windowed": self.windowed, "kernels": self.kernels, "ring_bytes": int(self._prog.ring_bytes)}
+                "windowed": self.windowed, "kernels": self.kernels, "ring_bytes": int(self._prog.ring_bytes),
+                "device_bytes": getattr(self._prog, "device_bytes", None)}
 
     # -- helpers -------------------------------------------------------------------------------------
     def _slot(self, slot) -> int:

@@ -1,6 +1,6 @@
 """A small run of every CUDA kernel family for compute-sanitizer (memcheck / racecheck):
 one tiny engine per family in fp32 and fp16, window and sequence mode, eager and graph,
-both GAST paths, a grouped RIE launch, device-array I/O. Not collected by pytest (no test_
+both GAST paths, a grouped RIE launch, streaming pushes, device-array I/O. Not collected by pytest (no test_
 prefix); run by benchmarks/gpu_check.sh:
 
     compute-sanitizer --tool memcheck --error-exitcode 3 python tests/cuda/sanitizer_smoke.py
@@ -40,6 +40,12 @@ def main():
                         worst = max(worst, rel_err(gpu.lift(w), cpu.lift(w)))
                     s = keypoints(rng, 1, 30, gpu.num_joints)[0]
                     worst = max(worst, rel_err(gpu.lift_sequence(s), cpu.lift_sequence(s)))
+            if key != "rie3":  # streaming: stream_in / ring_write / ring_gather + per-column programs
+                st = gpu.stream(slots=3)
+                q = keypoints(rng, 1, gpu.receptive_field + 4, gpu.num_joints)[0]
+                for f in range(q.shape[0]):
+                    st.push(np.stack([q[f]] * 3), present=np.array([True, f % 2 == 0, f > 2]))
+                st.flush()
             print(f"{key} {precision}: ok", flush=True)
     try:
         import torch

@@ -410,6 +410,11 @@ class CudaStreamColumns:
         self._program(self.nv)
         self._eng.set_option("arena_limit", int(self._eng.arena_bytes()))
 
+    @property
+    def device_bytes(self) -> int:
+        """GPU memory of this stream's own executor: its arena (rings + workspace)."""
+        return int(self._eng.arena_bytes())
+
     def bucket(self, a: int) -> int:
         b = 1
         while b < a:
