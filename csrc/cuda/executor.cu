@@ -53,8 +53,9 @@ std::string mib(int64_t bytes) {
   size_t free_b = 0, total_b = 0;
   if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) cudaGetLastError();
   std::ostringstream os;
-  os << "gastrt: CUDA out of memory on cuda:" << device << ": " << what << " needs " << mib(bytes) << " ("
-     << mib(static_cast<int64_t>(free_b)) << " free of " << mib(static_cast<int64_t>(total_b)) << ")";
+  os << "gastrt: CUDA out of memory on cuda:" << device << ": " << what;
+  if (bytes > 0) os << " needs " << mib(bytes);  // 0: the size is not known (graph instantiation)
+  os << " (" << mib(static_cast<int64_t>(free_b)) << " free of " << mib(static_cast<int64_t>(total_b)) << ")";
   throw std::runtime_error(os.str());
 }
 
@@ -119,6 +120,32 @@ struct Engine::Impl {
 
   int gast_fused_mode = -1;
   int64_t gast_budget = int64_t(256) << 20;
+
+  // Frees everything this engine holds (the destructor, and a constructor that failed halfway).
+  void release() {
+    int prev = -1;
+    if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+    cudaSetDevice(device);
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    for (auto& kv : progs)
+      if (kv.second.exec != nullptr) cudaGraphExecDestroy(kv.second.exec);
+    progs.clear();
+    for (void* p : {arena, wdev, d_in, d_out})
+      if (p != nullptr) cudaFree(p);
+    for (void* p : {h_in, h_out})
+      if (p != nullptr) cudaFreeHost(p);
+    arena = wdev = d_in = d_out = h_in = h_out = nullptr;
+    arena_size = d_in_bytes = d_out_bytes = h_in_bytes = h_out_bytes = 0;
+    wdev_bytes = 0;
+    for (cudaEvent_t* ev : {&ev_in, &ev_out, &t0, &t1}) {
+      if (*ev != nullptr) cudaEventDestroy(*ev);
+      *ev = nullptr;
+    }
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    stream = nullptr;
+    cudaGetLastError();  // reports nothing: it runs in destructors and error paths
+    if (prev >= 0) cudaSetDevice(prev);
+  }
 
   // ---- memory ------------------------------------------------------------------------------
   void ensure_weights() {
@@ -761,33 +788,20 @@ Engine::Engine(int device, int dtype) : impl_(new Impl) {
   }
   init_gemm_kernels();  // rethrows any other error with its message
   init_gast_kernels(m.caps);
-  GASTRT_CHECK_CUDA(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
-  GASTRT_CHECK_CUDA(cudaEventCreateWithFlags(&m.ev_in, cudaEventDisableTiming));
-  GASTRT_CHECK_CUDA(cudaEventCreateWithFlags(&m.ev_out, cudaEventDisableTiming));
-  GASTRT_CHECK_CUDA(cudaEventCreate(&m.t0));
-  GASTRT_CHECK_CUDA(cudaEventCreate(&m.t1));
+  try {  // no destructor runs for a constructor that throws: free what was made so far
+    GASTRT_CHECK_CUDA(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+    GASTRT_CHECK_CUDA(cudaEventCreateWithFlags(&m.ev_in, cudaEventDisableTiming));
+    GASTRT_CHECK_CUDA(cudaEventCreateWithFlags(&m.ev_out, cudaEventDisableTiming));
+    GASTRT_CHECK_CUDA(cudaEventCreate(&m.t0));
+    GASTRT_CHECK_CUDA(cudaEventCreate(&m.t1));
+  } catch (...) {
+    m.release();
+    throw;
+  }
 }
 
 Engine::~Engine() {
-  if (!impl_) return;
-  Impl& m = *impl_;
-  int prev = -1;
-  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
-  cudaSetDevice(m.device);
-  if (m.stream != nullptr) cudaStreamSynchronize(m.stream);
-  for (auto& kv : m.progs)
-    if (kv.second.exec != nullptr) cudaGraphExecDestroy(kv.second.exec);
-  if (m.arena) cudaFree(m.arena);
-  if (m.wdev) cudaFree(m.wdev);
-  if (m.d_in) cudaFree(m.d_in);
-  if (m.d_out) cudaFree(m.d_out);
-  if (m.h_in) cudaFreeHost(m.h_in);
-  if (m.h_out) cudaFreeHost(m.h_out);
-  for (cudaEvent_t ev : {m.ev_in, m.ev_out, m.t0, m.t1})
-    if (ev) cudaEventDestroy(ev);
-  if (m.stream) cudaStreamDestroy(m.stream);
-  cudaGetLastError();  // a destructor reports nothing
-  if (prev >= 0) cudaSetDevice(prev);
+  if (impl_) impl_->release();
 }
 
 int Engine::device() const { return impl_->device; }
