@@ -371,6 +371,11 @@ def test_cli_stream_errors(engines, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO('{"people": [{"id": 1, "keypoints": [[1, 2]]}]}\n'))
     assert main(["stream", eng.path]) == 2
     assert "no image size" in capsys.readouterr().err
+    for dev in ("tpu", "cuda:x") + (() if gastrt.cuda_available() else ("cuda",)):
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        assert main(["stream", eng.path, "--device", dev]) == 2, dev
+        err = capsys.readouterr().err
+        assert err.startswith("gastrt: error:") and err.count("\n") == 1 and "cuda" in err.lower(), err
     monkeypatch.setattr("sys.stdin", io.StringIO(
         '{"size": [100, 100], "people": [{"id": 1, "keypoints": [[1, 2], [3, 4]]}]}\n'))
     assert main(["stream", eng.path, "--format", "coco"]) == 2

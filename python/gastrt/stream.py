@@ -922,7 +922,7 @@ def stream_jsonl(engine, lines: Iterable[str], write, *, fmt: str = "auto", size
 def _cmd_stream(args: argparse.Namespace) -> int:
     from .engine import load
 
-    eng = load(args.engine, threads=args.threads)
+    eng = load(args.engine, device=args.device, threads=args.threads)
     out = sys.stdout
 
     def write(s: str) -> None:
@@ -947,5 +947,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--slots", type=positive_int, default=8,
                    help="people tracked at once (default 8); more are dropped with a warning")
     p.add_argument("--flip", action="store_true", help="test-time flip augmentation (2x the compute)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: where the per-frame columns are computed")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     p.set_defaults(func=_cmd_stream)

@@ -127,3 +127,29 @@ def test_stream_cuda_kernels_option(files):
     q = stream_seqs(eng, [12], seed=5)[0]
     o = drive_stream(st, [q], starts=[0])[0]
     assert rel_err(o.poses, ref.lift_sequence(q)) <= MODEL_TOL["fp32"]
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA build and a GPU")
+def test_cli_stream_on_gpu(files, monkeypatch, capsys):
+    """`gastrt stream --device cuda` writes what the CPU run writes (fp32, same engine)."""
+    import io
+    import json
+
+    from gastrt.cli import main
+
+    path = files("gast17")
+    rng = np.random.default_rng(8)
+    lines = []
+    for f in range(20):
+        people = [{"id": p, "keypoints": (rng.uniform(100, 500, (17, 2))).tolist()} for p in range(1 + f % 3)]
+        lines.append(json.dumps({"frame": f, "size": [640, 480], "people": people}))
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+        assert main(["stream", path, "--device", dev, "--slots", "4"]) == 0
+        outs[dev] = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert len(outs["cpu"]) == len(outs["cuda"]) == 20
+    for a, b in zip(outs["cpu"], outs["cuda"]):
+        assert [p["id"] for p in a["people"]] == [p["id"] for p in b["people"]]
+        for pa, pb in zip(a["people"], b["people"]):
+            assert rel_err(np.array(pb["pose_3d"]), np.array(pa["pose_3d"])) <= 1e-4
