@@ -460,6 +460,18 @@ struct Engine::Impl {
   }
   const float* wf(int64_t id) const { return static_cast<const float*>(wref(id)); }
 
+  // fields 2..7 of a ring_write / ring_gather record: table, n, nv, g, c, h
+  RingGeom ring_geom(const std::vector<int64_t>& f, void* in, void* out) const {
+    RingGeom q{};
+    q.table = static_cast<const int32_t*>(ref(f[2], in, out));
+    q.n = f[3];
+    q.nv = f[4];
+    q.g = static_cast<int32_t>(f[5]);
+    q.c = static_cast<int32_t>(f[6]);
+    q.h = static_cast<int32_t>(f[7]);
+    return q;
+  }
+
   void launch_step(const Step& s, void* in, void* out, int64_t n_io) {
     const auto& f = s.f;
     switch (s.op) {
@@ -598,12 +610,7 @@ struct Engine::Impl {
         RingWriteArgs a{};
         a.col = ref(f[0], in, out);
         a.ring = ref(f[1], in, out);
-        a.table = static_cast<const int32_t*>(ref(f[2], in, out));
-        a.n = f[3];
-        a.nv = f[4];
-        a.g = static_cast<int32_t>(f[5]);
-        a.c = static_cast<int32_t>(f[6]);
-        a.h = static_cast<int32_t>(f[7]);
+        a.geo = ring_geom(f, in, out);
         a.dtype = dtype;
         launch_ring_write(a, stream);
         break;
@@ -612,12 +619,7 @@ struct Engine::Impl {
         RingGatherArgs a{};
         a.ring = ref(f[0], in, out);
         a.dst = ref(f[1], in, out);
-        a.table = static_cast<const int32_t*>(ref(f[2], in, out));
-        a.n = f[3];
-        a.nv = f[4];
-        a.g = static_cast<int32_t>(f[5]);
-        a.c = static_cast<int32_t>(f[6]);
-        a.h = static_cast<int32_t>(f[7]);
+        a.geo = ring_geom(f, in, out);
         a.k = static_cast<int32_t>(f[8]);
         for (int tau = 0; tau < kRingTaps; ++tau) a.lag[tau] = tau < a.k ? static_cast<int32_t>(f[9 + tau]) : 0;
         a.dtype = dtype;

@@ -157,12 +157,17 @@ struct StreamInArgs {
 };
 void launch_stream_in(const StreamInArgs& a, cudaStream_t stream);
 
+// The rows of a push and the ring they address (shared by write and gather).
+struct RingGeom {
+  const int32_t* table;  // [n, 4]
+  int64_t n, nv;         // rows of the push, virtual slots of the ring
+  int32_t g, c, h;       // groups (joints or 1), channels, ring depth in columns
+};
+
 struct RingWriteArgs {
   const void* col;       // [n, g, c]            dtype
   void* ring;            // [nv, g, h, c]        dtype
-  const int32_t* table;  // [n, 4]
-  int64_t n, nv;
-  int32_t g, c, h;
+  RingGeom geo;
   DType dtype;
 };
 void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream);
@@ -170,9 +175,8 @@ void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream);
 struct RingGatherArgs {
   const void* ring;      // [nv, g, h, c]        dtype
   void* dst;             // [n, g, k, c]         dtype
-  const int32_t* table;  // [n, 4]
-  int64_t n, nv;
-  int32_t g, c, h, k;
+  RingGeom geo;
+  int32_t k;
   int32_t lag[kRingTaps];  // columns back from the newest, per tap (0 <= lag < h)
   DType dtype;
 };

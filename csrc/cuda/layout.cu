@@ -103,23 +103,23 @@ __global__ void stream_in_kernel(const StreamInArgs a) {
 template <typename W>
 __global__ void ring_write_kernel(const RingWriteArgs a, int words) {
   // one thread per (row, g, word) of the column; a fresh row writes its word h times
-  const int64_t total = a.n * a.g * words;
+  const int64_t total = a.geo.n * a.geo.g * words;
   const W* col = static_cast<const W*>(a.col);
   W* ring = static_cast<W*>(a.ring);
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t rg = e / words;
     const int w = static_cast<int>(e - rg * words);
-    const int64_t r = rg / a.g;
-    const int gi = static_cast<int>(rg - r * a.g);
-    const RowRef q = row_ref(a.table, r);
-    if (q.slot < 0 || q.slot >= a.nv) continue;
+    const int64_t r = rg / a.geo.g;
+    const int gi = static_cast<int>(rg - r * a.geo.g);
+    const RowRef q = row_ref(a.geo.table, r);
+    if (q.slot < 0 || q.slot >= a.geo.nv) continue;
     const W v = col[e];
-    W* base = ring + ((static_cast<int64_t>(q.slot) * a.g + gi) * a.h) * words + w;
+    W* base = ring + ((static_cast<int64_t>(q.slot) * a.geo.g + gi) * a.geo.h) * words + w;
     if (q.fresh) {
-      for (int p = 0; p < a.h; ++p) base[static_cast<int64_t>(p) * words] = v;
+      for (int p = 0; p < a.geo.h; ++p) base[static_cast<int64_t>(p) * words] = v;
     } else {
-      base[ring_pos(q.cnt, 0, a.h) * words] = v;
+      base[ring_pos(q.cnt, 0, a.geo.h) * words] = v;
     }
   }
 }
@@ -127,7 +127,7 @@ __global__ void ring_write_kernel(const RingWriteArgs a, int words) {
 template <typename W>
 __global__ void ring_gather_kernel(const RingGatherArgs a, int words) {
   // one thread per destination word: dst [n, g, k, words]
-  const int64_t total = a.n * a.g * a.k * words;
+  const int64_t total = a.geo.n * a.geo.g * a.k * words;
   const W* ring = static_cast<const W*>(a.ring);
   W* dst = static_cast<W*>(a.dst);
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -136,15 +136,15 @@ __global__ void ring_gather_kernel(const RingGatherArgs a, int words) {
     const int w = static_cast<int>(e - r * words);
     const int tau = static_cast<int>(r % a.k);
     r /= a.k;
-    const int gi = static_cast<int>(r % a.g);
-    r /= a.g;
-    const RowRef q = row_ref(a.table, r);
-    if (q.slot < 0 || q.slot >= a.nv) {
+    const int gi = static_cast<int>(r % a.geo.g);
+    r /= a.geo.g;
+    const RowRef q = row_ref(a.geo.table, r);
+    if (q.slot < 0 || q.slot >= a.geo.nv) {
       dst[e] = W(0);
       continue;
     }
-    const int64_t p = ring_pos(q.cnt, a.lag[tau], a.h);
-    dst[e] = ring[((static_cast<int64_t>(q.slot) * a.g + gi) * a.h + p) * words + w];
+    const int64_t p = ring_pos(q.cnt, a.lag[tau], a.geo.h);
+    dst[e] = ring[((static_cast<int64_t>(q.slot) * a.geo.g + gi) * a.geo.h + p) * words + w];
   }
 }
 
@@ -157,35 +157,41 @@ void launch_stream_in(const StreamInArgs& a, cudaStream_t stream) {
   GASTRT_CHECK_CUDA(cudaGetLastError());
 }
 
+namespace {
+void check_ring(const RingGeom& q, const void* p0, const void* p1, const char* what) {
+  GASTRT_CHECK(p0 != nullptr && p1 != nullptr && q.table != nullptr && q.n >= 1 && q.nv >= 1 && q.g >= 1 &&
+                   q.c >= 1 && q.h >= 1,
+               what << ": bad arguments");
+}
+// Column rows move as 4-byte words when they are a whole number of them, else as 2-byte halves.
+int ring_word_bytes(const RingGeom& q, DType dt) { return (q.c * dtype_size(dt)) % 4 == 0 ? 4 : 2; }
+}  // namespace
+
 void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream) {
-  GASTRT_CHECK(a.col != nullptr && a.ring != nullptr && a.table != nullptr && a.n >= 1 && a.nv >= 1 && a.g >= 1 &&
-                   a.c >= 1 && a.h >= 1,
-               "ring_write: bad arguments");
-  const int64_t bytes = static_cast<int64_t>(a.c) * dtype_size(a.dtype);
-  if (bytes % 4 == 0) {
-    const int words = static_cast<int>(bytes / 4);
-    ring_write_kernel<uint32_t><<<grid_for(a.n * a.g * words), kThreads, 0, stream>>>(a, words);
-  } else {
-    const int words = static_cast<int>(bytes / 2);
-    ring_write_kernel<uint16_t><<<grid_for(a.n * a.g * words), kThreads, 0, stream>>>(a, words);
-  }
+  check_ring(a.geo, a.col, a.ring, "ring_write");
+  const int wb = ring_word_bytes(a.geo, a.dtype);
+  const int words = a.geo.c * dtype_size(a.dtype) / wb;
+  const unsigned grid = grid_for(a.geo.n * a.geo.g * words);
+  if (wb == 4)
+    ring_write_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(a, words);
+  else
+    ring_write_kernel<uint16_t><<<grid, kThreads, 0, stream>>>(a, words);
   GASTRT_CHECK_CUDA(cudaGetLastError());
 }
 
 void launch_ring_gather(const RingGatherArgs& a, cudaStream_t stream) {
-  GASTRT_CHECK(a.ring != nullptr && a.dst != nullptr && a.table != nullptr && a.n >= 1 && a.nv >= 1 && a.g >= 1 &&
-                   a.c >= 1 && a.h >= 1 && a.k >= 1 && a.k <= kRingTaps,
-               "ring_gather: bad arguments");
+  check_ring(a.geo, a.ring, a.dst, "ring_gather");
+  GASTRT_CHECK(a.k >= 1 && a.k <= kRingTaps, "ring_gather: " << a.k << " taps (at most " << kRingTaps << ")");
   for (int tau = 0; tau < a.k; ++tau)
-    GASTRT_CHECK(a.lag[tau] >= 0 && a.lag[tau] < a.h, "ring_gather: lag " << a.lag[tau] << " outside [0, " << a.h << ")");
-  const int64_t bytes = static_cast<int64_t>(a.c) * dtype_size(a.dtype);
-  if (bytes % 4 == 0) {
-    const int words = static_cast<int>(bytes / 4);
-    ring_gather_kernel<uint32_t><<<grid_for(a.n * a.g * a.k * words), kThreads, 0, stream>>>(a, words);
-  } else {
-    const int words = static_cast<int>(bytes / 2);
-    ring_gather_kernel<uint16_t><<<grid_for(a.n * a.g * a.k * words), kThreads, 0, stream>>>(a, words);
-  }
+    GASTRT_CHECK(a.lag[tau] >= 0 && a.lag[tau] < a.geo.h,
+                 "ring_gather: lag " << a.lag[tau] << " outside [0, " << a.geo.h << ")");
+  const int wb = ring_word_bytes(a.geo, a.dtype);
+  const int words = a.geo.c * dtype_size(a.dtype) / wb;
+  const unsigned grid = grid_for(a.geo.n * a.geo.g * a.k * words);
+  if (wb == 4)
+    ring_gather_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(a, words);
+  else
+    ring_gather_kernel<uint16_t><<<grid, kThreads, 0, stream>>>(a, words);
   GASTRT_CHECK_CUDA(cudaGetLastError());
 }
 
