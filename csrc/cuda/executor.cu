@@ -80,6 +80,7 @@ struct Program {
   std::vector<Step> steps;
   size_t body_begin = 0, body_end = 0;  // [begin, end): captured; before: prologue; after: epilogue
   bool io_in_body = false;              // then no graph (the user pointers change per call)
+  bool exact_n = false;                 // stream programs: every run fills all max_n table rows
   int64_t arena_bytes = 0, max_n = 0, in_per_n = 0, out_per_n = 0;
   cudaGraphExec_t exec = nullptr;
   uint64_t exec_gen = 0;  // generation of arena / weights / options it was captured with
@@ -870,6 +871,9 @@ int64_t Engine::create_program(const int64_t* code, int64_t len, int64_t arena_b
   p.body_begin = b;
   p.body_end = e;
   for (size_t k = b; k < e; ++k) p.io_in_body = p.io_in_body || p.steps[k].io;
+  // The ring ops run on all max_n rows of the slot table; fewer input rows would leave stale
+  // rows (last push's slots) that they would write into live rings.
+  for (const Step& st : p.steps) p.exact_n = p.exact_n || st.op == kOpStreamIn;
   DeviceGuard g(m.device);
   m.prepare(p);  // weights uploaded and the workspace allocated now: OOM surfaces here
   const int64_t id = m.next_id++;
@@ -923,6 +927,7 @@ void Engine::run_host(int64_t id, const float* x, int64_t x_count, float* y, int
   Impl& m = *impl_;
   Program& p = m.get(id);
   GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
+  GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
   GASTRT_CHECK(x_count == n * p.in_per_n && y_count == n * p.out_per_n,
                "run: input / output sizes " << x_count << " / " << y_count << " do not match batch " << n);
   GASTRT_CHECK(x != nullptr && y != nullptr, "run: null array");
@@ -946,6 +951,7 @@ void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr
   Impl& m = *impl_;
   Program& p = m.get(id);
   GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
+  GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
   GASTRT_CHECK(x != 0 && y != 0, "run: null device pointer");
   DeviceGuard g(m.device);
   for (uintptr_t ptr : {x, y}) {

@@ -597,6 +597,9 @@ class Stream:
         self.columns += a
         return out
 
+    def _restore(self, act: np.ndarray, saved: tuple) -> None:
+        self._state[act], self._nframes[act], self._cnt[act], self._last[act], self._fring[act] = saved
+
     def _emit(self, act: np.ndarray, t: np.ndarray, y: np.ndarray) -> StreamOutput:
         m = t >= 0
         if m.all():
@@ -661,17 +664,22 @@ class Stream:
             frame_filled = any_bad if fl is None else (any_bad | fl)
         else:
             frame_filled = np.zeros(act.shape[0], bool) if fl is None else fl.copy()
-        # commit
+        # commit (undone if the compute fails: a slot must not look started with unfilled rings)
+        saved = (self._state[act], self._nframes[act], self._cnt[act], self._last[act], self._fring[act])
         fresh = is_fresh if is_fresh.any() else None
-        if fresh is not None:
-            fa = act[is_fresh]
-            self._nframes[fa] = 0
-            self._cnt[fa] = 0
-            self._state[fa] = _ACTIVE
-        self._last[act] = xa
-        fi = self._nframes[act]
-        self._fring[act, fi % (self.lookahead + 1)] = frame_filled
-        y = self._compute(act, xa, fresh)
+        try:
+            if fresh is not None:
+                fa = act[is_fresh]
+                self._nframes[fa] = 0
+                self._cnt[fa] = 0
+                self._state[fa] = _ACTIVE
+            self._last[act] = xa
+            fi = self._nframes[act]
+            self._fring[act, fi % (self.lookahead + 1)] = frame_filled
+            y = self._compute(act, xa, fresh)
+        except BaseException:
+            self._restore(act, saved)
+            raise
         self._nframes[act] += 1
         return self._emit(act, fi - self.lookahead, y)
 
@@ -687,10 +695,15 @@ class Stream:
         parts = []
         t_end = self._nframes[act]
         x = self._last[act]
-        for i in range(self.lookahead):
-            y = self._compute(act, x, None)
-            t = t_end - self.lookahead + i
-            parts.append(self._emit(act, t, y))
+        saved = (self._state[act], self._nframes[act], self._cnt[act], self._last[act], self._fring[act])
+        try:
+            for i in range(self.lookahead):
+                y = self._compute(act, x, None)
+                t = t_end - self.lookahead + i
+                parts.append(self._emit(act, t, y))
+        except BaseException:   # the slots stay active, as before the call: flush may be retried
+            self._restore(act, saved)
+            raise
         self._state[act] = _FLUSHED
         return StreamOutput.concat(parts, self.num_joints_out)
 

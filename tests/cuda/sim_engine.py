@@ -402,6 +402,8 @@ class SimEngine:
     def _run(self, pid, io, n, use_graph):
         p = self.progs[pid]
         assert 1 <= n <= p["max_n"], (n, p["max_n"])
+        if any(s["op"] == C.OP_STREAM_IN for s in p["steps"]):
+            assert n == p["max_n"], "a stream program runs on all of its rows"  # executor.cu exact_n
         self.reserve_arena(p["arena"])
         self.runs.append((pid, n, use_graph))
         b, e = p["body"]

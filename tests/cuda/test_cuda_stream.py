@@ -153,3 +153,36 @@ def test_cli_stream_on_gpu(files, monkeypatch, capsys):
         assert [p["id"] for p in a["people"]] == [p["id"] for p in b["people"]]
         for pa, pb in zip(a["people"], b["people"]):
             assert rel_err(np.array(pb["pose_3d"]), np.array(pa["pose_3d"])) <= 1e-4
+
+
+def test_failed_push_leaves_the_slot_unstarted(files, monkeypatch):
+    """A push whose GPU run fails (out of memory, a CUDA error) changes nothing: the slot that it
+    would have started is still idle, so the next push refills its rings (an active slot over
+    unfilled rings would be silently wrong)."""
+    eng, ref = _engines(files("vp3d"), "fp32", "sim")
+    st = eng.stream(slots=1)
+    q = stream_seqs(eng, [30], seed=9)[0]
+    drive_stream(st, [q[:5]], starts=[0])
+    st.reset(0)
+    real = st._prog._eng.run_host
+    calls = {"n": 0}
+
+    def flaky(*a):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("gastrt: CUDA error cudaErrorLaunchFailure: simulated")
+        return real(*a)
+
+    monkeypatch.setattr(st._prog._eng, "run_host", flaky)
+    with pytest.raises(RuntimeError, match="simulated"):
+        st.push(q[0])
+    assert st.state(0) == "idle" and st.frames_pushed(0) == 0
+    o = drive_stream(st, [q], starts=[0])[0]
+    assert rel_err(o.poses, ref.lift_sequence(q)) <= MODEL_TOL["fp32"]
+
+
+def test_stream_uses_the_engine_options(files):
+    eng, _ = _engines(files("gast17"), "fp16", "sim")
+    eng.backend.set_option("gast_fused", 0)
+    st = eng.stream(slots=2)
+    assert st._prog._eng.get_option("gast_fused") == 0

@@ -396,6 +396,8 @@ class CudaStreamColumns:
         self.plan, self.geo, self.nv = plan, geo, int(nv)
         self._dtype = backend._dtype
         self._eng = backend._new_engine()
+        for opt in ("gast_fused", "gast_scratch_budget"):  # the engine's choices (set_option) hold here too
+            self._eng.set_option(opt, int(backend._eng.get_option(opt)))
         self._wids = upload_weights(self._eng, {"pos": plan}, weights)
         esize = 4 if self._dtype == 0 else 2
         self.ring_bytes = sum(self.nv * b.g * b.hist * b.c * esize for b in geo.bufs if b.hist > 1)
