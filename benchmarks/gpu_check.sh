@@ -6,7 +6,8 @@
 #   benchmarks/bench_stream.py --device cuda; the summary table comes last.
 #
 #   benchmarks/gpu_check.sh                   everything
-#   benchmarks/gpu_check.sh build test        only these steps (build test parity sanitize bench stream)
+#   benchmarks/gpu_check.sh build test        only these steps (build test parity sanitize bench stream cli;
+#                                             'compile' = opt-in torch.compile max-autotune at batch 4096)
 #   QUICK=1 benchmarks/gpu_check.sh           shorter benchmark (20000-frame sequence, fewer runs)
 #
 # Logs and results go to $OUT (the device tool's output folder) or ./gpu_check_out.
@@ -18,7 +19,7 @@ OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 
-STEPS=${*:-build test parity sanitize bench stream}
+STEPS=${*:-build test parity sanitize bench stream cli}
 export PATH="$PATH:/usr/local/cuda/bin"
 export GASTRT_CUDA=${GASTRT_CUDA:-ON}
 export GASTRT_CUDA_ARCHS=${GASTRT_CUDA_ARCHS:-90}
@@ -108,12 +109,26 @@ fi
 if has bench; then
   BARGS=(--json "$OUT/bench.json" --cache /tmp/gastrt-bench-cache)
   [ "${QUICK:-0}" = "1" ] && BARGS+=(--quick)
-  run_step bench "${STEP_TIMEOUT_BENCH:-1200}" bash -c "$PY benchmarks/bench_gpu.py ${BARGS[*]} | tee '$OUT/bench.txt'"
+  run_step bench "${STEP_TIMEOUT_BENCH:-1200}" bash -o pipefail -c "$PY benchmarks/bench_gpu.py ${BARGS[*]} | tee '$OUT/bench.txt'"
 fi
 
 if has stream; then
   SARGS=(--device cuda --precision fp32 fp16 --pushes "$([ "${QUICK:-0}" = "1" ] && echo 50 || echo 300)")
-  run_step stream "${STEP_TIMEOUT_STREAM:-600}" bash -c "cd /tmp && $PY '$ROOT/benchmarks/bench_stream.py' ${SARGS[*]} --blas-threads 0 | tee '$OUT/stream.txt'"
+  run_step stream "${STEP_TIMEOUT_STREAM:-600}" bash -o pipefail -c "cd /tmp && $PY '$ROOT/benchmarks/bench_stream.py' ${SARGS[*]} --blas-threads 0 | tee '$OUT/stream.txt'"
+fi
+
+if has cli; then  # `gastrt bench` itself on the GPU: CUDA events, device tensors, stream mode, RIE chunks
+  run_step cli-bench "${STEP_TIMEOUT_CLI:-600}" bash -o pipefail -c "cd /tmp && \
+    $PY -m gastrt bench gast-27 --device cuda --precision fp16 --batch 1,64 --compare eager --repeat 20 \
+      --json '$OUT/cli_bench_gast27.json' && \
+    $PY -m gastrt bench gast-27 --device cuda --mode stream --batch 1,64 --compare eager --repeat 20 && \
+    $PY -m gastrt bench rie-243 --device cuda --mode sequence --batch 1 --seq-len 300 --compare eager --repeat 5 \
+    | tee '$OUT/cli_bench.txt'"
+fi
+if has compile; then  # opt-in (minutes): torch.compile max-autotune, the issue's batch-4096 comparison
+  run_step compile "${STEP_TIMEOUT_COMPILE:-600}" bash -o pipefail -c "cd /tmp && \
+    $PY -m gastrt bench gast-27 --device cuda --precision fp16 --batch 4096 --compare both --repeat 20 \
+      --json '$OUT/compile_bench.json' | tee '$OUT/compile_bench.txt'"
 fi
 
 echo

@@ -770,21 +770,25 @@ class _CpuTimer:
 
 
 class _CudaTimer:
-    """CUDA events on the current stream around each call, synchronised after it (unverified:
-    no GPU was available when this was written)."""
+    """CUDA events on the bench device's current stream around each call, synchronised after it
+    (unverified: no GPU was available when this was written). The events are recorded on that
+    device's stream explicitly: with cuda:N, N > 0, a bare ``record()`` would go to device 0's
+    stream and time only the host's launches."""
 
     def __init__(self, torch, dev):
         self.torch, self.dev = torch, dev
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
+        with torch.cuda.device(dev):
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
 
     def sync(self) -> None:
         self.torch.cuda.synchronize(self.dev)
 
     def time(self, fn, x) -> float:
-        self.start.record()
+        s = self.torch.cuda.current_stream(self.dev)
+        self.start.record(s)
         fn(x)
-        self.end.record()
+        self.end.record(s)
         self.end.synchronize()
         return self.start.elapsed_time(self.end) / 1e3
 
@@ -832,8 +836,15 @@ def _torch_forward(torch, fwd, x, g: _Geom):
     b = xp.shape[0]
     win = xp.unfold(1, g.rf, 1).permute(0, 1, 4, 2, 3).reshape(b * t, g.rf, g.j_in, xp.shape[-1])
     chunk = max(1, SEQ_CHUNK // (2 if g.flip else 1))
-    ys = [_torch_flip_run(torch, fwd, win[i:i + chunk].contiguous(), g) for i in range(0, b * t, chunk)]
-    return torch.cat(ys).reshape(b, t, *ys[0].shape[2:])
+    # each chunk copied out at once: torch.compile's CUDA graphs (max-autotune) reuse the output
+    # memory of one call for the next
+    out = None
+    for i in range(0, b * t, chunk):
+        y = _torch_flip_run(torch, fwd, win[i:i + chunk].contiguous(), g)
+        if out is None:
+            out = y.new_empty((b * t,) + tuple(y.shape[1:]))
+        out[i:i + y.shape[0]].copy_(y)
+    return out.reshape(b, t, *out.shape[2:])
 
 
 def _torch_dtype(torch, precision: str, on_cuda: bool):
@@ -983,9 +994,6 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
             notes.append(f"no eager / torch.compile comparison: {tgt.why_no_torch}")
         elif tgt.state_dict is None or tgt.config is None:
             notes.append("no eager / torch.compile comparison: the checkpoint's weights could not be read for torch")
-        elif on_cuda and not torch.cuda.is_available():
-            notes.append("no eager / torch.compile comparison: this torch has no CUDA (torch.cuda.is_available() "
-                         "is False)")
         else:
             contenders += compare
             torch_dev = torch.device(device)
@@ -996,6 +1004,12 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
     if on_cuda and torch is None:
         raise GastrtError("benchmarking on CUDA needs torch (device tensors and CUDA events); "
                           "pip install gastrt[torch]")
+    if on_cuda and not torch.cuda.is_available():
+        raise GastrtError(f"benchmarking on CUDA needs a CUDA build of torch (device tensors and CUDA events); "
+                          f"this torch {torch.__version__} has none")
+    if on_cuda and precision == "fp32" and len(contenders) > 1:
+        notes.append("fp32 on CUDA: the torch contenders run with TF32 off (cuDNN / cuBLAS), as gastrt's "
+                     "fp32 kernels (plain FP32 FMA): like for like")
     have_tpc = importlib.util.find_spec("threadpoolctl") is not None  # limits NumPy's BLAS threads
     if be_name == "numpy" and not on_cuda and not have_tpc:
         notes.append("gastrt runs on its NumPy backend: NumPy's BLAS uses its own thread count "
@@ -1045,9 +1059,13 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
     limits = None
     models: dict[str, Any] = {}
     failed: dict[str, str] = {}
+    saved_tf32 = None
     if torch is not None:
         saved_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
+        if on_cuda and precision == "fp32":
+            saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     threadpool = None
     if (be_name == "numpy" or mode == "stream") and not on_cuda:
         try:
@@ -1090,6 +1108,8 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
                 torch._dynamo.reset()
             except Exception:
                 pass
+        if saved_tf32 is not None:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_tf32
         if saved_threads is not None:
             torch.set_num_threads(saved_threads)
     for name, why in failed.items():
@@ -1155,7 +1175,8 @@ def _bench_loop(result, eng, torch, tgt, contenders, models, failed, geom: _Geom
                     _prime(result, run, eng, torch, models, geom, sets, shapes, mode, b, on_cuda, tdev, dtype)
                     prime_done.add(name)
                 if on_cuda:
-                    extra = None if name != "gastrt" else (run.device_bytes or _arena_fn(eng, geom, mode, b, seq_len))
+                    extra = None if name != "gastrt" else _first_known(run.device_bytes,
+                                                                         _arena_fn(eng, geom, mode, b, seq_len))
                     mem = _CudaMemProbe(torch, tdev, extra)
                 else:
                     mem = host_mem
@@ -1164,7 +1185,9 @@ def _bench_loop(result, eng, torch, tgt, contenders, models, failed, geom: _Geom
             except KeyboardInterrupt:
                 raise
             except Exception as e:
-                if name == "gastrt" and not _is_oom(e):
+                # a gastrt bug fails the run on the CPU (tested there); on a GPU (whose paths have
+                # not all run yet) the cell is reported failed and the rows so far are kept
+                if name == "gastrt" and not _is_oom(e) and not on_cuda:
                     raise
                 row["status"] = "failed"
                 row["error"] = "out of memory" if _is_oom(e) else _short(e)
@@ -1193,6 +1216,17 @@ def _label(name: str, eng, be_name: str) -> str:
     if name == "gastrt":
         return f"gastrt ({be_name})"
     return _LABELS[name]
+
+
+def _first_known(*fns):
+    """A byte-count function returning the first non-None of ``fns``' results (None: skipped)."""
+    def first():
+        for f in fns:
+            v = f() if f is not None else None
+            if v is not None:
+                return v
+        return None
+    return first
 
 
 def _arena_fn(eng, g: _Geom, mode: str, b: int, seq_len: int):

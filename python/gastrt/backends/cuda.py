@@ -843,10 +843,16 @@ class OpHarness:
             self.eng.destroy_program(pid)
 
     def time_program(self, code: list[int], arena: int, iters: int = 50, warmup: int = 5,
-                     use_graph: bool = True) -> list[float]:
-        """Device milliseconds per run of a single-op program on arena contents (random data
-        is not needed for timing: the arena is zeroed / left from earlier calls)."""
+                     use_graph: bool = True, random_data: bool = False) -> list[float]:
+        """Device milliseconds per run of a single-op program on arena contents. random_data:
+        fill the arena with N(0, 0.5) values in the engine dtype first (all-zero operands draw
+        less power, so big GPUs clock higher on them: compare with cuBLAS on equal terms)."""
         self.eng.reserve_arena(arena)
+        if random_data:
+            block = _to_bytes(np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32) * 0.5,
+                              self.dtype)
+            for off in range(0, arena, block.size):
+                self.eng.arena_write(off, block[:min(block.size, arena - off)])
         pid = self.eng.create_program(np.asarray(code, dtype=np.int64), arena, 1, 0, 0)
         try:
             return list(self.eng.time_program(pid, iters, warmup, use_graph))
@@ -854,7 +860,7 @@ class OpHarness:
             self.eng.destroy_program(pid)
 
     def conv_code(self, op, x_shape, co: int, mode: str, res_t: int | None = None) -> tuple[list[int], int]:
-        """(program, arena bytes) of one conv on zero data: x [N,G,T,Ci] -> [N,G,To,co]."""
+        """(program, arena bytes) of one conv (random weights, zero bias) x [N,G,T,Ci] -> [N,G,To,co]."""
         n, g, t, ci = x_shape
         geo = conv_geometry(op, mode)
         k = int(op.attrs["k"])
@@ -865,7 +871,8 @@ class OpHarness:
         if res_t is not None:
             rf = [alloc.alloc(n * g * res_t * co * self.esize), res_t, geo.res_offset, geo.res_stride]
         yo = alloc.alloc(n * g * to * co * self.esize)
-        w = self._w(np.zeros((k * ci, co), np.float32), True)
+        rng = np.random.default_rng(0)   # random weights: see time_program's random_data
+        w = self._w((rng.standard_normal((k * ci, co)) * 0.05).astype(np.float32), True)
         b = self._w(np.zeros(co, np.float32), False)
         f = [xo, w, b, rf[0], yo, n * g, t, to, rf[1], to, ci, co, k, geo.stride, geo.dilation, rf[2], rf[3], co,
              ACT_CODE[op.attrs.get("act", "none")]]
