@@ -49,6 +49,19 @@ DEFAULT_MAX_BATCH = 8192
 PROGRAM_CACHE = 16
 
 
+def dtype_bytes(dtype_code: int) -> int:
+    """Bytes per activation / GEMM-operand element of an engine dtype (0 fp32, 1 fp16, 2 bf16)."""
+    return 4 if dtype_code == 0 else 2
+
+
+def next_pow2(n: int) -> int:
+    """The batch bucket of n rows: the next power of two (>= 1)."""
+    b = 1
+    while b < n:
+        b *= 2
+    return b
+
+
 def _align(v: int) -> int:
     return (int(v) + ALIGN - 1) // ALIGN * ALIGN
 
@@ -172,7 +185,7 @@ def lower(plan: Plan, mode: str, n: int, t: int, wids: dict, wshape, dtype_code:
     ``wshape(name)`` -> weight shape; ``gast_scratch(n, j, t, c, heads, gc)`` -> scratch bytes
     (default: the fused path, 0)."""
     pname = plan_name or plan.name
-    esize = 4 if dtype_code == 0 else 2
+    esize = dtype_bytes(dtype_code)
     shapes = infer_shapes(plan, (n, t, plan.in_joints, plan.in_features), wshape, mode)
     final = plan.ops[-1].outputs[0]
     steps = schedule(plan)
@@ -313,10 +326,10 @@ def lower_stream(plan: Plan, geo, nb: int, nv: int, wids: dict, dtype_code: int,
     words (virtual slot or -1, column counter low / high, fresh) stored bit for bit; output rows:
     the new output column, J_out*3 fp32. The rings come first in the arena, in geometry order,
     so every bucket's program finds them at the same offsets; they persist between pushes."""
-    esize = 4 if dtype_code == 0 else 2
+    esize = dtype_bytes(dtype_code)
     index = {id(op): i for i, op in enumerate(plan.ops)}
     alloc = ArenaAllocator()
-    rings = {b.name: alloc.alloc(nv * b.g * b.hist * b.c * esize) for b in geo.bufs if b.hist > 1}
+    rings = {b.name: alloc.alloc(ring_nbytes(b, nv, esize)) for b in geo.bufs if b.hist > 1}
     table = alloc.alloc(nb * STREAM_TABLE_COLS * 4)
     cols = {b.name: alloc.alloc(nb * b.g * b.c * esize) for b in geo.bufs}
     placed = {"table": (table, (nb, STREAM_TABLE_COLS))}
@@ -332,11 +345,15 @@ def lower_stream(plan: Plan, geo, nb: int, nv: int, wids: dict, dtype_code: int,
         if b.hist > 1:
             emit(OP_RING_WRITE, [cols[b.name], rings[b.name], table, nb, nv, b.g, b.c, b.hist])
 
-    def gather(b, lags) -> int:
+    def gather(b, lags, temps: list) -> int:
+        """The columns ``lags`` back of every row's slot into a temporary [nb, g, k, c] (released
+        by the caller through ``temps`` after the op that reads it)."""
         lags = [int(v) for v in lags]
         if len(lags) > RING_MAX_TAPS:
             raise GastrtError(f"a conv of {len(lags)} taps: the CUDA stream gathers at most {RING_MAX_TAPS}")
-        off = alloc.alloc(nb * b.g * len(lags) * b.c * esize)
+        size = nb * b.g * len(lags) * b.c * esize
+        off = alloc.alloc(size)
+        temps.append((off, size))
         emit(OP_RING_GATHER, [rings[b.name], off, table, nb, nv, b.g, b.c, b.hist, len(lags)] + lags
              + [0] * (RING_MAX_TAPS - len(lags)))
         return off
@@ -348,19 +365,12 @@ def lower_stream(plan: Plan, geo, nb: int, nv: int, wids: dict, dtype_code: int,
     for st in geo.steps:
         if st[0] == "conv":
             _, op, x, out, kk, lags, act, res, rlag = st
-            temps = []
-            if kk == 1:
-                xo = cols[x.name]
-            else:
-                xo = gather(x, lags)
-                temps.append((xo, nb * x.g * kk * x.c * esize))
+            temps: list = []
+            xo = cols[x.name] if kk == 1 else gather(x, lags, temps)
             if res is None:
                 ro, t_res = REF_NONE, 0
-            elif rlag == 0:
-                ro, t_res = cols[res.name], 1
             else:
-                ro, t_res = gather(res, [rlag]), 1
-                temps.append((ro, nb * res.g * res.c * esize))
+                ro, t_res = (cols[res.name] if rlag == 0 else gather(res, [rlag], temps)), 1
             w = wids[(plan_name, index[id(op)])]
             emit(OP_CONV, [1, xo, w["w"], w["b"], ro, cols[out.name], nb * x.g, 1, 1, t_res, 1, kk * x.c, out.c,
                            1, 1, 1, 0, 1, out.c, ACT_CODE[act]])
@@ -384,6 +394,11 @@ def lower_stream(plan: Plan, geo, nb: int, nv: int, wids: dict, dtype_code: int,
                    o.g * o.c, (geo.out_joints, 3), placed, [])
 
 
+def ring_nbytes(b, nv: int, esize: int) -> int:
+    """Bytes of buffer ``b``'s ring (stream.py _Buf: g, hist, c) over ``nv`` virtual slots."""
+    return nv * b.g * b.hist * b.c * esize
+
+
 class CudaStreamColumns:
     """The column steps of a Stream on the GPU (stream.py's ``run(act, cnt, x, fresh)``): per-slot
     rings of past columns live in a device arena of their own (a separate executor engine, so no
@@ -399,8 +414,7 @@ class CudaStreamColumns:
         for opt in ("gast_fused", "gast_scratch_budget"):  # the engine's choices (set_option) hold here too
             self._eng.set_option(opt, int(backend._eng.get_option(opt)))
         self._wids = upload_weights(self._eng, {"pos": plan}, weights)
-        esize = 4 if self._dtype == 0 else 2
-        self.ring_bytes = sum(self.nv * b.g * b.hist * b.c * esize for b in geo.bufs if b.hist > 1)
+        self.ring_bytes = sum(ring_nbytes(b, self.nv, dtype_bytes(self._dtype)) for b in geo.bufs if b.hist > 1)
         self.jf = geo.input.g * geo.input.c
         self.out_joints = geo.out_joints
         self._in = np.zeros((self.nv, self.jf + STREAM_TABLE_COLS), np.float32)
@@ -418,10 +432,7 @@ class CudaStreamColumns:
         return int(self._eng.arena_bytes())
 
     def bucket(self, a: int) -> int:
-        b = 1
-        while b < a:
-            b *= 2
-        return min(b, self.nv)
+        return min(next_pow2(a), self.nv)
 
     def _program(self, nb: int) -> int:
         pid = self._progs.get(nb)
@@ -666,10 +677,7 @@ class CudaBackend:
     def bucket(self, n: int, mode: str) -> int:
         if mode == "sequence":
             return n
-        b = 1
-        while b < n:
-            b *= 2
-        return min(b, max(self.max_batch, n))
+        return min(next_pow2(n), max(self.max_batch, n))
 
     def lowered(self, plan_name: str, mode: str, n: int, t: int) -> Lowered:
         return lower(self.plans[plan_name], mode, n, t, self._wids, lambda w: self._wshape[w], self._dtype,
@@ -815,7 +823,7 @@ class OpHarness:
         from . import native_module
         self.mod = native_module()
         self.dtype = DTYPE_CODE[precision]
-        self.esize = 4 if self.dtype == 0 else 2
+        self.esize = dtype_bytes(self.dtype)
         self.eng = _engine if _engine is not None else self.mod.CudaEngine(int(device), self.dtype)
         self.use_graph = False
 
