@@ -413,6 +413,11 @@ struct Engine::Impl {
         GASTRT_CHECK(f.size() == kStreamInFields, "program: stream_in record size");
         const int64_t n = f[3], jf = f[4];
         GASTRT_CHECK(n >= 1 && jf >= 1, "program: bad stream_in geometry");
+        // it runs on the call's rows (exactly max_n), so its record must say max_n: sized here
+        // with fewer, its writes would run past col / table
+        GASTRT_CHECK(n == p.max_n && p.in_per_n == jf + kStreamTableCols,
+                     "program: stream_in must cover all " << p.max_n << " rows of " << jf << " + "
+                                                          << kStreamTableCols << " words");
         c.buf(f[0], n * (jf + kStreamTableCols) * 4, "stream_in src");
         c.buf(f[1], n * jf * es, "stream_in col");
         c.buf(f[2], n * kStreamTableCols * 4, "stream_in table");
@@ -423,6 +428,7 @@ struct Engine::Impl {
         GASTRT_CHECK(f.size() == kRingWriteFields, "program: ring_write record size");
         const int64_t n = f[3], nv = f[4], g = f[5], ch = f[6], h = f[7];
         GASTRT_CHECK(n >= 1 && nv >= 1 && g >= 1 && ch >= 1 && h >= 1, "program: bad ring_write geometry");
+        GASTRT_CHECK(n == p.max_n, "program: ring_write must cover all " << p.max_n << " table rows");
         c.buf(f[0], n * g * ch * es, "ring_write col");
         c.buf(f[1], nv * g * h * ch * es, "ring_write ring");
         c.buf(f[2], n * kStreamTableCols * 4, "ring_write table");
@@ -434,6 +440,7 @@ struct Engine::Impl {
         const int64_t n = f[3], nv = f[4], g = f[5], ch = f[6], h = f[7], k = f[8];
         GASTRT_CHECK(n >= 1 && nv >= 1 && g >= 1 && ch >= 1 && h >= 1 && k >= 1 && k <= kRingMaxTaps,
                      "program: bad ring_gather geometry");
+        GASTRT_CHECK(n == p.max_n, "program: ring_gather must cover all " << p.max_n << " table rows");
         for (int64_t tau = 0; tau < k; ++tau)
           GASTRT_CHECK(f[9 + tau] >= 0 && f[9 + tau] < h, "program: ring_gather lag outside the ring");
         c.buf(f[0], nv * g * h * ch * es, "ring_gather ring");

@@ -140,6 +140,7 @@ class SimEngine:
         code = np.asarray(code)
         assert code.dtype == np.int64
         steps, i = [], 0
+        self._rows = (max_n, in_per_n)       # the stream ops' record must cover every row
         while i < code.size:
             op, nf = int(code[i]), int(code[i + 1])
             assert i + 2 + nf <= code.size, "truncated record"
@@ -248,6 +249,7 @@ class SimEngine:
         elif op == C.OP_STREAM_IN:
             assert len(f) == C.STREAM_IN_FIELDS and f[0] == C.REF_IN, "stream_in reads the user's input"
             n, jf = f[3:5]
+            assert (n, jf + C.STREAM_TABLE_COLS) == self._rows, "stream_in covers all max_n rows"
             buf(f[0], n * (jf + C.STREAM_TABLE_COLS) * 4, "stream_in src")
             assert f[1] >= 0 and f[2] >= 0, "stream_in outputs live in the arena"
             buf(f[1], n * jf * es, "stream_in col")
@@ -255,6 +257,7 @@ class SimEngine:
         elif op == C.OP_RING_WRITE:
             assert len(f) == C.RING_WRITE_FIELDS
             n, nv, g, c, h = f[3:8]
+            assert n == self._rows[0], "ring_write covers all max_n rows"
             buf(f[0], n * g * c * es, "ring_write col")
             buf(f[1], nv * g * h * c * es, "ring_write ring")
             buf(f[2], n * C.STREAM_TABLE_COLS * 4, "ring_write table")
@@ -262,6 +265,7 @@ class SimEngine:
         elif op == C.OP_RING_GATHER:
             assert len(f) == C.RING_GATHER_FIELDS
             n, nv, g, c, h, k = f[3:9]
+            assert n == self._rows[0], "ring_gather covers all max_n rows"
             assert 1 <= k <= C.RING_MAX_TAPS and all(0 <= v < h for v in f[9:9 + k]), "ring_gather lags"
             buf(f[0], nv * g * h * c * es, "ring_gather ring")
             buf(f[1], n * g * k * c * es, "ring_gather dst")

@@ -186,3 +186,26 @@ def test_stream_uses_the_engine_options(files):
     eng.backend.set_option("gast_fused", 0)
     st = eng.stream(slots=2)
     assert st._prog._eng.get_option("gast_fused") == 0
+
+
+def test_stream_records_cover_every_row():
+    """The stream ops run on all max_n rows of a call, so a record claiming fewer rows is refused
+    when the program is created (executor.cu check_step; sized with fewer rows, the GPU kernels
+    would write past their buffers)."""
+    jf, max_n = 34, 4
+    rows = C.STREAM_TABLE_COLS
+    col, table = 0, 1024
+
+    def program(op, f):
+        return np.asarray([op, len(f)] + f, np.int64)
+
+    sim = SimEngine(0, 0)
+    good = program(C.OP_STREAM_IN, [C.REF_IN, col, table, max_n, jf])
+    sim.create_program(good, 4096, max_n, jf + rows, 0)
+    for f, in_per_n in (([C.REF_IN, col, table, 1, jf], jf + rows),        # fewer rows
+                        ([C.REF_IN, col, table, max_n, jf], jf + rows + 1)):  # another row stride
+        with pytest.raises(AssertionError, match="covers all"):
+            sim.create_program(program(C.OP_STREAM_IN, f), 4096, max_n, in_per_n, 0)
+    ring = [col, 2048, table, 1, 1, 1, 2, 3]
+    with pytest.raises(AssertionError, match="covers all"):
+        sim.create_program(program(C.OP_RING_WRITE, ring), 4096, max_n, jf + rows, 0)
