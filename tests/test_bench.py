@@ -403,3 +403,97 @@ def test_run_all_section(tiny_run, tmp_path):
     body = out.read_text()
     assert body.startswith("# gastrt benchmark results") and body.count("# gastrt benchmark results") == 1
     assert body.count("## ") == 2
+
+
+# ---- TensorRT contender (emulated TensorRT: tests/trt_emulator.py) ------------------------------
+def test_tensorrt_contender_needs_a_gpu(tiny_engine):
+    doc = bench.run_bench(tiny_engine, batches=[1], compare="tensorrt", repeat=2, warmup=0.0, threads=1)
+    validate(doc)
+    assert [r["contender"] for r in doc["rows"]] == ["gastrt"] and doc["agreement_tensorrt"] is None
+    assert any("no TensorRT comparison: TensorRT runs on a GPU" in n for n in doc["notes"])
+    assert doc["config"]["compare"] == ["tensorrt"]
+
+
+@pytest.mark.parametrize("mode", ["window", "sequence", "stream"])
+def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
+    """The bench's TensorRT cell, built and run through the emulated TensorRT with CPU torch
+    tensors standing in for CUDA ones: per-batch profiles, flip, the agreement check, the
+    device-memory report."""
+    import types
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from gastrt.backends import tensorrt_runner as tr
+    from trt_emulator import Emulator
+
+    emu = Emulator("10.9.0").install(monkeypatch)
+    assert bench._tensorrt_unavailable(True) is None and "GPU" in bench._tensorrt_unavailable(False)
+
+    def view(x):
+        x = x.to(torch.float32).contiguous()
+        emu.adopt(x)
+
+        def alloc(shape):
+            y = torch.empty(shape, dtype=torch.float32)
+            return y, emu.adopt(y)
+        return types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x), alloc
+
+    monkeypatch.setattr(tr, "_device_view", view)
+    ref = gastrt.load(tiny_engine, backend="numpy")
+    plan = ref.plans["pos"]
+    rf, j = plan.receptive_field, plan.in_joints
+    seq_len, b = 9, 3
+    perm_in = torch.as_tensor(ref._perm(j, ref.kps_left, ref.kps_right))
+    perm_out = torch.as_tensor(ref._perm(plan.out_joints, ref.joints_left, ref.joints_right))
+    g = bench._Geom(mode, rf, plan.pad, ref.causal_shift, False, j, plan.out_joints, True, perm_in, perm_out,
+                    {"sign_in": torch.tensor([-1.0, 1.0]), "sign_out": torch.tensor([-1.0, 1.0, 1.0])})
+    trt_c = bench._TensorRTContender(tiny_engine, "fp32", 0, mode, seq_len, rf, False, True)
+    rng = np.random.default_rng(5)
+    shape = (b, seq_len, j, 2) if mode == "sequence" else (b, rf, j, 2)
+    sets = [rng.standard_normal(shape).astype(np.float32) * 0.4 for _ in range(2)]
+    try:
+        run = bench._make_runner("tensorrt", ref, torch, {"tensorrt": trt_c}, g, sets, mode=mode, b=b, frames=b,
+                                 on_cuda=True, tdev=torch.device("cpu"), dtype=torch.float32, flip=True, fpf=1.0)
+        assert run.build_s is not None and run.build_s >= 0 and run.device_bytes() > 0
+        (rec,) = emu.builds           # one engine: 'pos' only, the profile at exactly this batch (x2: flip)
+        (name, prof), = rec["profile"].items()
+        n = 2 * b
+        if mode == "sequence":
+            assert prof == [[1, rf, j, 2], [n, seq_len + rf - 1, j, 2], [n, seq_len + rf - 1, j, 2]]
+        else:
+            assert prof == [[n, rf, j, 2]] * 3
+        for x in sets:
+            y = run.call(torch.from_numpy(x)).numpy()
+            if mode == "sequence":
+                want = ref.lift_sequence(x, flip=True)
+            else:
+                want = ref.lift(x, flip=True)
+            assert np.isfinite(y).all() and _rel(y.reshape(want.shape), want) < 1e-5
+        # the agreement check against the eager model (stream mode has none, as for gastrt)
+        tgt = bench._resolve_target(tiny_ckpt, None, False, True, torch, [])
+        eager = bench._build_eager(torch, tgt, mode, False, torch.device("cpu"), torch.float32)
+        result = {"agreement": None, "agreement_tensorrt": None}
+        shapes = {"gastrt": shape, "torch": shape}
+        with torch.inference_mode():    # as run_bench
+            bench._prime(result, run, ref, torch, {"eager": eager}, g, {shape: sets}, shapes, mode, b, True,
+                         torch.device("cpu"), torch.float32)
+        a = result["agreement_tensorrt"]
+        if mode == "stream":
+            assert a is None
+        else:
+            assert a["reference"] == "eager" and a["batch"] == b and 0 <= a["max_rel_err"] < 1e-4
+        assert all(s == 0 for _, _, s in emu.executions), "run_device follows the caller's stream (none here)"
+    finally:
+        trt_c.close()
+    assert not emu.streams and not os.path.exists(trt_c.tmp.name)
+
+
+def _rel(a, b) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def test_tensorrt_build_args():
+    c = bench._TensorRTContender("e", "fp16", 0, "sequence", 100, 27, True, True)   # RIE sequences
+    assert c.build_args(3) == dict(sequence=False, min_batch=1, opt_batch=600, max_batch=600)
+    assert c.build_args(64)["max_batch"] == bench.SEQ_CHUNK
+    c.close()

@@ -1,7 +1,9 @@
-"""TensorRT: the builder and the runner. Where TensorRT and a CUDA GPU exist: build .plan files
-and check parity with the NumPy oracle (window and sequence forms, flip, chunking past the
-profile, padding under it) and the version / GPU checks. Everywhere: the one-line error without
-TensorRT, the .plan container, and the runner's chunking logic behind a stand-in network."""
+"""TensorRT: the builder and the runner. Build .plan files and check parity with the NumPy oracle
+(window and sequence forms, flip, chunking past the profile, padding under it) and the version /
+GPU checks: everywhere against the emulated TensorRT + cuda-python of tests/trt_emulator.py
+(8.6, 10 and 11 API variants; onnxruntime computes), and against the real ones where TensorRT and
+a CUDA GPU exist. Also the one-line error without TensorRT, the .plan container, and the
+runner's chunking logic behind a stand-in network."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,7 @@ import gastrt  # noqa: E402
 from gastrt_testutil import rel_err, small_engine  # noqa: E402
 from gastrt.backends import tensorrt_runner as tr  # noqa: E402
 from gastrt.cli import main  # noqa: E402
+from trt_emulator import Emulator  # noqa: E402
 
 
 MISSING = "TensorRT is not installed: pip install gastrt[tensorrt]"
@@ -173,67 +176,193 @@ def test_runner_chunking(engines):
         be.run("traj", np.zeros((1, rf, j, 2), np.float32), "window")
 
 
-# ---- with TensorRT and a GPU ---------------------------------------------------------------------
+# ---- build + run: emulated TensorRT 8.6 / 10 / 11 everywhere, the real one where it exists ------
 TRT_TOL = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2}   # vs the fp32 NumPy oracle
+EMULATED = {"emu-8.6": "8.6.1", "emu-10": "10.9.0", "emu-11": "11.0.0"}
+TRT_ENVS = list(EMULATED) + ["real"]
 
 
-def _precisions():
+@pytest.fixture(params=TRT_ENVS)
+def trt_env(request, monkeypatch):
+    """-> (name, Emulator or None for the real TensorRT)."""
+    pytest.importorskip("onnx")
+    if request.param == "real":
+        if not _gpu_tensorrt():
+            pytest.skip("TensorRT, cuda-python and a CUDA GPU are required")
+        return request.param, None
+    pytest.importorskip("onnxruntime")
+    return request.param, Emulator(EMULATED[request.param]).install(monkeypatch)
+
+
+def _precisions(env: str, emu) -> list[str]:
+    import tensorrt as trt
     out = ["fp32", "fp16"]
-    if _gpu_tensorrt():
-        import tensorrt as trt
-        cc = tr.device_properties(0)["compute_capability"]
-        if int(trt.__version__.split(".")[0]) >= 10 and cc[0] >= 8:
-            out.append("bf16")
+    major = int(trt.__version__.split(".")[0])
+    if emu is None and major >= 10 and tr.device_properties(0)["compute_capability"][0] >= 8:
+        out.append("bf16")                       # emulated: bf16 builds, onnxruntime cannot run it
     return out
 
 
-@needs_trt
-@pytest.mark.parametrize("precision", _precisions())
+def _check_build_record(emu, precision: str, res: dict, ref):
+    """What the emulator saw the builder do, per TensorRT version."""
+    if emu is None:
+        return
+    assert len(emu.builds) == len(res["engines"])
+    for rec in emu.builds:
+        if emu.major >= 10:
+            assert rec["strongly_typed"], "TensorRT >= 10: the graph's types carry the precision"
+            assert not {"FP16", "BF16"} & set(rec["builder_flags"])
+        else:
+            assert not rec["strongly_typed"] and rec["flags"] == 1   # EXPLICIT_BATCH
+            assert ("FP16" in rec["builder_flags"]) == (precision == "fp16")
+        if precision == "fp32":
+            assert "TF32" not in rec["builder_flags"], "fp32 must not round to TF32"
+    assert ("pos/sequence" in res["engines"]) == (ref.family != "rie")
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_tensorrt_parity(engines, tmp_path, name, precision):
+def test_tensorrt_parity(engines, tmp_path, name, trt_env):
+    """Build (profile batch 2..8, sequences up to 2 people x RF+23 frames) and lift through the
+    runner: windows under the minimum (padded) and past the maximum (chunked), long sequences in
+    overlapping chunks, several people, flip, the trajectory network."""
     from gastrt.tensorrt_builder import build_tensorrt
 
+    env, emu = trt_env
     causal = name == "gast-17"
     ck, _, ref = engines(name, causal)
-    out = tmp_path / f"{name}.plan"
-    res = build_tensorrt(ck, str(out), causal=causal, precision=precision, min_batch=2, opt_batch=4,
-                         max_batch=8, max_frames=24, seq_max_batch=2)
-    assert tr.is_tensorrt_plan(out)
-    eng = tr.load_tensorrt(str(out), "cuda:0")
-    assert (eng.family, eng.receptive_field, eng.num_joints, eng.causal, eng.precision) == \
-        (ref.family, ref.receptive_field, ref.num_joints, ref.causal, precision)
-    assert eng.backend.name == "tensorrt" and eng.kps_left == ref.kps_left
-    assert ("pos/sequence" in res["engines"]) == (ref.family != "rie")
-    tol = TRT_TOL[precision]
-    rng = np.random.default_rng(1)
     rf, j = ref.receptive_field, ref.num_joints
-    for b in (1, 5, 19):
-        x = rng.standard_normal((b, rf, j, 2)).astype(np.float32) * 0.5
-        for flip in (False, True):
-            assert rel_err(eng.lift(x, flip=flip), ref.lift(x, flip=flip)) < tol, (b, flip)
-    for shape in ((50, j, 2), (3, 11, j, 2)):
-        seq = rng.standard_normal(shape).astype(np.float32) * 0.5
-        for flip in (False, True):
-            assert rel_err(eng.lift_sequence(seq, flip=flip), ref.lift_sequence(seq, flip=flip)) < tol
-    if ref.has_trajectory:
-        x = rng.standard_normal((3, rf, j, 2)).astype(np.float32) * 0.5
-        assert rel_err(eng.lift_trajectory(x), ref.lift_trajectory(x)) < tol
-    eng.backend.close()
+    for precision in _precisions(env, emu):
+        if emu is not None:
+            emu.builds.clear()
+        out = tmp_path / f"{name}-{precision}.plan"
+        res = build_tensorrt(ck, str(out), causal=causal, precision=precision, min_batch=2, opt_batch=4,
+                             max_batch=8, max_frames=24, seq_max_batch=2)
+        assert tr.is_tensorrt_plan(out)
+        _check_build_record(emu, precision, res, ref)
+        eng = tr.load_tensorrt(str(out), "cuda:0")
+        assert (eng.family, eng.receptive_field, eng.num_joints, eng.causal, eng.precision) == \
+            (ref.family, ref.receptive_field, ref.num_joints, ref.causal, precision)
+        assert eng.backend.name == "tensorrt" and eng.kps_left == ref.kps_left
+        tol = TRT_TOL[precision]
+        rng = np.random.default_rng(1)
+        for b in (1, 5, 19):
+            x = rng.standard_normal((b, rf, j, 2)).astype(np.float32) * 0.5
+            for flip in (False, True):
+                got = eng.lift(x, flip=flip)
+                assert np.isfinite(got).all() and rel_err(got, ref.lift(x, flip=flip)) < tol, (precision, b, flip)
+        for shape in ((50, j, 2), (3, 11, j, 2)):
+            seq = rng.standard_normal(shape).astype(np.float32) * 0.5
+            for flip in (False, True):
+                got = eng.lift_sequence(seq, flip=flip)
+                assert rel_err(got, ref.lift_sequence(seq, flip=flip)) < tol, (precision, shape, flip)
+        if ref.has_trajectory:
+            x = rng.standard_normal((3, rf, j, 2)).astype(np.float32) * 0.5
+            assert rel_err(eng.lift_trajectory(x), ref.lift_trajectory(x)) < tol
+        if emu is not None:   # every call stayed inside the profiles the plan declares
+            assert emu.executions and all(
+                all(a <= s <= b for a, s, b in zip(p["keypoints"][0], shape, p["keypoints"][2]))
+                for p, shape, _ in emu.executions)
+            emu.executions.clear()
+        eng.backend.close()
+        if emu is not None:
+            assert not emu.streams and len(emu.allocs) == 0, "close() frees the stream and the buffers"
 
 
-@needs_trt
-def test_tensorrt_cli_and_mismatch(engines, tmp_path, capsys):
+def test_tensorrt_cli_and_mismatch(engines, tmp_path, capsys, trt_env):
+    env, emu = trt_env
     ck, path, ref = engines("vp3d")
     out = tmp_path / "m.plan"
     assert main(["build", ck, "--backend", "tensorrt", "-o", str(out), "--min-batch", "1", "--opt-batch", "8",
                  "--max-batch", "64"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "wrote" in text and "traj/window" in text and "pos/sequence" in text
     header, blobs = tr.read_plan(str(out))
+    assert header["engines"]["pos/window"]["profile"] == {"min": [1, ref.receptive_field, 17, 2],
+                                                          "opt": [8, ref.receptive_field, 17, 2],
+                                                          "max": [64, ref.receptive_field, 17, 2]}
     x = np.random.default_rng(0).standard_normal((4, ref.receptive_field, 17, 2)).astype(np.float32)
     assert rel_err(tr.load_tensorrt(str(out), 0).lift(x), ref.lift(x)) < TRT_TOL["fp32"]
+    assert main(["info", str(out)]) == 0
+    assert "TensorRT" in capsys.readouterr().out
     for field, value, msg in (("tensorrt_version", "0.0.1", "built with TensorRT 0.0.1"),
                               ("compute_capability", [1, 0], "compute capability 1.0")):
         bad = tmp_path / f"{field}.plan"
         tr.write_plan(str(bad), dict(header, **{field: value}), {k: bytes(v) for k, v in blobs.items()})
         with pytest.raises(gastrt.GastrtError, match=msg):
             tr.load_tensorrt(str(bad), "cuda")
+    with pytest.raises(gastrt.GastrtError, match="does not exist"):
+        tr.load_tensorrt(str(out), "cuda:7")
+    # an engine TensorRT cannot deserialize (the header claims this version, the bytes are not an engine)
+    bad = tmp_path / "junk.plan"
+    tr.write_plan(str(bad), header, {k: b"\0" * 512 for k in blobs})
+    with pytest.raises(gastrt.GastrtError, match="could not deserialize"):
+        tr.load_tensorrt(str(bad), "cuda")
+    # the CLI refuses a CPU device for the build, in one line
+    assert main(["build", ck, "--backend", "tensorrt", "-o", str(tmp_path / "x.plan"), "--device", "cpu"]) == 2
+    assert "GPU" in capsys.readouterr().err and not (tmp_path / "x.plan").exists()
+    assert main(["build", ck, "--backend", "tensorrt", "-o", str(tmp_path / "x.plan"), "--device", "cuda:9"]) == 2
+    err = capsys.readouterr().err
+    assert "cuda:9 does not exist" in err and err.count("\n") == 1 and not (tmp_path / "x.plan").exists()
+
+
+def test_tensorrt_bf16_build(engines, tmp_path, monkeypatch):
+    """bf16: a strongly typed build on TensorRT >= 10 (emulated: onnxruntime cannot run bf16, so
+    this checks the build only); TensorRT 8.6 refuses with one clear error."""
+    from gastrt.tensorrt_builder import build_tensorrt
+
+    pytest.importorskip("onnx")
+    ck, _, ref = engines("gast-17")
+    emu = Emulator("10.9.0").install(monkeypatch)
+    res = build_tensorrt(ck, str(tmp_path / "b.plan"), precision="bf16", min_batch=1, opt_batch=2, max_batch=4,
+                         max_frames=8, seq_max_batch=1)
+    assert res["precision"] == "bf16" and sorted(res["engines"]) == ["pos/sequence", "pos/window"]
+    assert all(r["strongly_typed"] and "BF16" not in r["builder_flags"] for r in emu.builds)
+    assert tr.load_tensorrt(str(tmp_path / "b.plan"), "cuda").precision == "bf16"
+    Emulator("8.6.1").install(monkeypatch)
+    with pytest.raises(gastrt.GastrtError, match="bf16 TensorRT engines need TensorRT >= 10"):
+        build_tensorrt(ck, str(tmp_path / "c.plan"), precision="bf16")
+    assert not (tmp_path / "c.plan").exists()
+
+
+def test_tensorrt_run_device(engines, monkeypatch):
+    """run_device: device tensors in the profile, enqueued on the caller's stream, no chunking
+    (emulated: CPU torch tensors stand in for CUDA ones)."""
+    import types
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from gastrt.tensorrt_builder import build_tensorrt
+
+    emu = Emulator("10.9.0").install(monkeypatch)
+
+    def view(x):
+        x = x.to(torch.float32).contiguous()
+        emu.adopt(x)
+        v = types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x)
+
+        def alloc(shape):
+            y = torch.empty(shape, dtype=torch.float32)
+            return y, emu.adopt(y)
+        return v, alloc
+
+    monkeypatch.setattr(tr, "_device_view", view)
+    ck, _, ref = engines("gast-17")
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        plan = os.path.join(d, "m.plan")
+        build_tensorrt(ck, plan, min_batch=1, opt_batch=6, max_batch=6, max_frames=30, seq_max_batch=2)
+        eng = tr.load_tensorrt(plan, "cuda")
+    be = eng.backend
+    rf, j = ref.receptive_field, ref.num_joints
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, rf, j, 2)).astype(np.float32)
+    y = be.run_device("pos", torch.from_numpy(x), "window")
+    assert tuple(y.shape) == (6, 1, 17, 3) and rel_err(y.numpy(), ref.backend.run("pos", x, "window")) < 1e-5
+    s = rng.standard_normal((2, 29 + rf - 1, j, 2)).astype(np.float32)
+    y = be.run_device("pos", torch.from_numpy(s), "sequence", stream=int(be.stream))
+    assert rel_err(y.numpy(), ref.backend.run("pos", s, "sequence")) < 1e-5
+    assert emu.executions[-1][2] == int(be.stream)
+    with pytest.raises(gastrt.GastrtError, match="outside the optimization profile"):
+        be.run_device("pos", torch.zeros((7, rf, j, 2)), "window")
+    assert be.device_bytes() > 0
+    be.close()

@@ -71,11 +71,12 @@ JSON document (``--json``; ``run_bench``'s return value). Every key below is alw
 
 [top]
 schema            str              always "gastrt-bench"
-schema_version    int              1
+schema_version    int              2 (2 added agreement_tensorrt and the rows' build_s)
 created           str              ISO 8601 UTC time the run started
 machine           object           [machine]
 config            object           [config]
 agreement         object|null      [agreement]: gastrt vs eager outputs on one input, or null
+agreement_tensorrt object|null     [agreement_tensorrt]: TensorRT vs eager (or gastrt), or null
 notes             list             strings: why a comparison is missing, load warnings, ...
 rows              list             [row], one per contender per batch size, in run order
 
@@ -112,7 +113,7 @@ seq_len           int|null         frames per sequence (sequence mode)
 batches           list             batch sizes, in run order
 precision         str              engine precision: "fp32", "fp16" or "bf16"
 torch_dtype       str|null         dtype of the torch contenders; null without them
-compare           list             torch contenders asked for: "eager", "compile"
+compare           list             contenders asked for besides gastrt: "eager", "compile", "tensorrt"
 flip              bool             flip test-time augmentation
 warmup_s          float            warm-up seconds per cell
 repeat            int              timed calls per cell (at most)
@@ -124,8 +125,13 @@ input_sets        int              pre-generated input sets rotated per cell (at
 batch             int              batch size of the check
 max_rel_err       float            max |gastrt - eager| / max |eager|
 
+[agreement_tensorrt]
+batch             int              batch size of the check
+reference         str              "eager" (when it runs) or "gastrt"
+max_rel_err       float            max |TensorRT - reference| / max |reference|
+
 [row]
-contender         str              "gastrt", "eager" or "compile"
+contender         str              "gastrt", "eager", "compile" or "tensorrt"
 label             str              table label, e.g. "gastrt (native)", "torch.compile"
 batch             int              batch size
 status            str              "ok", "failed" (error says why) or "skipped"
@@ -134,6 +140,7 @@ frames_per_call   int              output frames one call produces
 flops_per_frame   float            analytic FLOPs per output frame this contender needs
 n                 int|null         timed calls
 first_call_s      float|null       seconds of the first call (compilation included)
+build_s           float|null       seconds building this row's TensorRT engine; null for the others
 latency_ms        object|null      [latency_ms]
 throughput_fps    float|null       output frames per second at the median latency
 achieved_flops    float|null       FLOP/s at the median latency
@@ -177,7 +184,7 @@ __all__ = ["run_bench", "format_table", "write_json", "write_plot", "add_parsers
            "preset_engine", "preset_cache_dir"]
 
 SCHEMA = "gastrt-bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 BASE_PRESETS = ("gast-27", "gast-81", "gast-243", "videopose3d-27", "videopose3d-81",
                 "videopose3d-243", "rie-243")
@@ -185,6 +192,7 @@ PRESETS = tuple(p for b in BASE_PRESETS for p in (b, b + "-causal"))
 
 MODES = ("window", "sequence", "stream")
 TORCH_CONTENDERS = ("eager", "compile")
+CONTENDERS = TORCH_CONTENDERS + ("tensorrt",)
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_BATCHES = {
     ("cpu", "window"): (1, 8, 64, 512),
@@ -202,7 +210,7 @@ MIN_TIMED = 3
 MAX_INPUT_SETS = 8
 INPUT_SET_BYTES = 256 << 20
 SEQ_CHUNK = 4096          # windows per call for RIE sequences (as Engine.lift_sequence)
-_LABELS = {"eager": "eager", "compile": "torch.compile"}
+_LABELS = {"eager": "eager", "compile": "torch.compile", "tensorrt": "TensorRT"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +250,9 @@ def _parse_compare(spec) -> list[str]:
         return []
     out = []
     for s in items:
-        if s not in TORCH_CONTENDERS:
+        if s not in CONTENDERS:
             raise GastrtError(f"--compare: unknown contender {s!r}: expected a comma-separated subset "
-                              f"of {','.join(TORCH_CONTENDERS)} (or 'none')")
+                              f"of {','.join(CONTENDERS)} (or 'none')")
         if s not in out:
             out.append(s)
     return out
@@ -655,6 +663,7 @@ class _Runner:
     workspace: Callable[[], int | None] | None = None
     compiles: bool = False
     device_bytes: Callable[[], int | None] | None = None   # device memory the contender holds itself
+    build_s: float | None = None                           # seconds building its engine (TensorRT)
 
 
 class _CellFailed(Exception):
@@ -919,8 +928,9 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
               max_time: float = DEFAULT_MAX_TIME, threads: int | None = None, backend: str | None = None,
               causal: bool = False, progress: bool | None = False, seed: int = 0) -> dict:
     """Benchmark ``target`` (engine file, checkpoint or preset name; see the module doc) and
-    return the JSON document described there. ``compare``: torch contenders ("eager",
-    "compile"; default both; [] for gastrt alone). ``backend``: CPU backend ("native" or
+    return the JSON document described there. ``compare``: contenders besides gastrt ("eager",
+    "compile", "tensorrt"; default eager and compile, plus TensorRT on a GPU where it is
+    installed; [] for gastrt alone). ``backend``: CPU backend ("native" or
     "numpy"; default native when built). ``progress``: True/None shows the stderr bar (None: only
     on a TTY), False never."""
     from .engine import load, parse_device
@@ -946,16 +956,20 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     if backend is not None and backend != "auto" and dev_kind == "cuda":
         raise GastrtError("--backend chooses the CPU runtime; a CUDA device always runs the CUDA backend")
     backend = None if backend == "auto" else backend
+    auto_trt = compare is None
     compare = _parse_compare(compare)
+    if auto_trt and dev_kind == "cuda" and importlib.util.find_spec("tensorrt") is not None:
+        compare.append("tensorrt")
+    torch_compare = [c for c in compare if c in TORCH_CONTENDERS]
 
     created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     notes: list[str] = []
-    need_torch = bool(compare) or dev_kind == "cuda" or not os.path.exists(os.fspath(target))
+    need_torch = bool(torch_compare) or dev_kind == "cuda" or not os.path.exists(os.fspath(target))
     torch = _import_torch() if need_torch else None
-    if compare and torch is None:
+    if torch_compare and torch is None:
         notes.append("no eager / torch.compile comparison: torch is not installed (pip install gastrt[torch])")
 
-    tgt = _resolve_target(target, precision, bool(causal), bool(compare), torch, notes)
+    tgt = _resolve_target(target, precision, bool(causal), bool(torch_compare), torch, notes)
     try:
         return _run(tgt, target, torch, created, notes, load, device=device, dev_kind=dev_kind,
                     dev_index=dev_index, batches=batches, mode=mode, seq_len=seq_len, precision=precision,
@@ -989,13 +1003,14 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
     # ---- torch contenders: which can run
     contenders: list[str] = ["gastrt"]
     torch_dev = dtype = None
-    if compare and torch is not None:
+    torch_compare = [c for c in compare if c in TORCH_CONTENDERS]
+    if torch_compare and torch is not None:
         if tgt.why_no_torch:
             notes.append(f"no eager / torch.compile comparison: {tgt.why_no_torch}")
         elif tgt.state_dict is None or tgt.config is None:
             notes.append("no eager / torch.compile comparison: the checkpoint's weights could not be read for torch")
         else:
-            contenders += compare
+            contenders += torch_compare
             torch_dev = torch.device(device)
             dtype = _torch_dtype(torch, precision, on_cuda)
             if not on_cuda and precision != "fp32":
@@ -1007,7 +1022,17 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
     if on_cuda and not torch.cuda.is_available():
         raise GastrtError(f"benchmarking on CUDA needs a CUDA build of torch (device tensors and CUDA events); "
                           f"this torch {torch.__version__} has none")
-    if on_cuda and precision == "fp32" and len(contenders) > 1:
+    if "tensorrt" in compare:
+        why = _tensorrt_unavailable(on_cuda)
+        if why:
+            notes.append(f"no TensorRT comparison: {why}")
+        else:
+            contenders.append("tensorrt")
+            notes.append("TensorRT: one engine per batch size, built from the same engine's weights through "
+                         "gastrt's ONNX export (its optimization profile fixed at that batch); build time in "
+                         "build_s, not in the timings; device memory = TensorRT's activation memory + the "
+                         "serialized engine")
+    if on_cuda and precision == "fp32" and any(c in TORCH_CONTENDERS for c in contenders):
         notes.append("fp32 on CUDA: the torch contenders run with TF32 off (cuDNN / cuBLAS), as gastrt's "
                      "fp32 kernels (plain FP32 FMA): like for like")
     have_tpc = importlib.util.find_spec("threadpoolctl") is not None  # limits NumPy's BLAS threads
@@ -1018,7 +1043,7 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
         notes.append("stream mode: gastrt's per-column steps use NumPy's BLAS, whose thread count is "
                      "NumPy's own (OPENBLAS_NUM_THREADS), not --threads")
     if mode == "stream" and len(contenders) > 1:
-        notes.append("stream mode: eager / torch.compile run the window model on the newest window of every "
+        notes.append("stream mode: the other contenders run the window model on the newest window of every "
                      "slot per push (a live pipeline without column reuse)")
 
     machine = machine_info(torch, device, eng)
@@ -1052,7 +1077,7 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
         "max_time_s": float(max_time), "threads": int(threads), "input_sets": MAX_INPUT_SETS,
     }
     result = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": created, "machine": machine,
-              "config": config, "agreement": None, "notes": notes, "rows": []}
+              "config": config, "agreement": None, "agreement_tensorrt": None, "notes": notes, "rows": []}
 
     # ---- set up torch models
     saved_threads = None
@@ -1075,13 +1100,16 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
             pass
     bar = _Progress(len(batches) * len(contenders), enabled=False if progress is False else None)
     try:
-        if len(contenders) > 1:
+        if any(c in TORCH_CONTENDERS for c in contenders):
             try:
                 models["eager"] = _build_eager(torch, tgt, mode, eng.causal, torch_dev, dtype)
             except Exception as e:  # the reference model cannot take these weights
                 why = f"eager model unavailable: {_short(e)}"
                 notes.append(f"no eager / torch.compile comparison: {why}")
-                contenders = ["gastrt"]
+                contenders = [c for c in contenders if c not in TORCH_CONTENDERS]
+        if "tensorrt" in contenders:
+            models["tensorrt"] = _TensorRTContender(tgt.engine_path, precision, dev_index, mode, seq_len,
+                                                    plan.receptive_field, windowed, flip)
         if "compile" in contenders:
             limits = _DynamoLimits(torch, len(batches))
             try:
@@ -1108,6 +1136,9 @@ def _run(tgt: _Target, target, torch, created, notes, load, *, device, dev_kind,
                 torch._dynamo.reset()
             except Exception:
                 pass
+        trt_c = models.pop("tensorrt", None)
+        if trt_c is not None:
+            trt_c.close()
         if saved_tf32 is not None:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_tf32
         if saved_threads is not None:
@@ -1156,7 +1187,7 @@ def _bench_loop(result, eng, torch, tgt, contenders, models, failed, geom: _Geom
             row = {"contender": name, "label": _label(name, eng, be_name), "batch": b, "status": "ok",
                    "error": None, "frames_per_call": frames,
                    "flops_per_frame": fpf_seq if mode == "sequence" else fpf_window,
-                   "n": None, "first_call_s": None, "latency_ms": None, "throughput_fps": None,
+                   "n": None, "first_call_s": None, "build_s": None, "latency_ms": None, "throughput_fps": None,
                    "achieved_flops": None, "peak_mem_bytes": None, "peak_mem_source": None,
                    "workspace_bytes": None, "speedup_vs_eager": None}
             if name in failed:
@@ -1170,13 +1201,14 @@ def _bench_loop(result, eng, torch, tgt, contenders, models, failed, geom: _Geom
                                    mode=mode, b=b, frames=frames, on_cuda=on_cuda, tdev=tdev, dtype=dtype, flip=flip,
                                    fpf=row["flops_per_frame"])
                 row["flops_per_frame"] = run.flops_per_frame
+                row["build_s"] = run.build_s
                 if name != "compile" and name not in prime_done:
                     # one untimed call first: weights paged in, lazy init done (not counted as memory)
                     _prime(result, run, eng, torch, models, geom, sets, shapes, mode, b, on_cuda, tdev, dtype)
                     prime_done.add(name)
                 if on_cuda:
-                    extra = None if name != "gastrt" else _first_known(run.device_bytes,
-                                                                         _arena_fn(eng, geom, mode, b, seq_len))
+                    extra = run.device_bytes if name != "gastrt" else _first_known(
+                        run.device_bytes, _arena_fn(eng, geom, mode, b, seq_len))
                     mem = _CudaMemProbe(torch, tdev, extra)
                 else:
                     mem = host_mem
@@ -1246,6 +1278,20 @@ def _arena_fn(eng, g: _Geom, mode: str, b: int, seq_len: int):
 def _make_runner(name, eng, torch, models, g: _Geom, sets, *, mode, b, frames, on_cuda, tdev, dtype, flip,
                  fpf) -> _Runner:
     label = _LABELS.get(name, name)
+    if name == "tensorrt":
+        trt_c = models["tensorrt"]
+        be, build_s = trt_c.backend_for(b)
+        call_mode = "sequence" if mode == "sequence" and not g.windowed else "window"
+        fwd = (lambda x: be.run_device("pos", x, call_mode))
+        xs = [torch.from_numpy(a).to(tdev) for a in sets]     # TensorRT's I/O is fp32 (as gastrt's)
+        if mode == "stream":
+            gw = _Geom("window", g.rf, g.pad, g.shift, g.windowed, g.j_in, g.j_out, g.flip, g.perm_in,
+                       g.perm_out, g.extra)
+            return _Runner(name, label, lambda x: _torch_forward(torch, fwd, x, gw), xs, frames,
+                           float(eng.flops_per_frame("window")) * (2 if flip else 1),
+                           device_bytes=be.device_bytes, build_s=build_s)
+        return _Runner(name, label, lambda x: _torch_forward(torch, fwd, x, g), xs, frames, fpf,
+                       device_bytes=be.device_bytes, build_s=build_s)
     if name == "gastrt":
         if mode == "stream":
             stream = eng.stream(slots=b, flip=flip)
@@ -1300,6 +1346,10 @@ def _workspace_fn(eng, g: _Geom, mode: str, shape):
 def _prime(result, run: _Runner, eng, torch, models, g: _Geom, sets, shapes, mode, b, on_cuda, tdev, dtype):
     """One untimed call; the first time both gastrt and eager have run, compare their outputs."""
     y = run.call(run.inputs[0])
+    if run.name == "tensorrt" and mode != "stream":
+        result["agreement_tensorrt"] = _tensorrt_agreement(run, y, eng, torch, models, g, sets, shapes, mode, b,
+                                                           tdev, dtype)
+        return
     if mode == "stream" or result["agreement"] is not None:
         return
     if run.name == "gastrt" and "eager" in models:
@@ -1313,6 +1363,89 @@ def _prime(result, run: _Runner, eng, torch, models, g: _Geom, sets, shapes, mod
             ref = ref[:, 0]
             got = got[:, 0] if got.ndim == 4 else got
         result["agreement"] = {"batch": int(b), "max_rel_err": _rel_err(got, ref)}
+
+
+def _tensorrt_agreement(run: _Runner, y, eng, torch, models, g: _Geom, sets, shapes, mode, b, tdev, dtype):
+    """TensorRT's output on its first input vs eager's (or, without eager, gastrt's)."""
+    x = sets[shapes["torch" if "eager" in models else "gastrt"]][0]
+    if "eager" in models:
+        ref = _torch_forward(torch, models["eager"], torch.from_numpy(x).to(device=tdev, dtype=dtype),
+                             _Geom(g.mode, g.rf, g.pad, g.shift, g.windowed, g.j_in, g.j_out, g.flip, g.perm_in,
+                                   g.perm_out, _cast_signs(g.extra, dtype)))
+        who = "eager"
+    else:
+        be = eng.backend
+        call_mode = "sequence" if mode == "sequence" and not g.windowed else "window"
+        ref = _torch_forward(torch, lambda t: be.run_device("pos", t, call_mode), torch.from_numpy(x).to(tdev), g)
+        who = "gastrt"
+    got, ref = y.float().cpu().numpy(), ref.float().cpu().numpy()
+    if mode == "window":
+        got, ref = got.reshape(got.shape[0], *got.shape[-2:]), ref.reshape(ref.shape[0], *ref.shape[-2:])
+    return {"batch": int(b), "reference": who, "max_rel_err": _rel_err(got, ref)}
+
+
+def _tensorrt_unavailable(on_cuda: bool) -> str | None:
+    """Why TensorRT cannot be a contender here, or None."""
+    if not on_cuda:
+        return "TensorRT runs on a GPU (--device cuda)"
+    from .backends.tensorrt_runner import require_cudart, require_tensorrt
+    try:
+        require_tensorrt()
+        require_cudart()
+        from .onnx_export import _require_onnx
+        _require_onnx()
+    except GastrtError as e:
+        return str(e)
+    return None
+
+
+class _TensorRTContender:
+    """TensorRT engines built on demand, one per batch size, each with its optimization profile
+    fixed at exactly the shapes the bench feeds it (as a deployment at that batch would build)."""
+
+    def __init__(self, engine_path: str, precision: str, device: int, mode: str, seq_len: int, rf: int,
+                 windowed: bool, flip: bool):
+        self.engine_path, self.precision, self.device = engine_path, precision, device
+        self.mode, self.seq_len, self.rf, self.windowed = mode, seq_len, rf, windowed
+        self.mult = 2 if flip else 1
+        self.tmp = tempfile.TemporaryDirectory(prefix="gastrt-bench-trt-")
+        self.current = None      # (batch, Engine)
+
+    def build_args(self, b: int) -> dict:
+        """build_tensorrt's profile arguments for batch ``b``."""
+        n = b * self.mult
+        if self.mode == "sequence" and not self.windowed:
+            return dict(window=False, sequence=True, seq_max_batch=n, seq_opt_batch=n, max_frames=self.seq_len,
+                        seq_opt_frames=self.seq_len)
+        if self.mode == "sequence":   # RIE: chunks of windows, the last one shorter
+            n = min(b * self.seq_len, max(1, SEQ_CHUNK // self.mult)) * self.mult
+            return dict(sequence=False, min_batch=1, opt_batch=n, max_batch=n)
+        return dict(sequence=False, min_batch=n, opt_batch=n, max_batch=n)
+
+    def backend_for(self, b: int):
+        """-> (TensorRTBackend for batch b, seconds its build took)."""
+        from .backends.tensorrt_runner import load_tensorrt
+        from .tensorrt_builder import build_tensorrt
+
+        self.close_engine()
+        path = os.path.join(self.tmp.name, f"b{b}.plan")
+        t0 = time.perf_counter()
+        build_tensorrt(self.engine_path, path, precision=self.precision, device=self.device, networks=["pos"],
+                       **self.build_args(b))
+        build_s = time.perf_counter() - t0
+        eng = load_tensorrt(path, self.device)
+        os.unlink(path)
+        self.current = (b, eng)
+        return eng.backend, build_s
+
+    def close_engine(self) -> None:
+        if self.current is not None:
+            self.current[1].backend.close()
+            self.current = None
+
+    def close(self) -> None:
+        self.close_engine()
+        self.tmp.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1386,6 +1519,14 @@ def format_table(result: dict) -> str:
         a = result["agreement"]
         lines.append("")
         lines.append(f"gastrt vs eager outputs (batch {a['batch']}): max relative error {a['max_rel_err']:.1e}")
+    if result.get("agreement_tensorrt"):
+        a = result["agreement_tensorrt"]
+        lines.append(f"TensorRT vs {a['reference']} outputs (batch {a['batch']}): max relative error "
+                     f"{a['max_rel_err']:.1e}")
+    builds = [(r["batch"], r["build_s"]) for r in result["rows"] if r.get("build_s") is not None]
+    if builds:
+        lines.append("TensorRT engine builds (not timed above): "
+                     + ", ".join(f"batch {b} {t:.1f} s" for b, t in builds))
     if result["notes"]:
         lines.append("")
         lines += [f"note: {n}" for n in result["notes"]]
@@ -1497,8 +1638,9 @@ def add_parsers(subparsers: Any) -> None:
                    help=f"frames per sequence in sequence mode (default {DEFAULT_SEQ_LEN})")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="engine precision for presets / checkpoints (default fp32; an engine file's own)")
-    p.add_argument("--compare", default="eager,compile", metavar="LIST",
-                   help="torch contenders: eager, compile, both (default) or none")
+    p.add_argument("--compare", default=None, metavar="LIST",
+                   help="contenders besides gastrt: eager, compile, tensorrt (GPU only), a comma-separated "
+                        "subset, or none (default: eager,compile, plus tensorrt on a GPU where it is installed)")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation for every contender")
     p.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, metavar="S",
                    help=f"warm-up seconds per cell after the first call (default {DEFAULT_WARMUP})")

@@ -146,7 +146,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-frames", type=int, default=None, help="TensorRT: longest sequence per profile")
     b.add_argument("--seq-max-batch", type=int, default=None, help="TensorRT: most sequences per call")
     b.add_argument("--no-sequence", action="store_true", help="TensorRT: window engine only")
-    b.add_argument("--device", type=int, default=0, help="TensorRT: GPU index to build on")
+    b.add_argument("--device", default="cuda", help="TensorRT: the GPU to build on: cuda, cuda:N or N (default cuda)")
     b.add_argument("--verbose", action="store_true", help="TensorRT: builder log")
     b.set_defaults(func=cmd_build)
 

@@ -91,9 +91,17 @@ def _build_one(trt, logger, onnx_bytes: bytes, profile: tuple, precision: str, s
 def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp32", min_batch: int = 1,
                    opt_batch: int = 64, max_batch: int = 4096, sequence: bool = True,
                    max_frames: int = DEFAULT_MAX_FRAMES, seq_max_batch: int = DEFAULT_SEQ_MAX_BATCH,
-                   device: int = 0, workspace: int | None = None, verbose: bool = False) -> dict:
+                   device: int = 0, workspace: int | None = None, verbose: bool = False,
+                   window: bool = True, networks=None, seq_opt_batch: int = 1,
+                   seq_opt_frames: int | None = None) -> dict:
     """Checkpoint (or an existing .gastrt engine) -> TensorRT ``.plan`` container at ``output``.
-    Returns a summary: path, engines (key -> profile), tensorrt_version, device, precision."""
+    Returns a summary: path, engines (key -> profile), tensorrt_version, device, precision.
+
+    Window engines: batch profile ``min_batch`` / ``opt_batch`` / ``max_batch``. Sequence engines:
+    people 1 / ``seq_opt_batch`` / ``seq_max_batch``, output frames 1 / ``seq_opt_frames``
+    (default min(max_frames, 1024)) / ``max_frames``. ``window=False`` / ``sequence=False`` skip
+    a form, ``networks`` (e.g. ``["pos"]``) limits the networks built (``gastrt bench`` builds
+    exactly what it times)."""
     trt = require_tensorrt()                     # first: the one-line error when TensorRT is absent
     from .onnx_export import _require_onnx, build_model, check_model
     _require_onnx()
@@ -102,6 +110,13 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
     _check_profile(min_batch, opt_batch, max_batch)
     if not isinstance(max_frames, int) or max_frames < 1 or not isinstance(seq_max_batch, int) or seq_max_batch < 1:
         raise GastrtError("max_frames and seq_max_batch must be positive integers")
+    opt_frames = min(max_frames, 1024) if seq_opt_frames is None else seq_opt_frames
+    if not (isinstance(seq_opt_batch, int) and 1 <= seq_opt_batch <= seq_max_batch
+            and isinstance(opt_frames, int) and 1 <= opt_frames <= max_frames):
+        raise GastrtError(f"sequence profile must satisfy 1 <= opt <= max: people {seq_opt_batch} / "
+                          f"{seq_max_batch}, frames {opt_frames} / {max_frames}")
+    if not window and not sequence:
+        raise GastrtError("nothing to build: both the window and the sequence form are off")
     flags, strongly_typed = _network_flags(trt)
     if precision == "bf16" and not strongly_typed:
         raise GastrtError(f"bf16 TensorRT engines need TensorRT >= 10 (this is {trt.__version__})")
@@ -123,18 +138,28 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
         props = None
         try:
             cudart = require_cudart()
-            props = device_properties(device)
-            cudart.cudaSetDevice(device)
         except GastrtError:
+            cudart = None
             if verbose:
                 print("gastrt: cuda-python missing: the plan will not record the GPU's compute capability")
+        if cudart is not None:   # a GPU that is not there is an error, not a plan without its GPU
+            props = device_properties(device)
+            err = cudart.cudaSetDevice(device)
+            if (err[0] if isinstance(err, tuple) else err) != cudart.cudaError_t.cudaSuccess:
+                raise GastrtError(f"cannot select cuda:{device} to build on")
         logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
         graph_precision = precision if strongly_typed else "fp32"
 
+        if networks is not None and not set(networks) <= set(eng.plans):
+            raise GastrtError(f"networks {sorted(networks)}: this engine has {', '.join(sorted(eng.plans))}")
         blobs, table = {}, {}
         for pname, plan in eng.plans.items():
+            if networks is not None and pname not in networks:
+                continue
             rf, j, f = plan.receptive_field, plan.in_joints, plan.in_features
-            forms = ["window"] + (["sequence"] if sequence and "sequence" in plan.modes else [])
+            forms = (["window"] if window else []) + (["sequence"] if sequence and "sequence" in plan.modes else [])
+            if not forms:
+                raise GastrtError(f"the {pname!r} network has no sequence form: build its window form")
             for mode in forms:
                 model, info = build_model(eng, mode=mode, opset=ONNX_OPSET, dynamic_batch=True,
                                           precision=graph_precision, plan=pname)
@@ -142,8 +167,8 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
                 if mode == "window":
                     profile = ((min_batch, rf, j, f), (opt_batch, rf, j, f), (max_batch, rf, j, f))
                 else:
-                    opt_t = rf - 1 + min(max_frames, 1024)
-                    profile = ((1, rf, j, f), (1, opt_t, j, f), (seq_max_batch, rf - 1 + max_frames, j, f))
+                    profile = ((1, rf, j, f), (seq_opt_batch, rf - 1 + opt_frames, j, f),
+                               (seq_max_batch, rf - 1 + max_frames, j, f))
                 key = f"{pname}/{mode}"
                 if verbose:
                     print(f"building {key}: {info['node_count']} ONNX nodes, profile {profile}")
@@ -157,6 +182,8 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
         meta["precision"] = precision
         plans = {}
         for pname, plan in eng.plans.items():
+            if networks is not None and pname not in networks:
+                continue
             pj = plan.to_json()
             if f"{pname}/sequence" not in blobs:
                 pj["modes"] = ["window"]         # Engine then lifts sequences window by window
@@ -180,6 +207,8 @@ def build_tensorrt_cli(args) -> int:
     require_tensorrt()
     output = args.output or os.path.splitext(args.checkpoint)[0] + ".plan"
     dev = getattr(args, "device", 0)
+    if isinstance(dev, str) and dev.strip().isdigit():
+        dev = int(dev)
     if isinstance(dev, str):
         from .engine import parse_device
         kind, dev = parse_device(dev)

@@ -182,6 +182,23 @@ def read_plan(path: str, verify: bool = True) -> tuple[dict, dict[str, memoryvie
 
 
 # ---- execution ------------------------------------------------------------------------------------
+def _device_view(x):
+    """-> (view, alloc) of a torch / CuPy CUDA array: ``view`` has ptr, shape, device, stream (the
+    library's current stream) and holds the array (a float32 contiguous copy when ``x`` is not:
+    keep ``view`` alive until the work is enqueued); ``alloc(shape) -> (new array of the same
+    kind, its pointer)``."""
+    from .cuda import _empty_like_kind, _resolve
+
+    d = _resolve(x, "x")
+    if d.kind not in ("torch", "cupy"):
+        raise GastrtError("TensorRT run_device takes torch or CuPy CUDA arrays")
+
+    def alloc(shape):
+        y = _empty_like_kind(d, tuple(shape), d.device, None)
+        return y, _resolve(y, "out", writable=True).ptr
+    return d, alloc
+
+
 class _DeviceBuffer:
     def __init__(self, cudart):
         self.cudart = cudart
@@ -234,31 +251,44 @@ class _TrtNetwork:
         self.inp = _DeviceBuffer(cudart)
         self.out = _DeviceBuffer(cudart)
 
-    def execute(self, x: np.ndarray) -> np.ndarray:
-        """x float32 within the profile -> output as a new float32 array."""
-        be = self.backend
-        cudart = be.cudart
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not self.context.set_input_shape(INPUT_NAME, tuple(int(s) for s in x.shape)):
-            raise GastrtError(f"TensorRT rejected input shape {x.shape} for {self.key!r} "
+    def prepare(self, shape) -> tuple:
+        """Set the input shape (inside the profile); -> the output shape."""
+        shape = tuple(int(s) for s in shape)
+        if not self.context.set_input_shape(INPUT_NAME, shape):
+            raise GastrtError(f"TensorRT rejected input shape {shape} for {self.key!r} "
                               f"(profile {self.min_shape} .. {self.max_shape})")
         out_shape = tuple(int(s) for s in self.context.get_tensor_shape(OUTPUT_NAME))
         if any(s < 0 for s in out_shape):
-            raise GastrtError(f"TensorRT could not infer the output shape of {self.key!r} for input {x.shape}")
-        y = np.empty(out_shape, dtype=np.float32)
+            raise GastrtError(f"TensorRT could not infer the output shape of {self.key!r} for input {shape}")
+        return out_shape
+
+    def enqueue(self, in_ptr: int, out_ptr: int, stream_handle: int) -> None:
+        """Run on device buffers (after :meth:`prepare`), ordered on ``stream_handle``."""
+        if not (self.context.set_tensor_address(INPUT_NAME, int(in_ptr)) and
+                self.context.set_tensor_address(OUTPUT_NAME, int(out_ptr))):
+            raise GastrtError(f"TensorRT rejected the device buffers of {self.key!r}")
+        if not self.context.execute_async_v3(int(stream_handle)):
+            raise GastrtError(f"TensorRT execution of {self.key!r} failed (see the TensorRT log above)")
+
+    def execute(self, x: np.ndarray) -> np.ndarray:
+        """x float32 within the profile -> output as a new float32 array (host to host)."""
+        be = self.backend
+        cudart = be.cudart
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.empty(self.prepare(x.shape), dtype=np.float32)
         pin = self.inp.ensure(x.nbytes)
         pout = self.out.ensure(y.nbytes)
-        if not (self.context.set_tensor_address(INPUT_NAME, pin) and
-                self.context.set_tensor_address(OUTPUT_NAME, pout)):
-            raise GastrtError(f"TensorRT rejected the device buffers of {self.key!r}")
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _cuda_check(cudart, cudart.cudaMemcpyAsync(pin, x.ctypes.data, x.nbytes, h2d, be.stream), "cudaMemcpyAsync")
-        if not self.context.execute_async_v3(be.stream_handle):
-            raise GastrtError(f"TensorRT execution of {self.key!r} failed (see the TensorRT log above)")
+        self.enqueue(pin, pout, be.stream_handle)
         _cuda_check(cudart, cudart.cudaMemcpyAsync(y.ctypes.data, pout, y.nbytes, d2h, be.stream), "cudaMemcpyAsync")
         _cuda_check(cudart, cudart.cudaStreamSynchronize(be.stream), "cudaStreamSynchronize")
         return y
+
+    def in_profile(self, shape) -> bool:
+        return len(shape) == len(self.min_shape) and \
+            all(a <= s <= b for a, s, b in zip(self.min_shape, shape, self.max_shape))
 
     def free(self):
         self.inp.free()
@@ -328,12 +358,15 @@ class TensorRTBackend:
             rows.append(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
         return np.concatenate(rows) if len(rows) > 1 else rows[0]
 
-    def run(self, plan_name: str, x: np.ndarray, mode: str) -> np.ndarray:
-        key = f"{plan_name}/{mode}"
-        net = self.nets.get(key)
+    def _net(self, plan_name: str, mode: str) -> _TrtNetwork:
+        net = self.nets.get(f"{plan_name}/{mode}")
         if net is None:
             raise GastrtError(f"{self.path}: no TensorRT engine for {plan_name!r} in {mode} form "
                               f"(it has {', '.join(sorted(self.nets))})")
+        return net
+
+    def run(self, plan_name: str, x: np.ndarray, mode: str) -> np.ndarray:
+        net = self._net(plan_name, mode)
         with self._lock:
             _cuda_check(self.cudart, self.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
             if mode == "window":
@@ -341,6 +374,43 @@ class TensorRTBackend:
                 return y[:, None]                      # [N, J, 3] -> [N, 1, J, 3]
             rf = int(self.header["meta"]["plans"][plan_name]["receptive_field"])
             return self._sequence(net, x, rf)
+
+    def run_device(self, plan_name: str, x, mode: str, stream: int | None = None):
+        """x: a contiguous float32 CUDA tensor (torch / CuPy) [N, T, J, F] whose shape lies inside
+        the engine's optimization profile -> a new device array of the same kind [N, T_out,
+        J_out, 3] (window: T_out = 1), enqueued on the caller's stream (the array library's
+        current stream, or ``stream``) with no host sync. No chunking or padding, unlike
+        :meth:`run`: build the plan with a profile that covers the shapes (``gastrt bench``
+        does)."""
+        net = self._net(plan_name, mode)
+        view, alloc = _device_view(x)
+        shape, dev = tuple(view.shape), view.device
+        if dev != self.device_index:
+            raise GastrtError(f"x is on cuda:{dev} but the TensorRT engine is on cuda:{self.device_index}")
+        if not net.in_profile(shape):
+            raise GastrtError(f"input shape {tuple(shape)} is outside the optimization profile of {net.key!r} "
+                              f"({net.min_shape} .. {net.max_shape}); run() chunks and pads, run_device() "
+                              "does not")
+        handle = int(stream if stream is not None else (view.stream or 0))
+        with self._lock:
+            _cuda_check(self.cudart, self.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
+            y, y_ptr = alloc(net.prepare(shape))
+            net.enqueue(view.ptr, y_ptr, handle)
+        if mode == "window":
+            y = y.reshape((y.shape[0], 1) + tuple(y.shape[1:]))
+        return y
+
+    def device_bytes(self) -> int:
+        """GPU memory the engines hold beyond their I/O: each context's activation memory plus
+        the serialized engines (a proxy for the weights TensorRT keeps on the device)."""
+        total = 0
+        for key, net in self.nets.items():
+            eng = net.engine
+            act = getattr(eng, "device_memory_size_v2", None)
+            if act is None:
+                act = getattr(eng, "device_memory_size", 0)
+            total += int(act or 0) + int(self.header["engines"][key].get("size", 0))
+        return total
 
     def close(self):
         for net in self.nets.values():
