@@ -282,6 +282,10 @@ def test_tensorrt_cli_and_mismatch(engines, tmp_path, capsys, trt_env):
                                                           "max": [64, ref.receptive_field, 17, 2]}
     x = np.random.default_rng(0).standard_normal((4, ref.receptive_field, 17, 2)).astype(np.float32)
     assert rel_err(tr.load_tensorrt(str(out), 0).lift(x), ref.lift(x)) < TRT_TOL["fp32"]
+    via_load = gastrt.load(str(out), device="cuda")          # gastrt.load recognises the container
+    assert via_load.backend.name == "tensorrt" and rel_err(via_load.lift(x), ref.lift(x)) < TRT_TOL["fp32"]
+    with pytest.raises(gastrt.GastrtError, match="runs on a GPU"):
+        gastrt.load(str(out), device="cpu")
     assert main(["info", str(out)]) == 0
     assert "TensorRT" in capsys.readouterr().out
     for field, value, msg in (("tensorrt_version", "0.0.1", "built with TensorRT 0.0.1"),
