@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
@@ -20,7 +21,35 @@ namespace gastrt {
 namespace cuda {
 namespace {
 
-// Restores the caller's current device (the user's torch / CuPy code may be on another GPU).
+// Whether `device`'s primary context exists. Since CUDA 12, cudaSetDevice creates it at once:
+// a thread that never used CUDA reads device 0 from cudaGetDevice, and "restoring" that would
+// create a context (hundreds of MiB, or an error in exclusive-process mode) on a GPU the user
+// never touched. The driver's cuDevicePrimaryCtxGetState is looked up through the runtime, so
+// nothing links libcuda. Unknown (no entry point): true, i.e. restore as before.
+bool primary_context_active(int device) {
+  using StateFn = int (*)(int, unsigned int*, int*);
+  static StateFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &f, 12000, cudaEnableDefault, &q);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuDevicePrimaryCtxGetState", &f, cudaEnableDefault, &q);
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<StateFn>(nullptr);
+    }
+    return reinterpret_cast<StateFn>(f);
+  }();
+  if (fn == nullptr) return true;
+  unsigned int flags = 0;
+  int active = 0;
+  return fn(device, &flags, &active) != 0 || active != 0;  // CUresult 0 = success
+}
+
+// Restores the caller's current device (the user's torch / CuPy code may be on another GPU),
+// unless that device has no context yet (see primary_context_active).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
@@ -30,9 +59,12 @@ class DeviceGuard {
     }
     if (prev_ != device) GASTRT_CHECK_CUDA(cudaSetDevice(device));
   }
-  ~DeviceGuard() {
+  ~DeviceGuard() { restore_device(prev_); }
+  static void restore_device(int prev) {
     int cur = -1;
-    if (prev_ >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev_) cudaSetDevice(prev_);
+    if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev && primary_context_active(prev))
+      cudaSetDevice(prev);
+    cudaGetLastError();
   }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
@@ -84,6 +116,7 @@ struct Program {
   int64_t arena_bytes = 0, max_n = 0, in_per_n = 0, out_per_n = 0;
   cudaGraphExec_t exec = nullptr;
   uint64_t exec_gen = 0;  // generation of arena / weights / options it was captured with
+  bool ran_plain = false;  // a program's first run is not captured (see run_all)
 };
 
 }  // namespace
@@ -122,6 +155,13 @@ struct Engine::Impl {
   int gast_fused_mode = -1;
   int64_t gast_budget = int64_t(256) << 20;
 
+  // Every entry point holds it: the bindings release the GIL, and the stream, its events, the
+  // pinned staging and a capture in progress on the stream are shared state (a launch from
+  // another thread on a capturing stream would join that capture). Recursive: entry points
+  // may call each other.
+  mutable std::recursive_mutex mu;
+  std::unique_lock<std::recursive_mutex> lock() const { return std::unique_lock<std::recursive_mutex>(mu); }
+
   // Frees everything this engine holds (the destructor, and a constructor that failed halfway).
   void release() {
     int prev = -1;
@@ -145,7 +185,7 @@ struct Engine::Impl {
     if (stream != nullptr) cudaStreamDestroy(stream);
     stream = nullptr;
     cudaGetLastError();  // reports nothing: it runs in destructors and error paths
-    if (prev >= 0) cudaSetDevice(prev);
+    DeviceGuard::restore_device(prev);
   }
 
   // ---- memory ------------------------------------------------------------------------------
@@ -670,10 +710,14 @@ struct Engine::Impl {
   void run_all(Program& p, void* in, void* out, int64_t n, bool use_graph) {
     for (size_t i = 0; i < p.body_begin; ++i) launch_step(p.steps[i], in, out, n);
     if (p.body_end > p.body_begin) {
-      if (use_graph && !p.io_in_body) {
+      // The first run launches the body directly: lazily loaded kernels (CUDA >= 12.2's default)
+      // load outside a capture, which older drivers require, and a faulting kernel reports at
+      // its own launch rather than at a graph replay.
+      if (use_graph && !p.io_in_body && p.ran_plain) {
         if (p.exec == nullptr || p.exec_gen != gen) capture(p);
         GASTRT_CHECK_CUDA(cudaGraphLaunch(p.exec, stream));
       } else {
+        p.ran_plain = true;
         for (size_t i = p.body_begin; i < p.body_end; ++i) launch_step(p.steps[i], in, out, n);
       }
     }
@@ -769,6 +813,7 @@ void memcpy_dtoh(int device, void* dst, uintptr_t src, int64_t bytes) {
 // ================================================================================================
 Engine::Engine(int device, int dtype) : impl_(new Impl) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   const int n = device_count();
   GASTRT_CHECK(n > 0, "no CUDA GPU is visible");
   GASTRT_CHECK(device >= 0 && device < n,
@@ -811,7 +856,10 @@ Engine::Engine(int device, int dtype) : impl_(new Impl) {
 }
 
 Engine::~Engine() {
-  if (impl_) impl_->release();
+  if (impl_) {
+    const auto lock = impl_->lock();
+    impl_->release();
+  }
 }
 
 int Engine::device() const { return impl_->device; }
@@ -820,12 +868,14 @@ std::string Engine::device_name() const { return impl_->name; }
 uintptr_t Engine::stream() const { return reinterpret_cast<uintptr_t>(impl_->stream); }
 
 void Engine::synchronize() {
+  const auto lock = impl_->lock();
   DeviceGuard g(impl_->device);
   GASTRT_CHECK_CUDA(cudaStreamSynchronize(impl_->stream));
 }
 
 int64_t Engine::add_weight(const float* data, int64_t count, bool engine_dtype) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   GASTRT_CHECK(count >= 0 && (data != nullptr || count == 0), "add_weight: bad arguments");
   const DType dt = engine_dtype ? m.dtype : DType::F32;
   const size_t off = (m.wstage.size() + 255) & ~size_t(255);  // 256 B: every weight is 16 B aligned
@@ -846,11 +896,15 @@ int64_t Engine::add_weight(const float* data, int64_t count, bool engine_dtype) 
   return static_cast<int64_t>(m.wrecs.size()) - 1;
 }
 
-int64_t Engine::weight_count() const { return static_cast<int64_t>(impl_->wrecs.size()); }
+int64_t Engine::weight_count() const {
+  const auto lock = impl_->lock();
+  return static_cast<int64_t>(impl_->wrecs.size());
+}
 
 int64_t Engine::create_program(const int64_t* code, int64_t len, int64_t arena_bytes, int64_t max_n,
                                int64_t in_per_n, int64_t out_per_n) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   GASTRT_CHECK(code != nullptr || len == 0, "create_program: null code");
   GASTRT_CHECK(arena_bytes >= 0 && max_n >= 1 && in_per_n >= 0 && out_per_n >= 0, "create_program: bad sizes");
   Program p;
@@ -890,6 +944,7 @@ int64_t Engine::create_program(const int64_t* code, int64_t len, int64_t arena_b
 
 void Engine::destroy_program(int64_t id) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   auto it = m.progs.find(id);
   if (it == m.progs.end()) return;
   DeviceGuard g(m.device);
@@ -902,6 +957,7 @@ void Engine::destroy_program(int64_t id) {
 
 std::string Engine::describe_program(int64_t id) const {
   const Impl& m = *impl_;
+  const auto lock = m.lock();
   const Program& p = m.get(id);
   std::ostringstream os;
   os << "program " << id << ": " << p.steps.size() << " steps, arena " << mib(p.arena_bytes) << ", max_n " << p.max_n
@@ -932,6 +988,7 @@ std::string Engine::describe_program(int64_t id) const {
 void Engine::run_host(int64_t id, const float* x, int64_t x_count, float* y, int64_t y_count, int64_t n,
                       bool use_graph) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   Program& p = m.get(id);
   GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
   GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
@@ -946,16 +1003,24 @@ void Engine::run_host(int64_t id, const float* x, int64_t x_count, float* y, int
   Impl::grow_pinned(m.h_out, m.h_out_bytes, yb, m.device);
   // The previous call ended with a stream sync, so the pinned buffers are free to reuse.
   std::memcpy(m.h_in, x, static_cast<size_t>(xb));
-  GASTRT_CHECK_CUDA(cudaMemcpyAsync(m.d_in, m.h_in, static_cast<size_t>(xb), cudaMemcpyHostToDevice, m.stream));
-  m.run_all(p, m.d_in, m.d_out, n, use_graph);
-  GASTRT_CHECK_CUDA(cudaMemcpyAsync(m.h_out, m.d_out, static_cast<size_t>(yb), cudaMemcpyDeviceToHost, m.stream));
-  GASTRT_CHECK_CUDA(cudaStreamSynchronize(m.stream));
+  try {
+    GASTRT_CHECK_CUDA(cudaMemcpyAsync(m.d_in, m.h_in, static_cast<size_t>(xb), cudaMemcpyHostToDevice, m.stream));
+    m.run_all(p, m.d_in, m.d_out, n, use_graph);
+    GASTRT_CHECK_CUDA(cudaMemcpyAsync(m.h_out, m.d_out, static_cast<size_t>(yb), cudaMemcpyDeviceToHost, m.stream));
+    GASTRT_CHECK_CUDA(cudaStreamSynchronize(m.stream));
+  } catch (...) {
+    // queued copies still read h_in / write h_out: the next call must not touch (or free) them
+    cudaStreamSynchronize(m.stream);
+    cudaGetLastError();
+    throw;
+  }
   std::memcpy(y, m.h_out, static_cast<size_t>(yb));
 }
 
 void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr_t ext_stream, bool has_ext,
                         bool use_graph) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   Program& p = m.get(id);
   GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
   GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
@@ -970,8 +1035,18 @@ void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr
     GASTRT_CHECK(attr.type == cudaMemoryTypeManaged || attr.device == m.device,
                  "run: array is on cuda:" << attr.device << " but the engine is on cuda:" << m.device);
   }
-  m.prepare(p);
   cudaStream_t ext = reinterpret_cast<cudaStream_t>(ext_stream);
+  if (has_ext) {
+    // Inside the caller's graph capture (torch.cuda.graph, ...) the engine's stream would join
+    // that capture, baking in arena / weight pointers a later growth frees, and the syncs a cold
+    // program needs would invalidate it.
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    GASTRT_CHECK_CUDA(cudaStreamIsCapturing(ext, &cs));
+    GASTRT_CHECK(cs == cudaStreamCaptureStatusNone,
+                 "run_device: the caller's stream is capturing a CUDA graph; gastrt replays its own graphs "
+                 "and cannot be captured into another (call it outside the capture)");
+  }
+  m.prepare(p);
   if (has_ext) {
     GASTRT_CHECK_CUDA(cudaEventRecord(m.ev_in, ext));
     GASTRT_CHECK_CUDA(cudaStreamWaitEvent(m.stream, m.ev_in, 0));
@@ -996,6 +1071,7 @@ void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr
 
 void Engine::run_arena(int64_t id, bool use_graph) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   Program& p = m.get(id);
   GASTRT_CHECK(p.body_begin == 0 && p.body_end == p.steps.size() && !p.io_in_body,
                "run_arena: the program reads or writes user arrays");
@@ -1007,13 +1083,15 @@ void Engine::run_arena(int64_t id, bool use_graph) {
 
 std::vector<double> Engine::time_program(int64_t id, int iters, int warmup, bool use_graph) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   Program& p = m.get(id);
   GASTRT_CHECK(iters >= 1 && warmup >= 0, "time_program: bad counts");
   DeviceGuard g(m.device);
   m.prepare(p);
   m.ensure_io_device(p.max_n * p.in_per_n * 4, p.max_n * p.out_per_n * 4);
-  // >= 1 warm-up run: the first one may capture and instantiate the graph (host time).
-  for (int i = 0; i < std::max(warmup, 1); ++i) m.run_all(p, m.d_in, m.d_out, p.max_n, use_graph);
+  // >= 2 warm-up runs: the first runs uncaptured, the second captures and instantiates the graph
+  // (host time that would sit between the timing events).
+  for (int i = 0; i < std::max(warmup, 2); ++i) m.run_all(p, m.d_in, m.d_out, p.max_n, use_graph);
   std::vector<double> ms;
   ms.reserve(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
@@ -1030,14 +1108,19 @@ std::vector<double> Engine::time_program(int64_t id, int iters, int warmup, bool
 
 void Engine::reserve_arena(int64_t bytes) {
   GASTRT_CHECK(bytes >= 0, "reserve_arena: negative size");
+  const auto lock = impl_->lock();
   DeviceGuard g(impl_->device);
   impl_->ensure_arena(bytes);
 }
 
-int64_t Engine::arena_bytes() const { return impl_->arena_size; }
+int64_t Engine::arena_bytes() const {
+  const auto lock = impl_->lock();
+  return impl_->arena_size;
+}
 
 void Engine::arena_write(int64_t offset, const void* src, int64_t bytes) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   GASTRT_CHECK(offset >= 0 && bytes >= 0 && offset + bytes <= m.arena_size, "arena_write: out of range");
   DeviceGuard g(m.device);
   GASTRT_CHECK_CUDA(cudaMemcpyAsync(static_cast<char*>(m.arena) + offset, src, static_cast<size_t>(bytes),
@@ -1047,6 +1130,7 @@ void Engine::arena_write(int64_t offset, const void* src, int64_t bytes) {
 
 void Engine::arena_read(int64_t offset, void* dst, int64_t bytes) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   GASTRT_CHECK(offset >= 0 && bytes >= 0 && offset + bytes <= m.arena_size, "arena_read: out of range");
   DeviceGuard g(m.device);
   GASTRT_CHECK_CUDA(cudaStreamSynchronize(m.stream));
@@ -1056,6 +1140,7 @@ void Engine::arena_read(int64_t offset, void* dst, int64_t bytes) {
 
 void Engine::arena_fill(int64_t offset, int64_t bytes, int byte_value) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   GASTRT_CHECK(offset >= 0 && bytes >= 0 && offset + bytes <= m.arena_size, "arena_fill: out of range");
   DeviceGuard g(m.device);
   GASTRT_CHECK_CUDA(cudaMemsetAsync(static_cast<char*>(m.arena) + offset, byte_value, static_cast<size_t>(bytes),
@@ -1065,16 +1150,19 @@ void Engine::arena_fill(int64_t offset, int64_t bytes, int byte_value) {
 
 int64_t Engine::gast_scratch_bytes(int64_t n, int j, int t, int c, int heads, int gc) const {
   const Impl& m = *impl_;
+  const auto lock = m.lock();
   return ::gastrt::cuda::gast_scratch_bytes(n, j, t, c, heads, gc, m.dtype, m.caps, m.gast_fused_mode, m.gast_budget);
 }
 
 bool Engine::gast_fused(int j, int c, int heads, int gc) const {
   const Impl& m = *impl_;
+  const auto lock = m.lock();
   return gast_fused_ok(j, c, heads, gc, m.dtype, m.caps, m.gast_fused_mode);
 }
 
 void Engine::set_option(const std::string& name, int64_t value) {
   Impl& m = *impl_;
+  const auto lock = m.lock();
   DeviceGuard g(m.device);
   if (name == "gast_fused") {
     GASTRT_CHECK(value >= -1 && value <= 1, "gast_fused: expected -1, 0 or 1");
@@ -1093,6 +1181,7 @@ void Engine::set_option(const std::string& name, int64_t value) {
 
 int64_t Engine::get_option(const std::string& name) const {
   const Impl& m = *impl_;
+  const auto lock = m.lock();
   if (name == "gast_fused") return m.gast_fused_mode;
   if (name == "gast_scratch_budget") return m.gast_budget;
   if (name == "arena_limit") return m.arena_limit;

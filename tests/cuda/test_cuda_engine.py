@@ -233,3 +233,57 @@ def test_large_window_batch_chunks(files):
     gpu.backend.max_batch = 1024
     x = keypoints(np.random.default_rng(11), 2500, gpu.receptive_field, 17)
     assert rel_err(gpu.lift(x), cpu.lift(x)) <= MODEL_TOL["fp16"]
+
+
+def test_explicit_stream_with_conversion(files):
+    """run_device(stream=s) with a float64 input: the conversion copy and the output are made on
+    s (stream_context), so work queued on s alone sees them finished."""
+    torch = _torch_cuda()
+    gpu, _ = _pair(files["gast17"]["fp32"])
+    x = keypoints(np.random.default_rng(12), 5, gpu.receptive_field, 17)
+    want = gpu.backend.run("pos", x, "window")
+    s = torch.cuda.Stream()
+    x64 = torch.from_numpy(x).double().cuda()
+    torch.cuda.synchronize()
+    y = gpu.backend.run_device("pos", x64, "window", stream=s.cuda_stream)
+    with torch.cuda.stream(s):
+        z = y * 2.0
+    s.synchronize()
+    np.testing.assert_allclose(z.cpu().numpy(), want * 2, rtol=1e-6, atol=1e-7)
+
+
+def test_run_device_refuses_a_capturing_stream(files):
+    torch = _torch_cuda()
+    gpu, _ = _pair(files["gast17"]["fp32"])
+    x = torch.from_numpy(keypoints(np.random.default_rng(13), 2, gpu.receptive_field, 17)).cuda()
+    gpu.backend.run_device("pos", x, "window")          # warm: the program exists
+    g = torch.cuda.CUDAGraph()
+    with pytest.raises(Exception, match="capturing a CUDA graph"):
+        with torch.cuda.graph(g):
+            gpu.backend.run_device("pos", x, "window")
+    torch.cuda.synchronize()
+    assert gpu.backend.run_device("pos", x, "window").shape[0] == 2   # still usable
+
+
+def test_raw_engine_is_thread_safe(files):
+    """The native engine locks every entry point (the bindings release the GIL): concurrent
+    run / describe / option calls on one engine without the backend's lock."""
+    gpu, cpu = _pair(files["gast17"]["fp32"])
+    be = gpu.backend
+    rng = np.random.default_rng(14)
+    xs = [keypoints(rng, 3, gpu.receptive_field, 17) for _ in range(4)]
+    want = [cpu.backend.run("pos", x, "window") for x in xs]
+    prog = be.program("pos", "window", be.bucket(3, "window"), gpu.receptive_field)
+    out = [None] * len(xs)
+
+    def work(i):
+        for _ in range(10):
+            y = np.empty((3,) + prog.low.out_tail, np.float32)
+            be._eng.run_host(prog.id, xs[i], y, 3, True)
+            be._eng.describe_program(prog.id)
+            out[i] = y
+
+    errors = run_in_threads(work, len(xs))
+    assert not errors, errors
+    for got, w in zip(out, want):
+        assert rel_err(got, w) <= MODEL_TOL["fp32"]

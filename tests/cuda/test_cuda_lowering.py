@@ -149,3 +149,13 @@ def test_bad_inputs(files):
         be.run("pos", keypoints(np.random.default_rng(0), 1, 20, 17), "sequence")
     with pytest.raises(GastrtError, match="expected input"):
         be.run("pos", np.zeros((2, eng.receptive_field, 16, 2), np.float32), "window")
+
+
+def test_stream_context_is_a_no_op_off_the_gpu():
+    """run_device(stream=...) makes ``stream`` the array library's current stream while it
+    converts the input and allocates the output; nothing happens without a stream or for arrays
+    that are not CUDA arrays (the GPU side runs in tests/cuda/test_cuda_engine.py)."""
+    torch = pytest.importorskip("torch")
+    for x, stream in ((np.zeros(3, np.float32), 7), (torch.zeros(3), 7), (torch.zeros(3), None)):
+        with C.stream_context(x, stream) as ctx:
+            assert ctx is None

@@ -561,8 +561,9 @@ def _resolve(x, what: str, writable: bool = False) -> _Dev:
                 raise GastrtError(f"{what}: expected a C-contiguous float32 CuPy array, got {x.dtype}")
             with x.device:
                 x = cupy.ascontiguousarray(x, dtype=cupy.float32)
-        return _Dev(int(x.data.ptr), tuple(x.shape), int(x.device.id), int(cupy.cuda.get_current_stream().ptr),
-                    "cupy", x)
+        with x.device:   # the current stream is per device: x's, not the current device's
+            stream = int(cupy.cuda.get_current_stream().ptr)
+        return _Dev(int(x.data.ptr), tuple(x.shape), int(x.device.id), stream, "cupy", x)
     if hasattr(x, "__cuda_array_interface__"):
         cai = x.__cuda_array_interface__
         shape = tuple(int(s) for s in cai["shape"])
@@ -594,6 +595,24 @@ def _resolve(x, what: str, writable: bool = False) -> _Dev:
         except ImportError:
             raise GastrtError(f"{what}: DLPack input needs torch or CuPy installed") from None
     raise GastrtError(f"{what}: not a CUDA array (expected torch / CuPy / __cuda_array_interface__ / DLPack)")
+
+
+def stream_context(x, stream):
+    """While active, ``stream`` (a CUDA stream handle, or None: no-op) is the current stream of
+    ``x``'s array library, so a float32 / contiguous conversion of ``x`` and a newly allocated
+    output are made on (and belong to the memory pool of) the stream the work is ordered on."""
+    import contextlib
+
+    if stream is None:
+        return contextlib.nullcontext()
+    mod_name = type(x).__module__.split(".")[0]
+    if mod_name == "torch" and getattr(x, "is_cuda", False):
+        import torch
+        return torch.cuda.stream(torch.cuda.ExternalStream(int(stream), device=x.device))
+    if mod_name == "cupy":
+        import cupy
+        return cupy.cuda.ExternalStream(int(stream), x.device.id)
+    return contextlib.nullcontext()
 
 
 def _empty_like_kind(d: _Dev, shape, device: int, mod):
@@ -745,6 +764,10 @@ class CudaBackend:
         [N, T_out, J_out, 3] of the same kind (or ``out``, written in place). Ordered on the
         caller's stream (torch / CuPy current stream, the CAI stream, or ``stream``): no host
         sync for torch / CuPy; CAI-only arrays are synchronized before returning."""
+        with stream_context(x, stream):
+            return self._run_device(plan_name, x, mode, out, stream)
+
+    def _run_device(self, plan_name: str, x, mode: str, out, stream):
         plan = self.plans[plan_name]
         d = _resolve(x, "x")
         self._check_input(plan, d.shape, mode)

@@ -382,7 +382,13 @@ class TensorRTBackend:
         current stream, or ``stream``) with no host sync. No chunking or padding, unlike
         :meth:`run`: build the plan with a profile that covers the shapes (``gastrt bench``
         does)."""
+        from .cuda import stream_context
+
         net = self._net(plan_name, mode)
+        with stream_context(x, stream):   # a conversion copy and the output belong to that stream
+            return self._run_device(net, x, mode, stream)
+
+    def _run_device(self, net: _TrtNetwork, x, mode: str, stream):
         view, alloc = _device_view(x)
         shape, dev = tuple(view.shape), view.device
         if dev != self.device_index:
