@@ -127,7 +127,7 @@ if has cli; then  # `gastrt bench` itself on the GPU: CUDA events, device tensor
 fi
 if has compile; then  # opt-in (minutes): torch.compile max-autotune, the issue's batch-4096 comparison
   run_step compile "${STEP_TIMEOUT_COMPILE:-600}" bash -o pipefail -c "cd /tmp && \
-    $PY -m gastrt bench gast-27 --device cuda --precision fp16 --batch 4096 --compare both --repeat 20 \
+    $PY -m gastrt bench gast-27 --device cuda --precision fp16 --batch 4096 --compare eager,compile --repeat 20 \
       --json '$OUT/compile_bench.json' | tee '$OUT/compile_bench.txt'"
 fi
 

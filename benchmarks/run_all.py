@@ -226,9 +226,14 @@ def section(docs: list[dict], argv: list[str], started: float, crashes: list[str
              f"calls or {c['max_time_s']} s per cell; precision {c['precision']}; flip {'on' if c['flip'] else 'off'}",
              f"- load average at start {m['loadavg']}; whole run {(time.time() - started) / 60:.1f} min",
              f"- command: `python benchmarks/run_all.py {' '.join(argv)}`".rstrip(), ""]
+    has_trt = any(r["contender"] == "tensorrt" for d in docs for r in d["rows"])
     hdr = ("| preset | mode | batch | gastrt ms | gastrt frames/s | gastrt GFLOP/s | eager ms | eager frames/s "
            "| compile ms | compile frames/s | x eager | x compile |")
-    lines += [hdr, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if has_trt:   # `x TensorRT` > 1: gastrt faster than TensorRT
+        hdr += " TensorRT ms | TensorRT frames/s | x TensorRT |"
+        rule += "---:|---:|---:|"
+    lines += [hdr, rule]
     notes: list[str] = list(crashes)
     for d in docs:
         c = d["config"]
@@ -236,16 +241,24 @@ def section(docs: list[dict], argv: list[str], started: float, crashes: list[str
         mode = c["mode"] + (f" ({c['seq_len']} fr)" if c["seq_len"] else "")
         for b in c["batches"]:
             g, e, k = _ok(rows, "gastrt", b), _ok(rows, "eager", b), _ok(rows, "compile", b)
-            lines.append(f"| {c['target']} | {mode} | {b} | {_cell(g, 'p50')} | {_cell(g, 'fps')} | "
-                         f"{_cell(g, 'gflops')} | {_cell(e, 'p50')} | {_cell(e, 'fps')} | {_cell(k, 'p50')} | "
-                         f"{_cell(k, 'fps')} | {_ratio(g, e)} | {_ratio(g, k)} |")
-            for r in (e, k):
+            t = _ok(rows, "tensorrt", b)
+            line = (f"| {c['target']} | {mode} | {b} | {_cell(g, 'p50')} | {_cell(g, 'fps')} | "
+                    f"{_cell(g, 'gflops')} | {_cell(e, 'p50')} | {_cell(e, 'fps')} | {_cell(k, 'p50')} | "
+                    f"{_cell(k, 'fps')} | {_ratio(g, e)} | {_ratio(g, k)} |")
+            if has_trt:
+                line += f" {_cell(t, 'p50')} | {_cell(t, 'fps')} | {_ratio(g, t)} |"
+            lines.append(line)
+            for r in (e, k, t):
                 if r is not None and r["status"] != "ok" and r["error"]:
                     notes.append(f"{c['target']} {c['mode']} batch {b} {r['label']}: {r['error']}")
         if d.get("agreement"):
             a = d["agreement"]
             if a["max_rel_err"] > 1e-4:
                 notes.append(f"{c['target']} {c['mode']}: gastrt vs eager max relative error {a['max_rel_err']:.1e}")
+        if d.get("agreement_tensorrt"):
+            a = d["agreement_tensorrt"]
+            notes.append(f"{c['target']} {c['mode']}: TensorRT vs {a['reference']} max relative error "
+                         f"{a['max_rel_err']:.1e}")
         for n in d["notes"]:
             if not n.startswith("the machine was busy"):
                 notes.append(n)
@@ -281,7 +294,8 @@ def main(argv=None) -> int:
                     "1,64,512,4096 on CUDA)")
     ap.add_argument("--seq-batch", default=None, help="sequence-mode batch sizes (default 1 on CPU, 1,16 on CUDA)")
     ap.add_argument("--seq-len", type=int, default=1000)
-    ap.add_argument("--compare", default="eager,compile")
+    ap.add_argument("--compare", default=None,
+                    help="as gastrt bench --compare (default: eager,compile, plus tensorrt on a GPU where installed)")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--backend", default="auto")

@@ -403,6 +403,19 @@ def test_run_all_section(tiny_run, tmp_path):
     body = out.read_text()
     assert body.startswith("# gastrt benchmark results") and body.count("# gastrt benchmark results") == 1
     assert body.count("## ") == 2
+    # with TensorRT rows (a GPU run): three more columns, gastrt's speed-up over TensorRT
+    import copy
+    trt_doc = copy.deepcopy(doc)
+    for r in [r for r in trt_doc["rows"] if r["contender"] == "gastrt"]:
+        t = dict(r, contender="tensorrt", label="TensorRT", build_s=1.5)
+        t["latency_ms"] = dict(r["latency_ms"], p50=r["latency_ms"]["p50"] * 2)
+        trt_doc["rows"].append(t)
+    trt_doc["agreement_tensorrt"] = {"batch": 1, "reference": "eager", "max_rel_err": 2e-6}
+    text = run_all.section([trt_doc], [], started=0.0, crashes=[], commit=None, dirty=None, native="abc")
+    hdr = next(ln for ln in text.splitlines() if ln.startswith("| preset"))
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| preset")]
+    assert hdr.endswith("| x TensorRT |") and all(ln.endswith("| 2.00 |") for ln in rows)
+    assert all(ln.count("|") == hdr.count("|") for ln in rows) and "TensorRT vs eager" in text
 
 
 # ---- TensorRT contender (emulated TensorRT: tests/trt_emulator.py) ------------------------------

@@ -1,5 +1,6 @@
 """`gastrt bench`: latency and throughput of a gastrt engine against the eager PyTorch reference
-model and ``torch.compile`` of it, measured in the same run, as a table, JSON and a plot.
+model, ``torch.compile`` of it and (on a GPU) TensorRT, measured in the same run, as a table,
+JSON and a plot.
 
     gastrt bench gast-27                                   # built-in preset (random weights)
     gastrt bench model.gastrt --batch 1,64 --json r.json   # an engine file: gastrt alone
@@ -29,8 +30,13 @@ model (default mode on CPU, ``mode="max-autotune", dynamic=False`` on CUDA); a f
 reported in its row and the run goes on. All torch work runs under ``torch.inference_mode``,
 ``torch.set_num_threads(threads)``; the engine is loaded with ``threads=threads``. On CPU the
 torch contenders compute in fp32 (so does gastrt's CPU runtime: fp16 / bf16 engines round the
-weights only); on CUDA they run in the engine's precision. Flip (``--flip``) is the originals'
-test-time augmentation for every contender (a batch of [x, mirrored x], un-mirror, average).
+weights only); on CUDA they run in the engine's precision. ``tensorrt`` (GPU only; by default
+when TensorRT, cuda-python and onnx are installed): a TensorRT engine built per batch size from
+the same gastrt engine (its ONNX export; optimization profile fixed at that batch, build time in
+``build_s``), run on the same torch device tensors and stream (``TensorRTBackend.run_device``);
+its output is checked against eager (or gastrt) in ``agreement_tensorrt``. Flip (``--flip``) is
+the originals' test-time augmentation for every contender (a batch of [x, mirrored x],
+un-mirror, average).
 
 Modes and the batch axis. ``window``: batch = windows [B, RF, J, 2] -> B output frames per call.
 ``sequence``: batch = sequences (people) of ``--seq-len`` frames, edge padded inside the timed
