@@ -447,8 +447,8 @@ def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
         emu.adopt(x)
 
         def alloc(shape):
-            y = torch.empty(shape, dtype=torch.float32)
-            return y, emu.adopt(y)
+            y = emu.empty_tensor(torch, shape)
+            return y, int(y.data_ptr())
         return types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x), alloc
 
     monkeypatch.setattr(tr, "_device_view", view)

@@ -178,7 +178,8 @@ def test_runner_chunking(engines):
 
 # ---- build + run: emulated TensorRT 8.6 / 10 / 11 everywhere, the real one where it exists ------
 TRT_TOL = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2}   # vs the fp32 NumPy oracle
-EMULATED = {"emu-8.6": "8.6.1", "emu-10": "10.9.0", "emu-11": "11.0.0"}
+# TensorRT version, cuda-python flavour (12-old: cuda.cudart; 12: cuda.bindings.runtime; 13: int(obj) deprecated)
+EMULATED = {"emu-8.6": ("8.6.1", "12-old"), "emu-10": ("10.9.0", "12"), "emu-11": ("11.0.0", "13")}
 TRT_ENVS = list(EMULATED) + ["real"]
 
 
@@ -191,7 +192,8 @@ def trt_env(request, monkeypatch):
             pytest.skip("TensorRT, cuda-python and a CUDA GPU are required")
         return request.param, None
     pytest.importorskip("onnxruntime")
-    return request.param, Emulator(EMULATED[request.param]).install(monkeypatch)
+    version, cuda_python = EMULATED[request.param]
+    return request.param, Emulator(version, cuda_python=cuda_python).install(monkeypatch)
 
 
 def _precisions(env: str, emu) -> list[str]:
@@ -345,8 +347,8 @@ def test_tensorrt_run_device(engines, monkeypatch):
         v = types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x)
 
         def alloc(shape):
-            y = torch.empty(shape, dtype=torch.float32)
-            return y, emu.adopt(y)
+            y = emu.empty_tensor(torch, shape)
+            return y, int(y.data_ptr())
         return v, alloc
 
     monkeypatch.setattr(tr, "_device_view", view)
@@ -363,9 +365,16 @@ def test_tensorrt_run_device(engines, monkeypatch):
     y = be.run_device("pos", torch.from_numpy(x), "window")
     assert tuple(y.shape) == (6, 1, 17, 3) and rel_err(y.numpy(), ref.backend.run("pos", x, "window")) < 1e-5
     s = rng.standard_normal((2, 29 + rf - 1, j, 2)).astype(np.float32)
-    y = be.run_device("pos", torch.from_numpy(s), "sequence", stream=int(be.stream))
+    y = be.run_device("pos", torch.from_numpy(s), "sequence", stream=be.stream_handle)
     assert rel_err(y.numpy(), ref.backend.run("pos", s, "sequence")) < 1e-5
-    assert emu.executions[-1][2] == int(be.stream)
+    assert emu.executions[-1][2] == be.stream_handle
+    # a contiguous slice off the 256-byte grid: copied to aligned memory first
+    big = emu.empty_tensor(torch, (7, rf, j, 2))
+    big.copy_(torch.from_numpy(rng.standard_normal((7, rf, j, 2)).astype(np.float32)))
+    sl = big[1:]
+    assert sl.data_ptr() % 256 and sl.is_contiguous()
+    y = be.run_device("pos", sl, "window")
+    assert rel_err(y.numpy(), ref.backend.run("pos", sl.numpy(), "window")) < 1e-5
     with pytest.raises(gastrt.GastrtError, match="outside the optimization profile"):
         be.run_device("pos", torch.zeros((7, rf, j, 2)), "window")
     assert be.device_bytes() > 0

@@ -34,9 +34,15 @@ class _Dims(tuple):
 
 
 class Emulator:
-    def __init__(self, version: str = "10.9.0", cc=(9, 0), name: str = "Emulated H200", devices: int = 1):
+    """``cuda_python``: "13" (``cuda.bindings.runtime`` + ``cuda.bindings.utils.get_cuda_native_handle``;
+    ``int(stream)`` is deprecated there), "12" (``cuda.bindings.runtime``, 12.6.1+) or "12-old"
+    (``cuda.cudart`` only, before 12.6.1)."""
+
+    def __init__(self, version: str = "10.9.0", cc=(9, 0), name: str = "Emulated H200", devices: int = 1,
+                 cuda_python: str = "12"):
         self.version, self.cc, self.name, self.devices = version, tuple(cc), name, devices
         self.major = int(version.split(".")[0])
+        self.cuda_python = cuda_python
         self.builds: list[dict] = []        # one record per build_serialized_network
         self.executions: list[tuple] = []   # (engine key, input shape, stream handle)
         self.allocs: dict[int, np.ndarray] = {}
@@ -48,11 +54,24 @@ class Emulator:
     # ---- installation ----------------------------------------------------------------------
     def install(self, monkeypatch) -> "Emulator":
         cuda = types.ModuleType("cuda")
-        bindings = types.ModuleType("cuda.bindings")
-        bindings.runtime = self.cudart
-        cuda.bindings = bindings
-        for name, mod in (("tensorrt", self.trt), ("cuda", cuda), ("cuda.bindings", bindings),
-                          ("cuda.bindings.runtime", self.cudart)):
+        mods = {"tensorrt": self.trt, "cuda": cuda}
+        if self.cuda_python == "12-old":
+            cuda.cudart = self.cudart
+            mods["cuda.cudart"] = self.cudart
+            mods["cuda.bindings"] = None          # import cuda.bindings -> ImportError
+        else:
+            bindings = types.ModuleType("cuda.bindings")
+            bindings.runtime = self.cudart
+            cuda.bindings = bindings
+            mods.update({"cuda.bindings": bindings, "cuda.bindings.runtime": self.cudart})
+            if self.cuda_python == "13":
+                utils = types.ModuleType("cuda.bindings.utils")
+                utils.get_cuda_native_handle = lambda obj: obj._h
+                bindings.utils = utils
+                mods["cuda.bindings.utils"] = utils
+            else:
+                mods["cuda.bindings.utils"] = None
+        for name, mod in mods.items():
             monkeypatch.setitem(sys.modules, name, mod)
         return self
 
@@ -66,6 +85,17 @@ class Emulator:
             ptr, n = int(array.ctypes.data), int(array.nbytes)
         self.allocs[ptr] = np.ctypeslib.as_array((ctypes.c_uint8 * max(n, 1)).from_address(ptr))
         return ptr
+
+    def empty_tensor(self, torch, shape):
+        """A float32 CPU torch tensor in emulated device memory (256-byte aligned, like a CUDA
+        caching-allocator block): the stand-in for ``torch.empty(shape, device="cuda")``."""
+        n = int(np.prod(shape))
+        raw = np.empty(n * 4 + 256, np.uint8)
+        off = -raw.ctypes.data % 256
+        buf = raw[off:off + n * 4]
+        t = torch.from_numpy(buf.view(np.float32)).reshape(tuple(shape))
+        self.allocs[int(buf.ctypes.data)] = buf
+        return t
 
     def device_region(self, ptr: int, nbytes: int) -> bool:
         for base, buf in self.allocs.items():
@@ -95,13 +125,15 @@ class Emulator:
             def log(self, severity, msg):
                 self.messages.append((severity, msg))
 
-        if self.major >= 11:
+        if self.major >= 11:   # FP16 / BF16 / INT8 builder flags are gone: every network is strongly typed
             Flag = enum.IntEnum("NetworkDefinitionCreationFlag",
                                 {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1, "PREFER_JIT_PYTHON_PLUGINS": 2})
-            bflags = {"TF32": 7, "DEBUG": 3}
+            bflags = {"DEBUG": 2, "TF32": 6}
         elif self.major == 10:
-            Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-            bflags = {"FP16": 0, "INT8": 1, "DEBUG": 2, "TF32": 7, "BF16": 17}
+            Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1,
+                                                                  "PREFER_AOT_PYTHON_PLUGINS": 2,
+                                                                  "PREFER_JIT_PYTHON_PLUGINS": 3})
+            bflags = {"FP16": 0, "INT8": 1, "DEBUG": 2, "TF32": 6, "BF16": 17}
         else:
             Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1})
             bflags = {"FP16": 0, "INT8": 1, "DEBUG": 2, "TF32": 7}
@@ -173,6 +205,9 @@ class Emulator:
                 dims = [tuple(min), tuple(opt), tuple(max)]
                 if not isinstance(input, str) or not all(all(isinstance(v, int) for v in d) for d in dims):
                     raise TypeError("set_shape(input: str, min: Dims, opt: Dims, max: Dims)")
+                if not len(dims[0]) == len(dims[1]) == len(dims[2]) or not all(
+                        0 <= a <= b <= c for a, b, c in zip(*dims)):
+                    raise RuntimeError(f"set_shape: inconsistent min / opt / max {dims}")   # as the bindings
                 self.shapes[input] = dims
 
         class IBuilderConfig:
@@ -198,13 +233,11 @@ class Emulator:
                 self.profiles.append(profile)
                 return len(self.profiles) - 1
 
-        class HostMemory:
-            def __init__(self, data: bytes):
-                self._data = data
-                self.nbytes = len(data)
-
-            def __bytes__(self):
-                return self._data
+        class HostMemory(bytes):
+            """IHostMemory: the buffer protocol (bytes(), memoryview()) and nbytes."""
+            @property
+            def nbytes(self):
+                return len(self)
 
         class Builder:
             def __init__(self, logger):
@@ -263,8 +296,15 @@ class Emulator:
                 m = onnx.load_from_string(model_bytes)
                 self.io = [(v.name, TensorIOMode.INPUT) for v in m.graph.input] + \
                           [(v.name, TensorIOMode.OUTPUT) for v in m.graph.output]
+                to_trt = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF",
+                          onnx.TensorProto.BFLOAT16: "BF16"}
+                self.dtypes = {v.name: DataType[to_trt[v.type.tensor_type.elem_type]]
+                               for v in list(m.graph.input) + list(m.graph.output)}
                 self.num_io_tensors = len(self.io)
-                self.device_memory_size = 1 << 20
+                if emu.major <= 10:
+                    self.device_memory_size = 1 << 20      # removed in TensorRT 11
+                if emu.major >= 10:
+                    self.device_memory_size_v2 = 1 << 20
                 self._session = None
 
             def get_tensor_name(self, i):
@@ -274,7 +314,7 @@ class Emulator:
                 return dict(self.io).get(name, TensorIOMode.NONE)
 
             def get_tensor_dtype(self, name):
-                return DataType.FLOAT
+                return self.dtypes[name]
 
             def session(self):
                 if self._session is None:
@@ -301,6 +341,8 @@ class Emulator:
                 shape = tuple(shape)
                 if not all(isinstance(v, int) for v in shape):
                     raise TypeError("set_input_shape(name: str, shape: Dims)")
+                if name not in self.engine.head["profile"]:
+                    return False
                 lo, _, hi = (tuple(d) for d in self.engine.head["profile"][name])
                 if len(shape) != len(lo) or not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
                     return False
@@ -327,8 +369,8 @@ class Emulator:
             def set_tensor_address(self, name, memory):
                 if not isinstance(memory, int):
                     raise TypeError("set_tensor_address(name: str, memory: int)")
-                if self.engine.get_tensor_mode(name) == TensorIOMode.NONE:
-                    return False
+                if self.engine.get_tensor_mode(name) == TensorIOMode.NONE or memory % 256:
+                    return False          # unknown tensor, or not 256-byte aligned (setTensorAddress)
                 self.addresses[name] = memory
                 return True
 
@@ -396,9 +438,9 @@ class Emulator:
                 self._h = cudaStream_t._next
 
             def __int__(self):
-                return self._h
-
-            def getPtr(self):
+                if emu.cuda_python == "13":
+                    raise AssertionError("int(cuda object) is deprecated in cuda-python 13: "
+                                         "cuda.bindings.utils.get_cuda_native_handle")
                 return self._h
 
         class cudaDeviceProp:
@@ -407,7 +449,7 @@ class Emulator:
                 self.major, self.minor = emu.cc
 
         def _stream(s):
-            h = int(s) if s is not None else 0
+            h = s._h if isinstance(s, cudaStream_t) else int(s or 0)
             if h != 0 and h not in emu.streams:
                 raise RuntimeError(f"stream {h:#x} is not live")
 
@@ -431,7 +473,9 @@ class Emulator:
         def cudaMalloc(size):
             if not isinstance(size, int) or size <= 0:
                 return Err.cudaErrorInvalidValue, None
-            buf = np.empty(size, np.uint8)
+            raw = np.empty(size + 256, np.uint8)
+            off = -raw.ctypes.data % 256     # cudaMalloc memory is 256-byte aligned
+            buf = raw[off:off + size]
             buf[:] = 0xCD                    # never zero: reads of unwritten memory show
             emu.allocs[int(buf.ctypes.data)] = buf
             return ok, int(buf.ctypes.data)
@@ -456,7 +500,7 @@ class Emulator:
 
         def cudaStreamCreate():
             s = cudaStream_t()
-            emu.streams.add(int(s))
+            emu.streams.add(s._h)
             return ok, s
 
         def cudaStreamSynchronize(stream):
@@ -464,7 +508,7 @@ class Emulator:
             return (ok,)
 
         def cudaStreamDestroy(stream):
-            emu.streams.discard(int(stream))
+            emu.streams.discard(stream._h)
             return (ok,)
 
         for name, obj in dict(cudaError_t=Err, cudaMemcpyKind=Kind, cudaStream_t=cudaStream_t,

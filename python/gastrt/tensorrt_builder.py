@@ -60,9 +60,10 @@ def _check_profile(min_batch, opt_batch, max_batch):
 
 def _build_one(trt, logger, onnx_bytes: bytes, profile: tuple, precision: str, strongly_typed: bool,
                flags: int, workspace: int | None, what: str) -> bytes:
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise GastrtError("TensorRT could not create a builder (is a CUDA GPU visible?)")
+    try:   # the bindings raise (TypeError) when TensorRT returns no builder
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as e:
+        raise GastrtError(f"TensorRT could not create a builder (is a CUDA GPU visible?): {e}") from None
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):

@@ -72,6 +72,16 @@ def require_cudart():
     return cudart
 
 
+def native_handle(obj) -> int:
+    """The address behind a cuda-python object (a cudaStream_t): cuda-python 13 deprecates
+    ``int(obj)`` for ``cuda.bindings.utils.get_cuda_native_handle``."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(obj)
+    return int(get_cuda_native_handle(obj))
+
+
 def _cuda_check(cudart, result, what: str):
     """cuda-python calls return (err, *values); raise on an error, return the value(s)."""
     if isinstance(result, tuple):
@@ -323,9 +333,12 @@ class TensorRTBackend:
                               "on the GPU architecture they were built for; rebuild on this GPU")
         _cuda_check(cudart, cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self._logger)
+        try:   # the bindings raise when TensorRT returns no runtime
+            self.runtime = trt.Runtime(self._logger)
+        except (TypeError, RuntimeError) as e:
+            raise GastrtError(f"TensorRT could not create a runtime (is a CUDA GPU visible?): {e}") from None
         self.stream = _cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self.stream_handle = int(self.stream)
+        self.stream_handle = native_handle(self.stream)
         self._lock = threading.Lock()
         self.nets: dict[str, _TrtNetwork] = {}
         for key, blob in blobs.items():
@@ -391,6 +404,10 @@ class TensorRTBackend:
     def _run_device(self, net: _TrtNetwork, x, mode: str, stream):
         view, alloc = _device_view(x)
         shape, dev = tuple(view.shape), view.device
+        if view.ptr % 256:   # TensorRT's I/O addresses must be 256-byte aligned (a slice may not be)
+            xa, _ = alloc(shape)
+            xa[...] = view.obj
+            view, alloc = _device_view(xa)
         if dev != self.device_index:
             raise GastrtError(f"x is on cuda:{dev} but the TensorRT engine is on cuda:{self.device_index}")
         if not net.in_profile(shape):
