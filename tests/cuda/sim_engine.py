@@ -11,6 +11,8 @@ without a GPU. The kernels themselves are checked only by tests/cuda/test_cuda_k
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from gastrt.backends import cuda as C
@@ -50,6 +52,8 @@ class SimEngine:
         self.next_id = 1
         self.opts = {"gast_fused": -1, "gast_scratch_budget": 256 << 20, "arena_limit": -1}
         self.runs = []  # (program id, n, use_graph) of every run (tests inspect it)
+        self.device_runs = []  # (program id, n, x ptr, y ptr, stream, has_ext) of every run_device
+        self.syncs = 0
 
     # -- identity ------------------------------------------------------------------------------
     def device(self):
@@ -62,7 +66,7 @@ class SimEngine:
         return "simulator"
 
     def synchronize(self):
-        pass
+        self.syncs += 1
 
     @property
     def esize(self):
@@ -423,5 +427,53 @@ class SimEngine:
         self._run(pid, {"in": np.ascontiguousarray(x).reshape(-1), "out": out}, n, use_graph)
         y.reshape(-1)[...] = out
 
+    def run_device(self, pid, x, y, n, ext_stream, has_ext, use_graph):
+        """Device pointers: host memory stands in for device memory (HostMemoryModule, CAI arrays
+        over NumPy). Reads n rows at x, writes n rows at y, as executor.cu's run_device."""
+        p = self.progs[pid]
+        assert x and y and isinstance(ext_stream, int), "run: null device pointer / stream handle"
+        nin, nout = n * p["in_per_n"], n * p["out_per_n"]
+        xin = np.ctypeslib.as_array((ctypes.c_float * nin).from_address(x)).copy()
+        out = np.full(nout, np.nan, np.float32)
+        self._run(pid, {"in": xin, "out": out}, n, use_graph)
+        ctypes.memmove(y, out.ctypes.data, out.nbytes)
+        self.device_runs.append((pid, n, x, y, ext_stream, has_ext))
+
     def run_arena(self, pid, use_graph):
         self._run(pid, {}, self.progs[pid]["max_n"], use_graph)
+
+
+class HostMemoryModule:
+    """native_module()'s device-memory functions on host memory, for CudaArray (the array
+    run_device returns for __cuda_array_interface__ inputs) in simulator tests."""
+
+    def __init__(self):
+        self.allocs: dict[int, np.ndarray] = {}
+
+    def cuda_malloc(self, device, nbytes):
+        buf = np.full(max(int(nbytes), 1), 0xCD, np.uint8)
+        self.allocs[int(buf.ctypes.data)] = buf
+        return int(buf.ctypes.data)
+
+    def cuda_free(self, device, ptr):
+        assert self.allocs.pop(int(ptr), None) is not None, "cuda_free of an unknown pointer"
+
+    def cuda_memcpy_htod(self, device, dst, src):
+        ctypes.memmove(int(dst), src.ctypes.data, src.nbytes)
+
+    def cuda_memcpy_dtoh(self, device, dst, src):
+        ctypes.memmove(dst.ctypes.data, int(src), dst.nbytes)
+
+
+class HostCAI:
+    """A NumPy array behind __cuda_array_interface__ (no ``device`` attribute: the engine's
+    device is assumed), standing in for a CUDA array from a CAI-only library."""
+
+    def __init__(self, a, stream=None):
+        self.a = np.ascontiguousarray(a, dtype=np.float32)
+        self.stream = stream
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.a.shape, "typestr": "<f4", "data": (int(self.a.ctypes.data), False), "version": 3,
+                "strides": None, "stream": self.stream}

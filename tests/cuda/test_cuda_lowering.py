@@ -159,3 +159,53 @@ def test_stream_context_is_a_no_op_off_the_gpu():
     for x, stream in ((np.zeros(3, np.float32), 7), (torch.zeros(3), 7), (torch.zeros(3), None)):
         with C.stream_context(x, stream) as ctx:
             assert ctx is None
+
+
+def test_run_device_over_simulator(files):
+    """CudaBackend.run_device's own logic (otherwise GPU-only): __cuda_array_interface__ input,
+    a new CudaArray or ``out=`` output, chunking by pointer offsets past max_batch, sequence
+    mode, the CAI stream handed to the executor (None: no stream, then a sync), shape / out
+    checks. Host memory stands in for device memory (sim_engine.HostMemoryModule / HostCAI)."""
+    from sim_engine import HostCAI, HostMemoryModule
+
+    eng, ref, be, sim = _pair(files["gast17"]["fp32"], "fp32")
+    be._mod = HostMemoryModule()
+    plan = eng.plans["pos"]
+    rf, j = plan.receptive_field, plan.in_joints
+    rng = np.random.default_rng(21)
+    x = keypoints(rng, 11, rf, j)
+    want = ref.run("pos", x, "window")
+
+    y = be.run_device("pos", HostCAI(x), "window")                    # -> a CudaArray
+    assert isinstance(y, C.CudaArray) and y.shape == want.shape
+    assert rel_err(y.get(), want) <= MODEL_TOL["fp32"]
+    assert sim.device_runs[-1][4:] == (0, False) and sim.syncs >= 1    # CAI without a stream: synced
+    y_ptr = y.ptr
+    del y
+    assert y_ptr not in be._mod.allocs                                 # CudaArray frees its memory
+
+    be.max_batch = 4                                                   # 11 rows -> chunks 4 + 4 + 3
+    out = HostCAI(np.full(want.shape, np.nan, np.float32), stream=7)
+    before = len(sim.device_runs)
+    r = be.run_device("pos", HostCAI(x, stream=7), "window", out=out)
+    assert r is out and rel_err(out.a, want) <= MODEL_TOL["fp32"]
+    runs = sim.device_runs[before:]
+    assert [n for _, n, *_ in runs] == [4, 4, 3]
+    in_row, out_row = rf * j * 2 * 4, int(np.prod(want.shape[1:])) * 4
+    x0, y0 = runs[0][2], runs[0][3]
+    assert [(xp - x0, yp - y0) for _, _, xp, yp, _, _ in runs] == [(0, 0), (4 * in_row, 4 * out_row),
+                                                                   (8 * in_row, 8 * out_row)]
+    assert all(r_[4:] == (7, True) for r_ in runs)                     # ordered on the CAI stream
+
+    s = keypoints(rng, 2, rf + 9, j)                                   # sequence mode
+    got = be.run_device("pos", HostCAI(s), "sequence", stream=3)
+    assert rel_err(got.get(), ref.run("pos", s, "sequence")) <= MODEL_TOL["fp32"]
+    assert sim.device_runs[-1][4:] == (3, True)
+
+    with pytest.raises(GastrtError, match="out: expected shape"):
+        be.run_device("pos", HostCAI(x), "window", out=HostCAI(np.zeros((11, 3), np.float32)))
+    with pytest.raises(GastrtError, match="expected input"):
+        be.run_device("pos", HostCAI(x[:, :, :5]), "window")
+    with pytest.raises(GastrtError, match="float32"):
+        be.run_device("pos", type("F64", (), {"__cuda_array_interface__": dict(
+            HostCAI(x).__cuda_array_interface__, typestr="<f8")})(), "window")
