@@ -432,8 +432,6 @@ def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
     """The bench's TensorRT cell, built and run through the emulated TensorRT with CPU torch
     tensors standing in for CUDA ones: per-batch profiles, flip, the agreement check, the
     device-memory report."""
-    import types
-
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     from gastrt.backends import tensorrt_runner as tr
@@ -442,16 +440,7 @@ def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
     emu = Emulator("10.9.0").install(monkeypatch)
     assert bench._tensorrt_unavailable(True) is None and "GPU" in bench._tensorrt_unavailable(False)
 
-    def view(x):
-        x = x.to(torch.float32).contiguous()
-        emu.adopt(x)
-
-        def alloc(shape):
-            y = emu.empty_tensor(torch, shape)
-            return y, int(y.data_ptr())
-        return types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x), alloc
-
-    monkeypatch.setattr(tr, "_device_view", view)
+    monkeypatch.setattr(tr, "_device_view", emu.device_view(torch))
     ref = gastrt.load(tiny_engine, backend="numpy")
     plan = ref.plans["pos"]
     rf, j = plan.receptive_field, plan.in_joints

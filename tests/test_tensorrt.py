@@ -333,25 +333,13 @@ def test_tensorrt_bf16_build(engines, tmp_path, monkeypatch):
 def test_tensorrt_run_device(engines, monkeypatch):
     """run_device: device tensors in the profile, enqueued on the caller's stream, no chunking
     (emulated: CPU torch tensors stand in for CUDA ones)."""
-    import types
-
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     from gastrt.tensorrt_builder import build_tensorrt
 
     emu = Emulator("10.9.0").install(monkeypatch)
 
-    def view(x):
-        x = x.to(torch.float32).contiguous()
-        emu.adopt(x)
-        v = types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None, obj=x)
-
-        def alloc(shape):
-            y = emu.empty_tensor(torch, shape)
-            return y, int(y.data_ptr())
-        return v, alloc
-
-    monkeypatch.setattr(tr, "_device_view", view)
+    monkeypatch.setattr(tr, "_device_view", emu.device_view(torch))
     ck, _, ref = engines("gast-17")
     import tempfile
     with tempfile.TemporaryDirectory() as d:

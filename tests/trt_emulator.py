@@ -97,6 +97,22 @@ class Emulator:
         self.allocs[int(buf.ctypes.data)] = buf
         return t
 
+    def device_view(self, torch):
+        """A stand-in for ``tensorrt_runner._device_view`` over CPU torch tensors (monkeypatch it
+        in): the input is adopted as device memory, outputs come from :meth:`empty_tensor`."""
+        import types as _types
+
+        def view(x):
+            x = x.to(torch.float32).contiguous()
+            self.adopt(x)
+
+            def alloc(shape):
+                y = self.empty_tensor(torch, shape)
+                return y, int(y.data_ptr())
+            return _types.SimpleNamespace(ptr=int(x.data_ptr()), shape=tuple(x.shape), device=0, stream=None,
+                                          obj=x), alloc
+        return view
+
     def device_region(self, ptr: int, nbytes: int) -> bool:
         for base, buf in self.allocs.items():
             if base <= ptr and ptr + nbytes <= base + buf.nbytes:

@@ -1287,7 +1287,7 @@ def _make_runner(name, eng, torch, models, g: _Geom, sets, *, mode, b, frames, o
     if name == "tensorrt":
         trt_c = models["tensorrt"]
         be, build_s = trt_c.backend_for(b)
-        call_mode = "sequence" if mode == "sequence" and not g.windowed else "window"
+        call_mode = _call_mode(mode, g)
         fwd = (lambda x: be.run_device("pos", x, call_mode))
         xs = [torch.from_numpy(a).to(tdev) for a in sets]     # TensorRT's I/O is fp32 (as gastrt's)
         if mode == "stream":
@@ -1308,7 +1308,7 @@ def _make_runner(name, eng, torch, models, g: _Geom, sets, *, mode, b, frames, o
         ws = _workspace_fn(eng, g, mode, sets[0].shape) if not on_cuda else None
         if on_cuda:
             be = eng.backend
-            call_mode = "sequence" if mode == "sequence" and not g.windowed else "window"
+            call_mode = _call_mode(mode, g)
             fwd = (lambda x: be.run_device("pos", x, call_mode))
             xs = [torch.from_numpy(a).to(tdev) for a in sets]
             return _Runner(name, label, lambda x: _torch_forward(torch, fwd, x, g), xs, frames, fpf, ws)
@@ -1360,9 +1360,7 @@ def _prime(result, run: _Runner, eng, torch, models, g: _Geom, sets, shapes, mod
         return
     if run.name == "gastrt" and "eager" in models:
         x = sets[shapes["torch"]][0]
-        ref = _torch_forward(torch, models["eager"], torch.from_numpy(x).to(device=tdev, dtype=dtype),
-                             _Geom(g.mode, g.rf, g.pad, g.shift, g.windowed, g.j_in, g.j_out, g.flip, g.perm_in,
-                                   g.perm_out, _cast_signs(g.extra, dtype)))
+        ref = _eager_reference(torch, models, g, x, tdev, dtype)
         got = y.float().cpu().numpy() if hasattr(y, "cpu") else np.asarray(y)
         ref = ref.float().cpu().numpy()
         if mode == "window":
@@ -1371,17 +1369,27 @@ def _prime(result, run: _Runner, eng, torch, models, g: _Geom, sets, shapes, mod
         result["agreement"] = {"batch": int(b), "max_rel_err": _rel_err(got, ref)}
 
 
+def _call_mode(mode: str, g: _Geom) -> str:
+    """The engine form a device contender runs: RIE's sequences are one window per frame."""
+    return "sequence" if mode == "sequence" and not g.windowed else "window"
+
+
+def _eager_reference(torch, models, g: _Geom, x: np.ndarray, tdev, dtype):
+    """The eager model's output on the NumPy input ``x`` (flip / padding as in the timed calls)."""
+    return _torch_forward(torch, models["eager"], torch.from_numpy(x).to(device=tdev, dtype=dtype),
+                          _Geom(g.mode, g.rf, g.pad, g.shift, g.windowed, g.j_in, g.j_out, g.flip, g.perm_in,
+                                g.perm_out, _cast_signs(g.extra, dtype)))
+
+
 def _tensorrt_agreement(run: _Runner, y, eng, torch, models, g: _Geom, sets, shapes, mode, b, tdev, dtype):
     """TensorRT's output on its first input vs eager's (or, without eager, gastrt's)."""
     x = sets[shapes["torch" if "eager" in models else "gastrt"]][0]
     if "eager" in models:
-        ref = _torch_forward(torch, models["eager"], torch.from_numpy(x).to(device=tdev, dtype=dtype),
-                             _Geom(g.mode, g.rf, g.pad, g.shift, g.windowed, g.j_in, g.j_out, g.flip, g.perm_in,
-                                   g.perm_out, _cast_signs(g.extra, dtype)))
+        ref = _eager_reference(torch, models, g, x, tdev, dtype)
         who = "eager"
     else:
         be = eng.backend
-        call_mode = "sequence" if mode == "sequence" and not g.windowed else "window"
+        call_mode = _call_mode(mode, g)
         ref = _torch_forward(torch, lambda t: be.run_device("pos", t, call_mode), torch.from_numpy(x).to(tdev), g)
         who = "gastrt"
     got, ref = y.float().cpu().numpy(), ref.float().cpu().numpy()
