@@ -1,6 +1,7 @@
 // Error checking shared by the CPU runtime and the CUDA kernels.
-// Errors throw std::runtime_error (pybind11 turns it into a Python RuntimeError); nothing in the
-// library ever calls exit()/abort(), since it runs inside a user's Python process.
+// Errors throw gastrt::Error or a subclass; the bindings translate them into typed Python
+// exceptions (gastrt.errors.NativeError, OutOfMemoryError), so callers never match message
+// text. Nothing in the library ever calls exit()/abort(): it runs inside a user's process.
 #pragma once
 #include <sstream>
 #include <stdexcept>
@@ -8,18 +9,31 @@
 
 namespace gastrt {
 
+// Base of every error the native library throws (-> gastrt.errors.NativeError).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Device or pinned-host memory exhausted (-> gastrt.errors.OutOfMemoryError). The message still
+// says "out of memory" for people; code tests the type.
+class OutOfMemory : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] inline void throw_error(const char* file, int line, const char* expr,
                                      const std::string& what) {
   std::ostringstream os;
   os << "gastrt: " << what << " [" << expr << "] at " << file << ":" << line;
-  throw std::runtime_error(os.str());
+  throw Error(os.str());
 }
 
 // A failed CUDA runtime call; `code` is its cudaError_t (callers that must tell errors apart,
 // e.g. "no kernel image for this GPU", read it instead of the sticky-less last error).
-class CudaError : public std::runtime_error {
+class CudaError : public Error {
  public:
-  CudaError(const std::string& what, int code) : std::runtime_error(what), code(code) {}
+  CudaError(const std::string& what, int code) : Error(what), code(code) {}
   int code;
 };
 

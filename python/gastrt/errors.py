@@ -14,3 +14,13 @@ class CheckpointMismatch(GastrtError):
 
 class EngineFileError(GastrtError):
     """Truncated, corrupted or too-new engine file."""
+
+
+class NativeError(RuntimeError):
+    """A failure inside the compiled runtime (a broken invariant, a CUDA error). The bindings
+    translate the C++ exceptions (csrc/common/check.h) into this class and its subclasses,
+    so callers test the type, never the message."""
+
+
+class OutOfMemoryError(NativeError, MemoryError):
+    """The device (or host staging) ran out of memory."""

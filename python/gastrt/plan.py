@@ -202,10 +202,6 @@ def plan_flops(plan: Plan, input_shape, weights_shape, mode: str) -> int:
     return sum(op_flops(op, shapes, weights_shape) for op in plan.ops)
 
 
-def window_input_frames(plan: Plan) -> int:
-    return plan.receptive_field
-
-
 def flops_per_frame(plan: Plan, weights_shape, mode: str, seq_len: int = 1000) -> float:
     """FLOPs per output frame: one window (window mode) or a long sequence (sequence mode)."""
     j, f = plan.in_joints, plan.in_features
@@ -215,5 +211,28 @@ def flops_per_frame(plan: Plan, weights_shape, mode: str, seq_len: int = 1000) -
     return plan_flops(plan, (1, t_in, j, f), weights_shape, "sequence") / seq_len
 
 
-def as_float32(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
+
+# -- GAST block projection packing (one layout for every backend) -----------------------------
+# The three row-wise projections of a gast_block's input x share one GEMM:
+#   x [.., c] @ w1 [c, 4c + 2h + h*gc] + b1  ->  [ loc (4c) | att (2h) | g (h*gc) ]
+#   loc = x @ loc_w            [h0_sym | h1_sym | h0_con | h1_con], no bias (BN shift is loc_b)
+#   att = x @ glb_u + glb_c    attention logit halves a (h) | b (h)
+#   g   = x @ glb_g_w + glb_g_b
+# The native CPU kernel (csrc/cpu/gast_block.cpp), the CUDA lowering, the streaming columns and
+# the ONNX exporter all use this order; change it here and nowhere else.
+GAST_PROJECTION = ("loc_w", "glb_u", "glb_g_w")
+
+
+def gast_projection_columns(c: int, heads: int, head_channels: int) -> dict[str, slice]:
+    """Column ranges of the packed projection: {'loc', 'att', 'g'} -> slice of w1's columns."""
+    a0, g0 = 4 * c, 4 * c + 2 * heads
+    return {"loc": slice(0, a0), "att": slice(a0, g0), "g": slice(g0, g0 + heads * head_channels)}
+
+
+def gast_projection(W: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A gast_block's weights by role -> (w1 [c, 4c+2h+h*gc], b1 [4c+2h+h*gc]) float32."""
+    c = W["loc_w"].shape[0]
+    w1 = np.concatenate([np.asarray(W[k], np.float32) for k in GAST_PROJECTION], axis=1)
+    b1 = np.concatenate([np.zeros(4 * c, np.float32), np.asarray(W["glb_c"], np.float32),
+                         np.asarray(W["glb_g_b"], np.float32)])
+    return np.ascontiguousarray(w1), b1

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import GastrtError
+
 
 @dataclass(frozen=True)
 class Skeleton:
@@ -23,13 +25,6 @@ class Skeleton:
     @property
     def num_joints(self) -> int:
         return len(self.parents)
-
-    def flip_permutation(self) -> np.ndarray:
-        """Index array p with flipped[..., j, :] = x[..., p[j], :] (left <-> right)."""
-        p = np.arange(self.num_joints)
-        p[list(self.joints_left)] = self.joints_right
-        p[list(self.joints_right)] = self.joints_left
-        return p
 
 
 H36M_17 = Skeleton(
@@ -91,3 +86,38 @@ def gast_masks(skel: Skeleton) -> tuple[np.ndarray, np.ndarray]:
     distal[list(skel.distal)] = True
     con = np.where(distal[:, None], second, first)
     return sym, con
+
+
+# -- flip test-time augmentation (the originals' TTA), defined once for every caller ------------
+# Engine (host and device arrays) and Stream all flip through these three functions.
+
+def flip_permutation(n: int, left, right) -> np.ndarray:
+    """Index array p [n] with flipped[..., j, :] = x[..., p[j], :] (left <-> right). A
+    one-joint layout (the trajectory output) flips to itself."""
+    p = np.arange(n)
+    if n > 1:
+        if not left:
+            raise GastrtError("flip=True needs the left/right joint symmetry, which this engine's "
+                              f"{n}-joint layout does not define")
+        p[list(left)] = right
+        p[list(right)] = left
+    return p
+
+
+def flip_joints(x, perm: np.ndarray):
+    """x [..., J, C] -> a new array: joints permuted by ``perm`` and the first coordinate
+    negated. Works on NumPy, torch and CuPy arrays alike (plain indexing only)."""
+    y = x[..., perm.tolist(), :] if not isinstance(x, np.ndarray) else x[..., perm, :]
+    y[..., 0] *= -1
+    return y
+
+
+def merge_flipped(y, y_flipped, perm_out: np.ndarray):
+    """The TTA average: (y + unflip(y_flipped)) / 2, both [..., J, C]. Returns a NumPy array
+    for NumPy input; device arrays are combined in place into ``y`` (no new allocation)."""
+    back = flip_joints(y_flipped, perm_out)
+    if isinstance(y, np.ndarray):
+        return (y + back) * np.float32(0.5)
+    y += back
+    y *= 0.5
+    return y

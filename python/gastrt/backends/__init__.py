@@ -1,30 +1,58 @@
-"""Backends execute plans: numpy (reference), native (C++ CPU), cuda (GPU executor)."""
+"""Backends execute plans: numpy (the oracle), native (C++ CPU), cuda (GPU executor), tensorrt.
+
+Every backend implements :class:`~gastrt.backends.base.Backend`. This package ``__init__`` only
+re-exports and chooses: modules inside ``backends/`` import ``.base`` and their siblings, never
+this file, and nothing here imports ``gastrt.engine``.
+"""
 from __future__ import annotations
 
 from ..errors import GastrtError
+from .base import Backend, Capabilities, ModelLoader, OpenedModel, native_module
+
+HAS_CUDA_HELP = ("this gastrt build has no CUDA support (gastrt.build_config()['cuda'] is False); "
+                 "reinstall on a machine with nvcc, or use device='cpu'")
 
 
-def native_module():
-    """The compiled extension, or None when this install has none."""
+def build_config() -> dict:
+    """What this install was compiled with: native CPU runtime, BLAS, CUDA and its archs."""
+    from .._version import __version__
+
+    mod = native_module()
+    cfg = {"version": __version__, "native": mod is not None, "cuda": False, "cuda_archs": [],
+           "blas": None, "compiler": None, "cuda_version": None}
+    if mod is not None:
+        cfg.update(mod.build_config())
+    return cfg
+
+
+def cuda_available() -> bool:
+    """True when this build has CUDA kernels and at least one GPU is visible."""
+    mod = native_module()
+    if mod is None or not mod.build_config().get("cuda"):
+        return False
     try:
-        from .. import _native
-    except ImportError:
-        return None
-    return _native
+        return mod.cuda_device_count() > 0
+    except Exception:
+        return False
 
 
-def make_native_backend(plans, weights, threads):
+def make_native_backend(plans, weights, threads) -> Backend | None:
+    """The C++ CPU backend, or None when this install has no compiled runtime."""
     if native_module() is None:
         return None
     from .native import NativeBackend
     return NativeBackend(plans, weights, threads)
 
 
-def make_cuda_backend(plans, weights, index, precision):
+def make_numpy_backend(plans, weights, threads) -> Backend:
+    from .numpy_backend import NumpyBackend
+    return NumpyBackend(plans, weights, threads)
+
+
+def make_cuda_backend(plans, weights, index, precision) -> Backend:
     mod = native_module()
-    if mod is None or not getattr(mod, "has_cuda", lambda: False)():
-        raise GastrtError("this gastrt build has no CUDA support (gastrt.build_config()['cuda'] is False); "
-                          "reinstall on a machine with nvcc, or use device='cpu'")
+    if mod is None or not mod.has_cuda():
+        raise GastrtError(HAS_CUDA_HELP)
     n = mod.cuda_device_count()
     if n == 0:
         raise GastrtError("no CUDA GPU is visible (CUDA_VISIBLE_DEVICES / driver); use device='cpu'")
@@ -32,3 +60,22 @@ def make_cuda_backend(plans, weights, index, precision):
         raise GastrtError(f"device cuda:{index} does not exist ({n} GPU{'s' if n > 1 else ''} visible)")
     from .cuda import CudaBackend
     return CudaBackend(plans, weights, index, precision)
+
+
+def model_loaders() -> tuple[ModelLoader, ...]:
+    """Formats ``gastrt.load`` opens besides ``.gastrt`` files."""
+    from .tensorrt_runner import LOADER as TENSORRT_LOADER
+    return (TENSORRT_LOADER,)
+
+
+def find_loader(path: str, backend: str | None = None) -> ModelLoader | None:
+    """The loader for ``path``: the one named ``backend``, else the first whose sniff matches."""
+    for loader in model_loaders():
+        if backend == loader.name or (backend is None and loader.sniff(path)):
+            return loader
+    return None
+
+
+__all__ = ["Backend", "Capabilities", "ModelLoader", "OpenedModel", "native_module", "build_config",
+           "cuda_available", "make_native_backend", "make_numpy_backend", "make_cuda_backend",
+           "model_loaders", "find_loader"]

@@ -1,0 +1,36 @@
+"""Argument types shared by the API and every CLI sub-command (lowest layer: no gastrt imports
+but errors). argparse-facing helpers raise ``argparse.ArgumentTypeError``; API-facing ones raise
+``GastrtError`` with the expected form in the message."""
+from __future__ import annotations
+
+import argparse
+
+from .errors import GastrtError
+
+DEVICES_HELP = "expected 'cpu', 'cuda' or 'cuda:N'"
+
+
+def positive_int(s: str) -> int:
+    """argparse type for counts (--people, --slots, --threads)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:N' -> ('cuda', N). Case and spaces are ignored."""
+    if not isinstance(device, str):
+        raise GastrtError(f"device must be a string, {DEVICES_HELP}")
+    d = device.strip().lower()
+    if d == "cpu":
+        return "cpu", 0
+    if d == "cuda" or d.startswith("cuda:"):
+        idx = d[5:] if d.startswith("cuda:") else "0"
+        if not idx.isdigit():
+            raise GastrtError(f"bad device {device!r}: {DEVICES_HELP}")
+        return "cuda", int(idx)
+    raise GastrtError(f"unknown device {device!r}: {DEVICES_HELP}")
