@@ -1406,8 +1406,8 @@ def _tensorrt_unavailable(on_cuda: bool) -> str | None:
     try:
         require_tensorrt()
         require_cudart()
-        from .onnx_export import _require_onnx
-        _require_onnx()
+        from .onnx_export import require_onnx
+        require_onnx()
     except GastrtError as e:
         return str(e)
     return None

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cli import positive_int
+from .argtypes import positive_int
 from .engine_file import atomic_write
-from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, fill_missing,
-                        guess_format, nonzero_frames, normalize_screen, plan_layout,
-                        present_mask, read_keypoints, rebase_height)
+from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, engine_input_layout,
+                        fill_missing, guess_format, nonzero_frames, normalize_screen, parse_size,
+                        plan_layout, present_mask, read_keypoints, rebase_height)
 
 Progress = Callable[[str, int, int], None]
 
@@ -63,43 +63,6 @@ class PreparedKeypoints:
     layout: str
     size: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
-
-
-def parse_size(size: Any) -> tuple[int, int] | None:
-    """'1920x1080' / (1920, 1080) / None -> (w, h)."""
-    if size is None:
-        return None
-    if isinstance(size, str):
-        parts = size.lower().replace("*", "x").split("x")
-        try:
-            w, h = (int(p) for p in parts)
-        except ValueError:
-            raise UserError(f"--size must look like WIDTHxHEIGHT (e.g. 1920x1080), "
-                            f"got {size!r}") from None
-    else:
-        try:
-            w, h = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise UserError(f"size must be (width, height), got {size!r}") from None
-    if w <= 0 or h <= 0:
-        raise UserError(f"image size must be positive, got {w}x{h}")
-    return w, h
-
-
-_COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
-
-
-def _engine_input_layout(engine: Any) -> str:
-    """'coco' when the engine takes COCO-17 ordered 2D (metadata 'input_layout', or COCO's
-    left/right input symmetry, as VideoPose3D's HumanEva model has), else 'h36m'."""
-    md = getattr(engine, "metadata", None) or {}
-    v = getattr(engine, "input_layout", None) or md.get("input_layout")
-    if v:
-        return "coco" if str(v).lower().startswith("coco") else "h36m"
-    kps_left = getattr(engine, "kps_left", None) or md.get("kps_left") or ()
-    if int(engine.num_joints) == 17 and tuple(kps_left) == _COCO17_LEFT:
-        return "coco"
-    return "h36m"
 
 
 def prepare_keypoints(raw: RawKeypoints, *, num_joints: int, fmt: str = "auto",
@@ -201,7 +164,7 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     parse_size(size)
     engine, engine_path = _load_engine(engine_or_path)
     raw = read_keypoints(input_path, video=video, progress=progress)
-    engine_input = _engine_input_layout(engine)
+    engine_input = engine_input_layout(engine)
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
                              people=people, engine_input=engine_input)
     P, T = prep.valid.shape

@@ -52,7 +52,7 @@ FRAME = (0, 2, 1, 3)    # [N, T, G, C]: one frame's joints together (GAST-Net's 
 NCHW = (0, 3, 1, 2)     # [N, C, G, T]: what an ONNX Conv reads (sequence form)
 
 
-def _require_onnx():
+def require_onnx():
     try:
         import onnx  # noqa: F401
         from onnx import TensorProto, helper, numpy_helper  # noqa: F401
@@ -61,7 +61,7 @@ def _require_onnx():
     return onnx
 
 
-def _require_onnxruntime():
+def require_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
@@ -78,7 +78,7 @@ class _Graph:
     """Accumulates nodes and initializers; names are unique; int64 constants are shared."""
 
     def __init__(self, precision: str):
-        onnx = _require_onnx()
+        onnx = require_onnx()
         self.onnx = onnx
         self.h = onnx.helper
         self.TP = onnx.TensorProto
@@ -461,7 +461,7 @@ def _as_engine(engine_or_path):
 def _check_args(mode, opset, precision, seq_len, batch_size):
     if mode not in MODES:
         raise GastrtError(f"unknown mode {mode!r}: expected 'window' or 'sequence'")
-    onnx = _require_onnx()
+    onnx = require_onnx()
     max_opset = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset:
         raise GastrtError(f"unsupported opset {opset!r}: expected {MIN_OPSET}..{max_opset} "
@@ -481,7 +481,7 @@ def build_model(engine_or_path, *, mode: str = "window", opset: int = DEFAULT_OP
                 batch_size: int = 1, _seq_conv: str = "conv"):
     """-> (onnx.ModelProto, info) without writing anything. See :func:`export_onnx`."""
     _check_args(mode, opset, precision, seq_len, batch_size)
-    onnx = _require_onnx()
+    onnx = require_onnx()
     h = onnx.helper
     eng = _as_engine(engine_or_path)
     if plan not in eng.plans:
@@ -532,7 +532,7 @@ def build_model(engine_or_path, *, mode: str = "window", opset: int = DEFAULT_OP
 
 def check_model(model) -> None:
     """onnx.checker with full_check (strict shape inference) and the forbidden-op rule."""
-    onnx = _require_onnx()
+    onnx = require_onnx()
     onnx.checker.check_model(model, full_check=True)
     bad = sorted({n.op_type for n in model.graph.node} & FORBIDDEN_OPS)
     if bad:
@@ -567,7 +567,7 @@ def export_onnx(engine_or_path, output, *, mode: str = "window", opset: int = DE
 
 def run_onnxruntime(model_or_path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run an exported model on the CPU with onnxruntime (validation helper)."""
-    ort = _require_onnxruntime()
+    ort = require_onnxruntime()
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
@@ -595,7 +595,7 @@ def verify(path: str, engine_or_path, *, mode: str = "window", plan: str = "pos"
 # ---- CLI ------------------------------------------------------------------------------------------
 def _cmd_export(args) -> int:
     output = args.output or os.path.splitext(args.engine)[0] + ".onnx"
-    _require_onnx()
+    require_onnx()
     eng = _as_engine(args.engine)
     info = export_onnx(eng, output, mode=args.mode, opset=args.opset, dynamic_batch=args.dynamic_batch,
                        precision=args.precision, seq_len=args.seq_len, plan=args.plan, batch_size=args.batch)

@@ -73,7 +73,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from .cli import positive_int
+from .argtypes import positive_int
 from .errors import GastrtError
 from .plan import LRELU_SLOPE, Op, Plan, op_flops, plan_flops
 
@@ -797,7 +797,7 @@ def stream_jsonl(engine, lines: Iterable[str], write, *, fmt: str = "auto", size
     {"frames", "poses", "dropped"}. See ``_CLI_DOC`` for the schema."""
     from .keypoints import (FORMATS, guess_format, normalize_screen, plan_layout, present_mask)
     try:
-        from .lifting import _engine_input_layout, parse_size
+        from .keypoints import engine_input_layout, parse_size
     except ImportError:  # pragma: no cover
         raise GastrtError("gastrt stream needs gastrt.lifting") from None
 
@@ -807,7 +807,7 @@ def stream_jsonl(engine, lines: Iterable[str], write, *, fmt: str = "auto", size
     warn = warn or (lambda msg: print(f"gastrt: warning: {msg}", file=sys.stderr))
     stream = Stream(engine, slots=slots, flip=flip)
     j_eng = stream.num_joints
-    engine_input = _engine_input_layout(engine)
+    engine_input = engine_input_layout(engine)
     layouts: dict[int, Any] = {}
     people: dict[Any, _Person] = {}            # id -> its slot, for the people being tracked
     free = list(range(slots))

@@ -104,8 +104,8 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
     a form, ``networks`` (e.g. ``["pos"]``) limits the networks built (``gastrt bench`` builds
     exactly what it times)."""
     trt = require_tensorrt()                     # first: the one-line error when TensorRT is absent
-    from .onnx_export import _require_onnx, build_model, check_model
-    _require_onnx()
+    from .onnx_export import require_onnx, build_model, check_model
+    require_onnx()
     if precision not in PRECISIONS:
         raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     _check_profile(min_batch, opt_batch, max_batch)

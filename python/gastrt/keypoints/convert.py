@@ -13,11 +13,11 @@ Layouts (``fmt`` names):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from ._errors import UserError
+from ..errors import GastrtError as UserError
 
 FORMATS = ("coco", "wholebody", "h36m", "mpii", "openpose")
 
@@ -252,3 +252,41 @@ def rebase_height(x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True)
     x[..., 2] -= np.min(x[..., 2])
     return x
+
+
+# -- sizes and the engine-side layout (shared by `gastrt lift` and `gastrt stream`) ------------
+def parse_size(size: Any) -> tuple[int, int] | None:
+    """'1920x1080' / (1920, 1080) / None -> (w, h)."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        parts = size.lower().replace("*", "x").split("x")
+        try:
+            w, h = (int(p) for p in parts)
+        except ValueError:
+            raise UserError(f"--size must look like WIDTHxHEIGHT (e.g. 1920x1080), "
+                            f"got {size!r}") from None
+    else:
+        try:
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise UserError(f"size must be (width, height), got {size!r}") from None
+    if w <= 0 or h <= 0:
+        raise UserError(f"image size must be positive, got {w}x{h}")
+    return w, h
+
+
+_COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
+
+
+def engine_input_layout(engine: Any) -> str:
+    """'coco' when the engine takes COCO-17 ordered 2D (metadata 'input_layout', or COCO's
+    left/right input symmetry, as VideoPose3D's HumanEva model has), else 'h36m'."""
+    md = getattr(engine, "metadata", None) or {}
+    v = getattr(engine, "input_layout", None) or md.get("input_layout")
+    if v:
+        return "coco" if str(v).lower().startswith("coco") else "h36m"
+    kps_left = getattr(engine, "kps_left", None) or md.get("kps_left") or ()
+    if int(engine.num_joints) == 17 and tuple(kps_left) == _COCO17_LEFT:
+        return "coco"
+    return "h36m"

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._errors import UserError
+from ..errors import GastrtError as UserError
 
 Progress = Callable[[str, int, int], None]
 
