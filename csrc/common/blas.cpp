@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <stdexcept>
 #include <string>
 
 #include "common/check.h"
@@ -92,13 +91,13 @@ void load(const std::string& path) {
   }
   if (!h) {
     const char* err = dlerror();
-    throw std::runtime_error("cannot load the BLAS library " + path + ": " + (err ? err : "?"));
+    throw Error("cannot load the BLAS library " + path + ": " + (err ? err : "?"));
   }
   auto sym = [&](const char* name) {
     void* p = dlsym(h, name);
     if (!p) {
       dlclose(h);
-      throw std::runtime_error(path + " has no symbol " + name + " (expected scipy-openblas32)");
+      throw Error(path + " has no symbol " + name + " (expected scipy-openblas32)");
     }
     return p;
   };

@@ -1,7 +1,7 @@
 // The GEMM library of the native CPU runtime: OpenBLAS from the `scipy-openblas32` wheel
 // (symbols prefixed `scipy_`), loaded at module import with dlopen(RTLD_LOCAL) and called
 // through function pointers. Loading at run time instead of linking means
-//   * no rpath games: the wheel's .so is found wherever pip put it (bindings.cpp locates it
+//   * no rpath games: the wheel's .so is found wherever pip put it (bindings/module.cpp locates it
 //     with importlib, without importing the package, see below),
 //   * OPENBLAS_NUM_THREADS / OPENBLAS_CORETYPE can be chosen before OpenBLAS's constructor
 //     runs (it reads them once, at load): gastrt's copy uses OpenBLAS's CPU detection, or
@@ -17,7 +17,7 @@
 namespace gastrt {
 namespace blas {
 
-// Loads the library at `path` (throws std::runtime_error with dlerror() on failure).
+// Loads the library at `path` (throws gastrt::Error with dlerror() on failure).
 // Idempotent: later calls are no-ops once a library is loaded.
 void load(const std::string& path);
 bool loaded();

@@ -22,6 +22,13 @@ class OutOfMemory : public Error {
   using Error::Error;
 };
 
+// A caller-supplied value (plan, weights, shapes) that cannot be used: the same category as the
+// bindings' own argument checks (-> ValueError, like them). The message is exactly the text given.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] inline void throw_error(const char* file, int line, const char* expr,
                                      const std::string& what) {
   std::ostringstream os;

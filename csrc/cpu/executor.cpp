@@ -6,8 +6,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <map>
+#include <string>
 
+#include "common/arena.h"
 #include "common/check.h"
 #include "common/thread_pool.h"
 
@@ -46,8 +47,9 @@ struct Workspace {
   explicit Workspace(size_t n) : floats(n) {
     const size_t bytes = std::max<size_t>(64, pad16(n) * sizeof(float));
     mem = static_cast<float*>(std::aligned_alloc(64, bytes));
-    GASTRT_CHECK(mem != nullptr, "out of memory: could not allocate a "
-                                     << bytes << "-byte workspace");
+    if (mem == nullptr)
+      throw OutOfMemory("gastrt: out of memory: could not allocate a " + std::to_string(bytes) +
+                        "-byte workspace");
   }
   ~Workspace() { std::free(mem); }
   Workspace(const Workspace&) = delete;
@@ -253,7 +255,7 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
   storage[size_t(out_root)] = kOutput;
 
   // 3. liveness per root (index of the last op reading it) and arena offsets: first fit
-  // among the live intervals, allocating an op's outputs before freeing its inputs.
+  // (common/arena.h), allocating an op's outputs before freeing its inputs.
   std::vector<int> last_use(size_t(nb), -1), def(size_t(nb), -1);
   for (int oi = 0; oi < nops; ++oi) {
     const OpSpec& op = plan.ops[size_t(oi)];
@@ -270,30 +272,23 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
     const Buf& b = s->bufs[size_t(i)];
     root_size[size_t(b.root)] = std::max(root_size[size_t(b.root)], pad16(size_t(b.floats())));
   }
-  std::map<size_t, size_t> live;  // offset -> size
-  size_t arena = 0;
+  ArenaAllocator arena(16);  // in floats: 64-byte aligned buffers
+  std::vector<char> placed(size_t(nb), 0);
   for (int oi = 0; oi < nops; ++oi) {
     const OpSpec& op = plan.ops[size_t(oi)];
     for (int32_t id : op.outputs) {
       const int32_t r = s->bufs[size_t(id)].root;
       if (def[size_t(r)] != oi || storage[size_t(r)] != kArena || r != id) continue;
-      const size_t need = std::max<size_t>(root_size[size_t(r)], 16);
-      size_t pos = 0;
-      for (const auto& iv : live) {
-        if (iv.first >= pos + need) break;
-        pos = std::max(pos, iv.first + iv.second);
-      }
-      live[pos] = need;
-      s->root_offset[size_t(r)] = pos;
-      arena = std::max(arena, pos + need);
+      s->root_offset[size_t(r)] = size_t(arena.alloc(int64_t(root_size[size_t(r)])));
+      placed[size_t(r)] = 1;
     }
     for (int r = 0; r < nb; ++r) {
-      if (storage[size_t(r)] != kArena || def[size_t(r)] < 0 || s->bufs[size_t(r)].root != r) continue;
+      if (!placed[size_t(r)]) continue;
       const int end = std::max(last_use[size_t(r)], def[size_t(r)]);
-      if (end == oi) live.erase(s->root_offset[size_t(r)]);
+      if (end == oi) arena.release(int64_t(s->root_offset[size_t(r)]), int64_t(root_size[size_t(r)]));
     }
   }
-  s->arena_floats = arena;
+  s->arena_floats = size_t(arena.top());
 
   // 4. kernel scratch: the largest need of a gast_block or a Winograd conv, for the team
   // sizes a call can get (the engine's thread count, or 1 when the pool is busy).
@@ -393,6 +388,13 @@ void Engine::checkin(const std::shared_ptr<const Schedule>& s, std::unique_ptr<W
 
 std::vector<int64_t> Engine::output_shape(int64_t n, int64_t t, Mode mode) {
   return schedule(n, t, mode)->out_shape;
+}
+
+std::vector<std::vector<int64_t>> Engine::buffer_shapes(int64_t n, int64_t t, Mode mode) {
+  std::shared_ptr<const Schedule> s = schedule(n, t, mode);
+  std::vector<std::vector<int64_t>> r;
+  for (const Buf& b : s->bufs) r.emplace_back(b.d, b.d + 4);
+  return r;
 }
 
 size_t Engine::workspace_bytes(int64_t n, int64_t t, Mode mode) {

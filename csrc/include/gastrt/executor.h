@@ -1,11 +1,12 @@
 // The native CPU executor: a whole plan (python/gastrt/plan.py) as one C++ object.
 //
 // Built ONCE from the plan (weights copied and rearranged into the kernels' layouts), then
-// run(x, n, t, mode) executes a whole forward with no Python in between (bindings.cpp releases
+// run(x, n, t, mode) executes a whole forward with no Python in between (the bindings release
 // the GIL around it).
 //
 // Memory: per input shape (n, t, mode) a Schedule (every buffer's shape and its offset in one
-// arena, computed once with liveness: buffers whose last reader has run are reused) and
+// arena, computed once with liveness and first fit (common/arena.h): buffers whose last reader
+// has run are reused) and
 // Workspaces (arena + kernel scratch, 64-byte aligned) are cached and reused across calls.
 // The cache keeps the 8 most recently used shapes; clear_cache() drops everything.
 //
@@ -44,7 +45,7 @@ enum class OpKind : int32_t {
   OutputAssemble,
 };
 
-// One plan op, already resolved (bindings.cpp parses the plan JSON into these).
+// One plan op, already resolved (build_plan_spec in gastrt/plan_spec.h makes these).
 struct OpSpec {
   OpKind kind = OpKind::Conv;
   std::string name;                 // outputs[0], for error messages
@@ -67,6 +68,7 @@ struct PlanSpec {
   std::string name;
   std::vector<OpSpec> ops;
   int32_t num_buffers = 1;          // ids [0, num_buffers)
+  std::vector<std::string> buffer_names;  // plan value name of each id ("input" is 0)
   int32_t in_joints = 0, in_features = 2, out_joints = 0;
   int32_t receptive_field = 1;
   bool has_window = true, has_sequence = true;
@@ -89,6 +91,9 @@ class Engine {
   // op_seconds (optional): wall time of each op (plan order; 0 for aliased view ops).
   void run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
            std::vector<double>* op_seconds = nullptr);
+  // The schedule's shape of every plan value for this input shape, by buffer id (names:
+  // plan().buffer_names); tests hold it against plan.infer_shapes.
+  std::vector<std::vector<int64_t>> buffer_shapes(int64_t n, int64_t t, Mode mode);
   // Peak bytes of one call's workspace (arena + scratch) for this shape; does not allocate it.
   size_t workspace_bytes(int64_t n, int64_t t, Mode mode);
   // Number of cached shapes / workspaces (for tests) and a way to release them.

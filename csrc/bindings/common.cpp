@@ -1,0 +1,61 @@
+// Array helpers and parsers shared by the binding files (declared in bindings/common.h).
+#include "bindings/common.h"
+
+#include "common/thread_pool.h"
+
+namespace gastrt {
+namespace bindings {
+
+FArray as_f32(const py::handle& h, const char* what) {
+  FArray a = FArray::ensure(h);  // null (error cleared) when h cannot become a float array
+  if (!a) throw py::type_error(std::string(what) + ": expected a float array");
+  return a;
+}
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+cpu::ArrayView array_view(const FArray& a) { return cpu::ArrayView{a.data(), shape_of(a)}; }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+void expect_shape(const py::array& a, const std::vector<int64_t>& want, const std::string& what) {
+  if (shape_of(a) != want)
+    throw py::value_error(what + ": expected shape " + shape_str(want) + ", got " +
+                          shape_str(shape_of(a)));
+}
+
+py::array_t<float> output_array(const py::object& out, const std::vector<int64_t>& shape,
+                                const char* what) {
+  if (out.is_none()) return py::array_t<float>(shape);
+  if (!py::isinstance<py::array>(out))
+    throw py::type_error(std::string(what) + ": out must be a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(out);
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(what) + ": out must be a writeable C-contiguous float32 array");
+  expect_shape(a, shape, std::string(what) + " out");
+  return py::reinterpret_borrow<py::array_t<float>>(out);
+}
+
+int resolve_threads(int threads) { return threads > 0 ? threads : available_cpus(); }
+
+Act parse_act(const std::string& s) {
+  if (s == "none") return Act::None;
+  if (s == "relu") return Act::Relu;
+  if (s == "lrelu") return Act::LRelu;
+  throw py::value_error("unknown activation '" + s + "': expected none, relu or lrelu");
+}
+
+cpu::Mode parse_mode(const std::string& s) {
+  if (s == "window") return cpu::Mode::Window;
+  if (s == "sequence") return cpu::Mode::Sequence;
+  throw py::value_error("unknown mode '" + s + "': expected 'window' or 'sequence'");
+}
+
+}  // namespace bindings
+}  // namespace gastrt

@@ -1,0 +1,294 @@
+// gastrt._native: the single-kernel entry points (conv, stream_linear, gast_block,
+// GastBlockKernel, rie_encode, sgemm). Tests hold them against the NumPy oracle, streaming calls
+// GastBlockKernel / stream_linear per push, benchmarks use sgemm; the CPU Engine calls the same
+// C++ functions.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/common.h"
+#include "common/blas.h"
+#include "common/thread_pool.h"
+#include "gastrt/cpu_ops.h"
+#include "gastrt/plan_spec.h"
+
+namespace gastrt {
+namespace bindings {
+
+namespace {
+
+// role -> array dict (plan.py gast_block roles) -> weights checked and prepared by the core.
+std::shared_ptr<cpu::GastBlockWeights> gast_weights(const py::dict& W, int heads, int gc,
+                                                    const std::string& what) {
+  std::vector<FArray> arrays;  // alive until the core has copied them
+  cpu::ArrayMap roles;
+  for (const auto& kv : W) {
+    const std::string role = py::str(kv.first);
+    arrays.push_back(as_f32(kv.second, (what + "." + role).c_str()));
+    roles.emplace(role, array_view(arrays.back()));
+  }
+  return cpu::prepare_gast_block(roles, heads, gc, what);
+}
+
+// x [N, J, T, C] -> [N, J, T, 2C] with prepared weights; scratch grown as needed (caller-owned).
+py::array_t<float> run_gast_block(const cpu::GastBlockWeights& gw, const py::handle& xh,
+                                  const py::object& out, int threads, std::vector<float>& scratch) {
+  FArray x = as_f32(xh, "x");
+  if (x.ndim() != 4) throw py::value_error("x: expected [N, J, T, C]");
+  if (x.shape(1) != gw.j || x.shape(3) != gw.c)
+    throw py::value_error("x: expected [N, " + std::to_string(gw.j) + ", T, " + std::to_string(gw.c) +
+                          "], got " + shape_str(shape_of(x)));
+  const int64_t N = x.shape(0), J = x.shape(1), T = x.shape(2), C = x.shape(3);
+  py::array_t<float> y = output_array(out, {N, J, T, 2 * C}, "gast_block");
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const int nt = resolve_threads(threads);
+  {
+    py::gil_scoped_release nogil;
+    Team team(nt);
+    const size_t need = cpu::gast_block_scratch_floats(gw, N, int32_t(T), team.size()) + 16;
+    if (scratch.size() < need) scratch.resize(need);
+    cpu::gast_block_f32(gw, xp, yp, N, int32_t(T), scratch.data(), team);
+  }
+  return y;
+}
+
+// A gast_block with its weights prepared once (streaming calls it once per push). Not
+// thread-safe (one scratch): one per thread.
+struct GastBlockKernel {
+  std::shared_ptr<cpu::GastBlockWeights> w;
+  std::vector<float> scratch;
+};
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+  // ---- standalone kernels (tests; the engine calls the same C++ functions) ----
+  m.def(
+      "conv",
+      [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
+         int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
+         const py::object& out, int threads, const std::string& algo) {
+        if (algo != "auto" && algo != "direct" && algo != "winograd")
+          throw py::value_error("algo must be 'auto', 'direct' or 'winograd', got '" + algo + "'");
+        FArray x = as_f32(xh, "x"), w = as_f32(wh, "w"), b = as_f32(bh, "b");
+        if (x.ndim() != 4) throw py::value_error("x: expected [N, G, T, Ci]");
+        if (k < 1 || stride < 1 || dilation < 1) throw py::value_error("k, stride, dilation must be >= 1");
+        const int64_t N = x.shape(0), G = x.shape(1), T = x.shape(2), Ci = x.shape(3);
+        if (w.ndim() != 2 || w.shape(0) != k * Ci) throw py::value_error("w: expected [k*Ci, Co]");
+        const int64_t Co = w.shape(1);
+        expect_shape(b, {Co}, "b");
+        const int64_t span = int64_t(k - 1) * dilation + 1;
+        if (T < span) throw py::value_error("x has " + std::to_string(T) + " frames, the conv needs " + std::to_string(span));
+        const int64_t To = (T - span) / stride + 1;
+        FArray res;
+        int64_t Tr = 0;
+        if (!resh.is_none()) {
+          res = as_f32(resh, "res");
+          if (res.ndim() != 4 || res.shape(0) != N || res.shape(1) != G || res.shape(3) != Co)
+            throw py::value_error("res: expected [N, G, Tr, Co]");
+          Tr = res.shape(2);
+        }
+        py::array_t<float> y = output_array(out, {N, G, To, Co}, "conv");
+        ConvParams p{};
+        p.x = x.data();
+        p.w = w.data();
+        p.b = b.data();
+        p.res = resh.is_none() ? nullptr : res.data();
+        p.y = y.mutable_data();
+        p.n_seq = N * G;
+        p.t_in = int32_t(T);
+        p.t_out = int32_t(To);
+        p.t_res = int32_t(Tr);
+        p.ci = int32_t(Ci);
+        p.co = int32_t(Co);
+        p.k = k;
+        p.stride = stride;
+        p.dilation = dilation;
+        p.res_offset = res_offset;
+        p.res_stride = res_stride;
+        p.act = parse_act(act);
+        p.dtype = DType::F32;
+        const bool wino = algo == "winograd" ||
+                          (algo == "auto" && cpu::conv_winograd_shape_ok(p) &&
+                           cpu::conv_winograd_pays(p.ci, p.co));
+        if (wino && !cpu::conv_winograd_shape_ok(p))
+          throw py::value_error("algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
+                                std::to_string(4 * dilation) + " output frames (got k=" +
+                                std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
+                                std::to_string(To) + " frames)");
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          if (wino) {
+            const std::vector<float> u = cpu::conv_winograd_weights(w.data(), p.ci, p.co);
+            std::vector<float> scratch(cpu::conv_winograd_scratch_floats(p, team.size()));
+            cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
+          } else {
+            cpu::conv_f32(p, team);
+          }
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
+      py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
+      py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
+      py::arg("threads") = 0, py::arg("algo") = "auto",
+      "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
+      "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).");
+
+  m.def(
+      "stream_linear",
+      [](const py::handle& xh, const py::array& wh, const py::handle& bh, const py::object& resh,
+         const std::string& act, const py::object& out, int threads) {
+        FArray x = as_f32(xh, "x"), b = as_f32(bh, "b");
+        if (x.ndim() != 2) throw py::value_error("x: expected [M, K]");
+        const char kind = wh.dtype().kind();
+        const ssize_t isz = wh.itemsize();
+        DType wdt;
+        if (kind == 'f' && isz == 4) wdt = DType::F32;
+        else if (kind == 'f' && isz == 2) wdt = DType::F16;
+        else if (kind == 'u' && isz == 2) wdt = DType::BF16;
+        else throw py::type_error("w: expected float32, float16 or uint16 (bfloat16 bits) weights");
+        if (wh.ndim() != 2 || !(wh.flags() & py::array::c_style))
+          throw py::value_error("w: expected a C-contiguous [K, N] array");
+        const int64_t M = x.shape(0), K = x.shape(1), N = wh.shape(1);
+        if (wh.shape(0) != K)
+          throw py::value_error("w: expected " + std::to_string(K) + " rows, got " +
+                                std::to_string(wh.shape(0)));
+        expect_shape(b, {N}, "b");
+        FArray res;
+        if (!resh.is_none()) {
+          res = as_f32(resh, "res");
+          expect_shape(res, {M, N}, "res");
+        }
+        py::array_t<float> y = output_array(out, {M, N}, "stream_linear");
+        StreamLinearParams p{};
+        p.x = x.data();
+        p.w = wh.data();
+        p.b = b.data();
+        p.res = resh.is_none() ? nullptr : res.data();
+        p.y = y.mutable_data();
+        p.m = M;
+        p.ldx = K;
+        p.k = int32_t(K);
+        p.n = int32_t(N);
+        p.act = parse_act(act);
+        p.wdtype = wdt;
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          cpu::stream_linear_f32(p, team);
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
+      py::arg("act") = "none", py::arg("out") = py::none(), py::arg("threads") = 0,
+      "Linear for few rows (streaming columns): x [M, K] fp32, w [K, N] float32 / float16 / uint16 "
+      "bfloat16 bits, b [N] (, res [M, N]) -> act(x @ w + b) (+ res) [M, N] fp32.");
+
+  m.def(
+      "gast_block",
+      [](const py::handle& xh, const py::dict& W, int heads, int head_channels,
+         const py::object& out, int threads) {
+        auto gw = gast_weights(W, heads, head_channels, "gast_block");
+        std::vector<float> scratch;
+        return run_gast_block(*gw, xh, out, threads, scratch);
+      },
+      py::arg("x"), py::arg("weights"), py::kw_only(), py::arg("heads"), py::arg("head_channels"),
+      py::arg("out") = py::none(), py::arg("threads") = 0,
+      "GAST-Net graph attention block: x [N, J, T, C] -> [N, J, T, 2C] (weights: role -> array).");
+
+  py::class_<GastBlockKernel>(m, "GastBlockKernel",
+                              "gast_block with its weights prepared once (not thread-safe: one per thread).")
+      .def(py::init([](const py::dict& W, int heads, int head_channels) {
+             return GastBlockKernel{gast_weights(W, heads, head_channels, "GastBlockKernel"), {}};
+           }),
+           py::arg("weights"), py::kw_only(), py::arg("heads"), py::arg("head_channels"))
+      .def("__call__",
+           [](GastBlockKernel& k, const py::handle& xh, const py::object& out, int threads) {
+             return run_gast_block(*k.w, xh, out, threads, k.scratch);
+           },
+           py::arg("x"), py::kw_only(), py::arg("out") = py::none(), py::arg("threads") = 0,
+           "x [N, J, T, C] -> [N, J, T, 2C]");
+
+  m.def(
+      "rie_encode",
+      [](const py::handle& xh, const std::vector<std::vector<int32_t>>& groups,
+         const py::object& outs, int threads) {
+        FArray x = as_f32(xh, "x");
+        if (x.ndim() != 4) throw py::value_error("x: expected [N, T, J, F]");
+        if (groups.empty() || groups.size() > 5) throw py::value_error("rie_encode takes 1 to 5 groups");
+        const int64_t N = x.shape(0), T = x.shape(1), CIN = x.shape(2) * x.shape(3);
+        for (const auto& g : groups)
+          for (int32_t c : g)
+            if (c < 0 || c >= CIN) throw py::value_error("rie_encode: channel index out of range");
+        std::vector<py::object> given;
+        if (!outs.is_none()) {
+          given = outs.cast<std::vector<py::object>>();
+          if (given.size() != groups.size() + 1)
+            throw py::value_error("rie_encode: outs must hold one array per group plus the centre");
+        }
+        std::vector<py::array_t<float>> ys;
+        RieEncodeParams p{};
+        for (size_t g = 0; g < groups.size(); ++g) {
+          ys.push_back(output_array(given.empty() ? py::object(py::none()) : given[g],
+                                    {N, 1, T, 3 * int64_t(groups[g].size())}, "rie_encode"));
+          p.out[g] = ys.back().mutable_data();
+          p.idx[g] = groups[g].data();
+          p.len[g] = int32_t(groups[g].size());
+        }
+        ys.push_back(output_array(given.empty() ? py::object(py::none()) : given.back(), {N, 1, 1, CIN},
+                                  "rie_encode"));
+        p.current = ys.back().mutable_data();
+        p.x = x.data();
+        p.n = N;
+        p.t = int32_t(T);
+        p.cin = int32_t(CIN);
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          cpu::rie_encode_f32(p, team);
+        }
+        py::list r;
+        for (auto& y : ys) r.append(y);
+        return r;
+      },
+      py::arg("x"), py::arg("groups"), py::kw_only(), py::arg("outs") = py::none(),
+      py::arg("threads") = 0,
+      "RIE encoding: x [N, T, J, F] -> [N, 1, T, 3*len(g)] per group + centre [N, 1, 1, J*F].");
+
+  m.def(
+      "sgemm",
+      [](const py::handle& ah, const py::handle& bh, const py::object& out, int threads) {
+        FArray a = as_f32(ah, "a"), b = as_f32(bh, "b");
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
+          throw py::value_error("sgemm: expected a [M, K] and b [K, N]");
+        const int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
+        py::array_t<float> c = output_array(out, {M, N}, "sgemm");
+        const float* ap = a.data();
+        const float* bp = b.data();
+        float* cp = c.mutable_data();
+        const int nt = resolve_threads(threads);
+        {
+          py::gil_scoped_release nogil;
+          Team team(nt);
+          // Row blocks, one per thread: how the runtime splits its large GEMMs.
+          const int64_t P = team.size(), rows = (M + P - 1) / P;
+          team.parallel_for(P, [&](int64_t i, int) {
+            const int64_t r0 = i * rows, r1 = std::min(M, r0 + rows);
+            if (r1 > r0) blas::sgemm(r1 - r0, N, K, 1.f, ap + r0 * K, K, bp, N, 0.f, cp + r0 * N, N);
+          });
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("b"), py::kw_only(), py::arg("out") = py::none(), py::arg("threads") = 0,
+      "Plain C = A @ B through the runtime's BLAS and thread pool (the benchmarks' GEMM roofline).");
+}
+
+}  // namespace bindings
+}  // namespace gastrt
