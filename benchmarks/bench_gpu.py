@@ -2,7 +2,7 @@
 
 All device times are CUDA-event times, the median (and p99) of many runs with the warm-up
 runs excluded. End-to-end times (NumPy in / out, host staging included) are perf_counter
-times of the public Engine calls.
+times of the public Engine calls. Both are timed by gastrt.bench.measure (``interleaved``).
 
 1. Per-layer: every conv and GAST block of GAST-27 (batch 4096 windows) and VideoPose3D-243
    (a 100000-frame sequence), fp16, as single-op programs: TFLOP/s vs cuBLAS (torch.matmul)
@@ -37,6 +37,7 @@ except ImportError:
     sys.path.insert(0, os.path.join(HERE, "..", "python"))
     import gastrt  # noqa: F401
 
+from gastrt.bench.measure import CudaTimer, interleaved  # noqa: E402
 from gastrt.plan import infer_shapes, op_flops  # noqa: E402
 
 RESULTS: dict = {"sections": {}, "errors": {}}
@@ -53,30 +54,20 @@ def med(v):
 
 
 def torch_ms(fn, iters, warmup):
+    """CUDA-event milliseconds of `iters` calls of fn on the current device's stream, after
+    `warmup` untimed calls."""
     import torch
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e))
-    return out
+    return _ms(fn, iters, warmup, CudaTimer(torch, torch.device("cuda", torch.cuda.current_device())))
 
 
 def host_ms(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
+    """perf_counter milliseconds of `iters` calls of fn after `warmup` untimed calls."""
+    return _ms(fn, iters, warmup, None)
+
+
+def _ms(fn, iters, warmup, timer):
+    t = interleaved({"f": fn}, warmup=warmup, block_s=None, min_rounds=iters, max_rounds=iters, timer=timer)
+    return t["f"].ms
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -112,14 +103,15 @@ def rel(a, b):
 # ---- 1. per layer --------------------------------------------------------------------------------
 def per_layer(tmp, iters):
     import torch
-    from gastrt.backends.cuda import OpHarness
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "cuda"))
+    from op_harness import OpHarness   # the single-op test harness
     rows = []
     for preset, mode, n, t_extra in (("gast-27", "window", 4096, 0), ("videopose3d-243", "sequence", 1, 100000)):
         path, _, _, _ = build(tmp, preset, "fp16")
         eng = gastrt.load(path, backend="numpy")
         plan = eng.plans["pos"]
         t = plan.receptive_field + (t_extra - 1 if t_extra else 0)
-        wshape = lambda w: eng._weights[w].shape  # noqa: E731
+        wshape = lambda w: eng.weights[w].shape  # noqa: E731
         shapes = infer_shapes(plan, (n, t, plan.in_joints, plan.in_features), wshape, mode)
         h = OpHarness("fp16", device=0)
         for i, op in enumerate(plan.ops):

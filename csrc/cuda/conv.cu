@@ -413,43 +413,6 @@ void launch_grouped(Kern kernel, int bm, int bn, int threads, const GemmDesc* de
 
 }  // namespace
 
-GemmDesc gemm_from_conv(const ConvParams& p) {
-  GemmDesc d{};
-  d.x = p.x;
-  d.w = p.w;
-  d.b = static_cast<const float*>(p.b);
-  d.res = p.res;
-  d.y = p.y;
-  d.n_seq = p.n_seq;
-  d.t_in = p.t_in;
-  d.t_out = p.t_out;
-  d.t_res = p.t_res;
-  d.t_ypitch = p.t_out;
-  d.ci = p.ci;
-  d.co = p.co;
-  d.k = p.k;
-  d.stride = p.stride;
-  d.dilation = p.dilation;
-  d.res_offset = p.res_offset;
-  d.res_stride = p.res_stride;
-  d.ldy = p.co;
-  d.act = static_cast<int32_t>(p.act);
-  return d;
-}
-
-void launch_conv(const ConvParams* params, int count, const DeviceCaps& caps, cudaStream_t stream) {
-  GASTRT_CHECK(params != nullptr && count >= 1, "conv: no problems");
-  GemmDesc d[kMaxGemmGroup];
-  for (int base = 0; base < count; base += kMaxGemmGroup) {
-    const int cnt = std::min(kMaxGemmGroup, count - base);
-    for (int i = 0; i < cnt; ++i) {
-      GASTRT_CHECK(params[base + i].dtype == params[0].dtype, "conv: a grouped launch needs one dtype");
-      d[i] = gemm_from_conv(params[base + i]);
-    }
-    launch_gemm(d, cnt, params[0].dtype, caps, stream);
-  }
-}
-
 DeviceCaps query_caps(int device) {
   DeviceCaps c;
   GASTRT_CHECK_CUDA(cudaDeviceGetAttribute(&c.num_sms, cudaDevAttrMultiProcessorCount, device));

@@ -441,7 +441,7 @@ __global__ void __launch_bounds__(kFThreads) gast_fused_kernel(const GastArgs a)
       if (r < FJ) {
         const int fi = r / J, i = r - fi * J;
         const float* hr = Cs + (fi * J) * L.ldc;  // row of joint 0 of this frame
-        // b1[:4C] is zero by construction (cuda.py); added anyway so the formula is exact.
+        // b1[:4C] is zero by construction (plan.gast_projection); added anyway so the formula is exact.
         const float bh0s = a.b1[c], bh1s = a.b1[C + c], bh0c = a.b1[2 * C + c], bh1c = a.b1[3 * C + c];
         sym = a.loc_diag[i * C + c] * (Cs[r * L.ldc + cc] + bh0s);
         con = a.loc_diag[(J + i) * C + c] * (Cs[r * L.ldc + 32 + cc] + bh0c);

@@ -1,6 +1,6 @@
 // Internal interface between the CUDA kernels (conv.cu, gast_block.cu, rie.cu, layout.cu) and
-// the executor (executor.cu). Compiled by nvcc only; bindings.cpp never sees this header (it
-// includes cuda_ops.h, which is CUDA-free).
+// the executor (launch.cu builds these argument structs from the program records). Compiled by
+// nvcc only; the bindings never see this header (they include cuda_ops.h, which is CUDA-free).
 //
 // Every launcher validates its geometry on the host and throws (GASTRT_CHECK) before launching:
 // a wrong program should be a Python exception, never an out-of-bounds write on the GPU.
@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/program_records.h"
 #include "gastrt/params.h"
 
 namespace gastrt {
@@ -27,7 +28,7 @@ struct DeviceCaps {
   int cc_major = 0, cc_minor = 0;
 };
 
-// A temporal conv as a GEMM, generalised from ConvParams with an output row pitch so GEMMs can
+// A temporal conv as a GEMM (plan.py `conv`, ConvParams) with an output row pitch so GEMMs can
 // write into column slices of a wider buffer and into a time window of a longer sequence:
 //   rows r = s*t_out + t  (s < n_seq, t < t_out), K = k*ci
 //   A(r, tau*ci + c) = x[(s*t_in + t*stride + tau*dilation)*ci + c]
@@ -49,9 +50,6 @@ struct GemmDesc {
 // Same-dtype problems launched together (one kernel launch per <= kMaxGemmGroup problems).
 void launch_gemm(const GemmDesc* descs, int count, DType dtype, const DeviceCaps& caps,
                  cudaStream_t stream);
-GemmDesc gemm_from_conv(const ConvParams& p);
-// plan.py `conv` for `count` same-dtype ConvParams (RIE: the five branches) in grouped launches.
-void launch_conv(const ConvParams* params, int count, const DeviceCaps& caps, cudaStream_t stream);
 DeviceCaps query_caps(int device);
 // Sets the kernels' attributes (called once per engine, outside any capture).
 void init_gemm_kernels();
@@ -91,8 +89,6 @@ void init_gast_kernels(const DeviceCaps& caps);
 
 // RIE input encoding (plan.py `rie_encode`), CUDA form of RieEncodeParams: outputs in the engine
 // dtype, indices by value (no device allocation, graph-capture friendly).
-constexpr int kRieMaxGroups = 5;
-constexpr int kRieMaxIdx = 16;
 struct RieArgs {
   const float* x;                   // [n, t, cin] fp32
   void* out[kRieMaxGroups];         // [n, t, 3*len[g]]   dtype
@@ -128,8 +124,6 @@ struct CopyColsArgs {
 void launch_copy_cols(const CopyColsArgs& a, cudaStream_t stream);
 
 // out[n, t, k, d] = src[src_of[k]][(n*t_len + t)*ch[src_of[k]] + 3*jj[k] + d]  (fp32 out)
-constexpr int kAsmMaxSrc = 8;
-constexpr int kAsmMaxJoints = 32;
 struct AssembleArgs {
   const void* src[kAsmMaxSrc];   // [n, 1, t, ch[s]]   dtype
   int32_t ch[kAsmMaxSrc];
@@ -143,10 +137,9 @@ struct AssembleArgs {
 };
 void launch_assemble(const AssembleArgs& a, cudaStream_t stream);
 
-// Streaming (cuda_ops.h kOpStreamIn / kOpRingWrite / kOpRingGather). The per-row table is
-// int32 [n, 4]: virtual slot (-1: a padding row of the batch bucket), column counter low and
+// Streaming (program_records.h kOpStreamIn / kOpRingWrite / kOpRingGather). The per-row table
+// is int32 [n, 4]: virtual slot (-1: a padding row of the batch bucket), column counter low and
 // high words, fresh flag. Rings are [nv, g, h, c]: column cnt of slot v lives at cnt mod h.
-constexpr int kRingTaps = 16;
 struct StreamInArgs {
   const float* src;    // [n, jf + 4] fp32; the last 4 words are the int32 table bit patterns
   void* col;           // [n, jf]                dtype
@@ -177,7 +170,7 @@ struct RingGatherArgs {
   void* dst;             // [n, g, k, c]         dtype
   RingGeom geo;
   int32_t k;
-  int32_t lag[kRingTaps];  // columns back from the newest, per tap (0 <= lag < h)
+  int32_t lag[kRingMaxTaps];  // columns back from the newest, per tap (0 <= lag < h)
   DType dtype;
 };
 void launch_ring_gather(const RingGatherArgs& a, cudaStream_t stream);

@@ -181,7 +181,7 @@ void launch_ring_write(const RingWriteArgs& a, cudaStream_t stream) {
 
 void launch_ring_gather(const RingGatherArgs& a, cudaStream_t stream) {
   check_ring(a.geo, a.ring, a.dst, "ring_gather");
-  GASTRT_CHECK(a.k >= 1 && a.k <= kRingTaps, "ring_gather: " << a.k << " taps (at most " << kRingTaps << ")");
+  GASTRT_CHECK(a.k >= 1 && a.k <= kRingMaxTaps, "ring_gather: " << a.k << " taps (at most " << kRingMaxTaps << ")");
   for (int tau = 0; tau < a.k; ++tau)
     GASTRT_CHECK(a.lag[tau] >= 0 && a.lag[tau] < a.geo.h,
                  "ring_gather: lag " << a.lag[tau] << " outside [0, " << a.geo.h << ")");

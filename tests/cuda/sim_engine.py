@@ -1,13 +1,14 @@
 """A NumPy simulator of the native CUDA engine (``_native.CudaEngine``), same Python interface.
 
-It interprets program bytecode (csrc/cuda/cuda_ops.h) on a bytes arena with the C++ executor's
-rules: records validated against the arena / weights like executor.cu's Checker, IO steps (the
-ones reading the user's input or writing the user's output) run with the real batch n and the
-body with the program's max_n, activations stored in the engine dtype, GEMM operands rounded to
-it. Each op is computed from the record's fields (not from the plan), so the test that runs
-CudaBackend on this simulator checks the whole Python half of the CUDA backend (lowering,
-scheduling, arena allocation, buckets, chunking, program cache) against the NumPy executor
-without a GPU. The kernels themselves are checked only by tests/cuda/test_cuda_kernels.py on a GPU.
+It interprets program bytecode (records of csrc/cuda/program_records.h, decoded by field name
+from the executor's layout) on a bytes arena with the C++ executor's rules: records validated
+against the arena / weights like program.cu's checks, IO steps (the ones reading the user's input
+or writing the user's output) run with the real batch n and the body with the program's max_n,
+activations stored in the engine dtype, GEMM operands rounded to it. Each op is computed from the
+record's fields (not from the plan), so the test that runs CudaBackend on this simulator checks
+the whole Python half of the CUDA backend (lowering, scheduling, arena allocation, buckets,
+chunking, program cache) against the NumPy executor without a GPU. The kernels themselves are
+checked only by tests/cuda/test_cuda_kernels.py on a GPU.
 """
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ import ctypes
 
 import numpy as np
 
-from gastrt.backends import cuda as C
+from gastrt.backends.cuda.lowering import MAX_GEMM_GROUP
+from gastrt.backends.cuda.records import program_layout
 from gastrt.backends.numpy_backend import gast_block as np_gast_block
 from gastrt.engine_file import from_bf16_bits, to_bf16_bits
-from gastrt.plan import LRELU_SLOPE, Op
+from gastrt.errors import OutOfMemoryError
+from gastrt.plan import LRELU_SLOPE, Op, gast_projection_columns
+
+L = program_layout()
+REF_NONE, REF_IN, REF_OUT, TABLE_COLS = L.ref_none, L.ref_input, L.ref_output, L.stream_table_cols
 
 _NP = {0: np.float32, 1: np.float16, 2: np.uint16}
 
@@ -87,7 +93,7 @@ class SimEngine:
         if nbytes > self.arena.size:
             lim = self.opts["arena_limit"]
             if lim >= 0 and nbytes > lim:
-                raise RuntimeError(f"gastrt: CUDA out of memory on cuda:0: the workspace needs {nbytes} bytes")
+                raise OutOfMemoryError(f"gastrt: CUDA out of memory on cuda:0: the workspace needs {nbytes} bytes")
             self.arena = np.zeros(nbytes, np.uint8)  # like the executor: a fresh, zeroed arena
 
     def arena_bytes(self):
@@ -143,15 +149,12 @@ class SimEngine:
     def create_program(self, code, arena_bytes, max_n, in_per_n, out_per_n):
         code = np.asarray(code)
         assert code.dtype == np.int64
-        steps, i = [], 0
         self._rows = (max_n, in_per_n)       # the stream ops' record must cover every row
-        while i < code.size:
-            op, nf = int(code[i]), int(code[i + 1])
-            assert i + 2 + nf <= code.size, "truncated record"
-            f = [int(v) for v in code[i + 2:i + 2 + nf]]
-            steps.append({"op": op, "f": f, "io": self._check(op, f, arena_bytes, max_n * in_per_n * 4,
-                                                               max_n * out_per_n * 4)})
-            i += 2 + nf
+        steps = []
+        for name, structs in L.decode_program(code):
+            r = structs if name == "conv" else structs[0]
+            steps.append({"op": name, "r": r, "io": self._check(name, r, arena_bytes, max_n * in_per_n * 4,
+                                                                 max_n * out_per_n * 4)})
         b = 0
         while b < len(steps) and steps[b]["io"]:
             b += 1
@@ -171,17 +174,18 @@ class SimEngine:
     def describe_program(self, pid):
         return repr(self.progs[pid]["steps"])
 
-    def _check(self, op, f, arena, in_cap, out_cap):
+    def _check(self, op, r, arena, in_cap, out_cap):
+        """executor program.cu's checks of record ``op`` (fields ``r`` by name; conv: a list)."""
         es = self.esize
         io = [False]
 
         def buf(ref, nbytes, what, allow_none=False):
-            if ref == C.REF_NONE:
+            if ref == REF_NONE:
                 assert allow_none, what + " missing"
                 return
-            if ref in (C.REF_IN, C.REF_OUT):
+            if ref in (REF_IN, REF_OUT):
                 io[0] = True
-                assert nbytes <= (in_cap if ref == C.REF_IN else out_cap), f"{what}: past the user's array"
+                assert nbytes <= (in_cap if ref == REF_IN else out_cap), f"{what}: past the user's array"
                 return
             assert ref >= 0 and ref % 16 == 0, f"{what}: bad offset {ref}"
             assert ref + nbytes <= arena, f"{what}: [{ref}, {ref + nbytes}) past the arena {arena}"
@@ -191,100 +195,94 @@ class SimEngine:
             a, d = self.weights[wid]
             assert a.size >= count and d == dt, f"{what}: weight size / dtype"
 
-        if op == C.OP_LAYOUT:
-            assert len(f) == C.LAYOUT_FIELDS
-            cnt = f[2] * f[3] * f[4] * f[5]
-            buf(f[0], cnt * (4 if f[7] == 0 else 2), "layout src")
-            buf(f[1], cnt * (4 if f[8] == 0 else 2), "layout dst")
-            if f[0] in (C.REF_IN, C.REF_OUT):
-                assert f[7] == 0
-            if f[1] in (C.REF_IN, C.REF_OUT):
-                assert f[8] == 0
-        elif op == C.OP_CONV:
-            assert len(f) == 1 + f[0] * C.CONV_FIELDS and 1 <= f[0] <= C.MAX_GEMM_GROUP
-            for q in range(f[0]):
-                g = f[1 + q * C.CONV_FIELDS:1 + (q + 1) * C.CONV_FIELDS]
-                nseq, t_in, t_out, t_res, typ, ci, co, k, st, dil, ro, rs, ldy = g[5:18]
-                assert t_in >= (t_out - 1) * st + (k - 1) * dil + 1, "conv span"
-                buf(g[0], nseq * t_in * ci * es, "conv x")
-                w(g[1], k * ci * co, self._dt, "conv w")
-                w(g[2], co, 0, "conv b")
-                buf(g[3], nseq * t_res * co * es, "conv res", True)
-                if g[3] != C.REF_NONE:
-                    assert ro + (t_out - 1) * rs < t_res, "conv residual rows"
-                buf(g[4], (((nseq - 1) * typ + t_out - 1) * ldy + co) * es, "conv y")
+        if op == "layout":
+            cnt = r["n"] * r["a"] * r["b"] * r["f"]
+            buf(r["src"], cnt * (4 if r["src_dtype"] == 0 else 2), "layout src")
+            buf(r["dst"], cnt * (4 if r["dst_dtype"] == 0 else 2), "layout dst")
+            if r["src"] in (REF_IN, REF_OUT):
+                assert r["src_dtype"] == 0
+            if r["dst"] in (REF_IN, REF_OUT):
+                assert r["dst_dtype"] == 0
+        elif op == "conv":
+            assert 1 <= len(r) <= MAX_GEMM_GROUP
+            for g in r:
+                nseq, t_out, st, dil, k, ci, co = (g[q] for q in ("n_seq", "t_out", "stride", "dilation", "k", "ci",
+                                                                   "co"))
+                assert g["t_in"] >= (t_out - 1) * st + (k - 1) * dil + 1, "conv span"
+                buf(g["x"], nseq * g["t_in"] * ci * es, "conv x")
+                w(g["w"], k * ci * co, self._dt, "conv w")
+                w(g["b"], co, 0, "conv b")
+                buf(g["res"], nseq * g["t_res"] * co * es, "conv res", True)
+                if g["res"] != REF_NONE:
+                    assert g["res_offset"] + (t_out - 1) * g["res_stride"] < g["t_res"], "conv residual rows"
+                buf(g["y"], (((nseq - 1) * g["t_ypitch"] + t_out - 1) * g["ldy"] + co) * es, "conv y")
             assert not io[0]
-        elif op == C.OP_GAST:
-            assert len(f) == C.GAST_FIELDS
-            n, j, t, c, h, gc = f[4:10]
+        elif op == "gast_block":
+            n, j, t, c, h, gc = (r[k] for k in ("n", "j", "t", "c", "heads", "gc"))
             rows, ld1 = n * j * t, 4 * c + 2 * h + h * gc
-            buf(f[0], rows * c * es, "gast x")
-            buf(f[1], rows * 2 * c * es, "gast y")
-            buf(f[2], f[3], "gast scratch", f[3] == 0)
-            assert f[3] == self.gast_scratch_bytes(n, j, t, c, h, gc), "gast scratch size"
-            for wid, cnt, dt in ((f[10], c * ld1, self._dt), (f[11], ld1, 0), (f[12], 2 * j * c, 0),
-                                 (f[13], 2 * j * j * c, 0), (f[14], 2 * c, 0), (f[15], 2 * c * c, self._dt),
-                                 (f[16], c, 0), (f[17], h * j * j, 0), (f[18], h * gc * c, self._dt),
-                                 (f[19], c, 0), (f[20], 6 * c * c, self._dt), (f[21], 2 * c, 0)):
-                w(wid, cnt, dt, "gast weight")
+            buf(r["x"], rows * c * es, "gast x")
+            buf(r["y"], rows * 2 * c * es, "gast y")
+            buf(r["scratch"], r["scratch_bytes"], "gast scratch", r["scratch_bytes"] == 0)
+            assert r["scratch_bytes"] == self.gast_scratch_bytes(n, j, t, c, h, gc), "gast scratch size"
+            for role, cnt, dt in (("w1", c * ld1, self._dt), ("b1", ld1, 0), ("loc_diag", 2 * j * c, 0),
+                                  ("loc_off", 2 * j * j * c, 0), ("loc_b", 2 * c, 0),
+                                  ("loc_cat_w", 2 * c * c, self._dt), ("loc_cat_b", c, 0), ("glb_ck", h * j * j, 0),
+                                  ("glb_cat_w", h * gc * c, self._dt), ("glb_cat_b", c, 0),
+                                  ("cat_w", 6 * c * c, self._dt), ("cat_b", 2 * c, 0)):
+                w(r[role], cnt, dt, "gast " + role)
             assert not io[0]
-        elif op == C.OP_RIE:
-            assert len(f) == C.RIE_FIELDS
-            n, t, cin, groups = f[7:11]
-            buf(f[0], n * t * cin * 4, "rie x")
-            for g in range(groups):
-                assert f[1 + g] >= 0
-                buf(f[1 + g], n * t * 3 * f[11 + g] * es, "rie out")
-            assert f[6] >= 0
-            buf(f[6], n * cin * es, "rie current")
-        elif op == C.OP_COPY:
-            assert len(f) == C.COPY_FIELDS
-            rows, cols, sld, dld, doff = f[2:7]
-            buf(f[0], ((rows - 1) * sld + cols) * es, "copy src")
-            buf(f[1], ((rows - 1) * dld + doff + cols) * es, "copy dst")
+        elif op == "rie_encode":
+            n, t, cin = r["n"], r["t"], r["cin"]
+            buf(r["x"], n * t * cin * 4, "rie x")
+            for g in range(r["groups"]):
+                assert r["out"][g] >= 0
+                buf(r["out"][g], n * t * 3 * r["len"][g] * es, "rie out")
+            assert r["current"] >= 0
+            buf(r["current"], n * cin * es, "rie current")
+        elif op == "concat":
+            rows, cols = r["rows"], r["cols"]
+            buf(r["src"], ((rows - 1) * r["src_ld"] + cols) * es, "copy src")
+            buf(r["dst"], ((rows - 1) * r["dst_ld"] + r["dst_off"] + cols) * es, "copy dst")
             assert not io[0]
-        elif op == C.OP_ASSEMBLE:
-            assert len(f) == C.ASSEMBLE_FIELDS
-            n, t, k, nsrc = f[1:5]
-            buf(f[0], n * t * k * 12, "assemble out")
-            for s in range(nsrc):
-                assert f[5 + s] >= 0
-                buf(f[5 + s], n * t * f[13 + s] * es, "assemble src")
-        elif op == C.OP_STREAM_IN:
-            assert len(f) == C.STREAM_IN_FIELDS and f[0] == C.REF_IN, "stream_in reads the user's input"
-            n, jf = f[3:5]
-            assert (n, jf + C.STREAM_TABLE_COLS) == self._rows, "stream_in covers all max_n rows"
-            buf(f[0], n * (jf + C.STREAM_TABLE_COLS) * 4, "stream_in src")
-            assert f[1] >= 0 and f[2] >= 0, "stream_in outputs live in the arena"
-            buf(f[1], n * jf * es, "stream_in col")
-            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "stream_in table")
-        elif op == C.OP_RING_WRITE:
-            assert len(f) == C.RING_WRITE_FIELDS
-            n, nv, g, c, h = f[3:8]
+        elif op == "output_assemble":
+            n, t = r["n"], r["t"]
+            buf(r["out"], n * t * r["k"] * 12, "assemble out")
+            for s in range(r["nsrc"]):
+                assert r["src"][s] >= 0
+                buf(r["src"][s], n * t * r["ch"][s] * es, "assemble src")
+        elif op == "stream_in":
+            assert r["src"] == REF_IN, "stream_in reads the user's input"
+            n, jf = r["n"], r["jf"]
+            assert (n, jf + TABLE_COLS) == self._rows, "stream_in covers all max_n rows"
+            buf(r["src"], n * (jf + TABLE_COLS) * 4, "stream_in src")
+            assert r["col"] >= 0 and r["table"] >= 0, "stream_in outputs live in the arena"
+            buf(r["col"], n * jf * es, "stream_in col")
+            buf(r["table"], n * TABLE_COLS * 4, "stream_in table")
+        elif op == "ring_write":
+            n, nv, g, c, h = (r[k] for k in ("n", "nv", "g", "c", "h"))
             assert n == self._rows[0], "ring_write covers all max_n rows"
-            buf(f[0], n * g * c * es, "ring_write col")
-            buf(f[1], nv * g * h * c * es, "ring_write ring")
-            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "ring_write table")
+            buf(r["col"], n * g * c * es, "ring_write col")
+            buf(r["ring"], nv * g * h * c * es, "ring_write ring")
+            buf(r["table"], n * TABLE_COLS * 4, "ring_write table")
             assert not io[0]
-        elif op == C.OP_RING_GATHER:
-            assert len(f) == C.RING_GATHER_FIELDS
-            n, nv, g, c, h, k = f[3:9]
+        elif op == "ring_gather":
+            n, nv, g, c, h, k = (r[q] for q in ("n", "nv", "g", "c", "h", "k"))
             assert n == self._rows[0], "ring_gather covers all max_n rows"
-            assert 1 <= k <= C.RING_MAX_TAPS and all(0 <= v < h for v in f[9:9 + k]), "ring_gather lags"
-            buf(f[0], nv * g * h * c * es, "ring_gather ring")
-            buf(f[1], n * g * k * c * es, "ring_gather dst")
-            buf(f[2], n * C.STREAM_TABLE_COLS * 4, "ring_gather table")
+            assert 1 <= k <= len(r["lag"]) and all(0 <= v < h for v in r["lag"][:k]), "ring_gather lags"
+            buf(r["ring"], nv * g * h * c * es, "ring_gather ring")
+            buf(r["dst"], n * g * k * c * es, "ring_gather dst")
+            buf(r["table"], n * TABLE_COLS * 4, "ring_gather table")
             assert not io[0]
         else:
-            raise AssertionError(f"unknown opcode {op}")
+            raise AssertionError(f"unknown record {op}")
         return io[0]
 
     # -- execution -----------------------------------------------------------------------------
     def _view(self, ref, count, dt, io):
         """fp32 copy of `count` elements at ref."""
-        if ref == C.REF_IN:
+        if ref == REF_IN:
             return io["in"][:count].astype(np.float32)
-        if ref == C.REF_OUT:
+        if ref == REF_OUT:
             return io["out"][:count].astype(np.float32)
         nb = 4 if dt == 0 else 2
         raw = self.arena[ref:ref + count * nb]
@@ -296,7 +294,7 @@ class SimEngine:
 
     def _store(self, ref, flat_index, values, dt, io):
         values = np.asarray(values, np.float32)
-        if ref == C.REF_OUT:
+        if ref == REF_OUT:
             io["out"][flat_index] = values
             return
         assert ref >= 0
@@ -314,104 +312,108 @@ class SimEngine:
         return self.weights[wid][0]
 
     def _exec(self, s, io, n_io):
-        op, f, dt = s["op"], s["f"], self._dt
-        if op == C.OP_LAYOUT:
-            n = n_io if s["io"] else f[2]
-            a, b, ff = f[3:6]
-            src = self._view(f[0], n * a * b * ff, f[7], io).reshape(n, a, b, ff)
-            if f[6]:
+        op, r, dt = s["op"], s["r"], self._dt
+        if op == "layout":
+            n = n_io if s["io"] else r["n"]
+            a, b, ff = r["a"], r["b"], r["f"]
+            src = self._view(r["src"], n * a * b * ff, r["src_dtype"], io).reshape(n, a, b, ff)
+            if r["swap"]:
                 src = src.transpose(0, 2, 1, 3)
-            self._store(f[1], np.arange(src.size), src.reshape(-1), f[8], io)
-        elif op == C.OP_CONV:
-            for q in range(f[0]):
-                g = f[1 + q * C.CONV_FIELDS:1 + (q + 1) * C.CONV_FIELDS]
-                xr, wid, bid, rr, yr, nseq, t_in, t_out, t_res, typ, ci, co, k, st, dil, ro, rs, ldy, act = g
-                x = self._view(xr, nseq * t_in * ci, dt, io).reshape(nseq, t_in, ci)
-                w = self._w(wid)[:k * ci * co].reshape(k * ci, co)
-                y = np.broadcast_to(self._w(bid)[:co], (nseq, t_out, co)).astype(np.float32)
+            self._store(r["dst"], np.arange(src.size), src.reshape(-1), r["dst_dtype"], io)
+        elif op == "conv":
+            for g in r:
+                nseq, t_in, t_out, ci, co, k = g["n_seq"], g["t_in"], g["t_out"], g["ci"], g["co"], g["k"]
+                st, dil = g["stride"], g["dilation"]
+                x = self._view(g["x"], nseq * t_in * ci, dt, io).reshape(nseq, t_in, ci)
+                w = self._w(g["w"])[:k * ci * co].reshape(k * ci, co)
+                y = np.broadcast_to(self._w(g["b"])[:co], (nseq, t_out, co)).astype(np.float32)
                 last = (t_out - 1) * st + 1
                 for tau in range(k):
                     y = y + x[:, tau * dil:tau * dil + last:st, :] @ w[tau * ci:(tau + 1) * ci]
-                y = _act(y, act)
-                if rr != C.REF_NONE:
-                    r = self._view(rr, nseq * t_res * co, dt, io).reshape(nseq, t_res, co)
-                    y = y + r[:, ro:ro + (t_out - 1) * rs + 1:rs, :]
+                y = _act(y, g["act"])
+                if g["res"] != REF_NONE:
+                    res = self._view(g["res"], nseq * g["t_res"] * co, dt, io).reshape(nseq, g["t_res"], co)
+                    ro, rs = g["res_offset"], g["res_stride"]
+                    y = y + res[:, ro:ro + (t_out - 1) * rs + 1:rs, :]
                 si, ti, ni = np.meshgrid(np.arange(nseq), np.arange(t_out), np.arange(co), indexing="ij")
-                self._store(yr, ((si * typ + ti) * ldy + ni).reshape(-1), y.reshape(-1), dt, io)
-        elif op == C.OP_GAST:
-            n, j, t, c, h, gc = f[4:10]
-            w1, b1 = self._w(f[10]), self._w(f[11])
-            ld1 = 4 * c + 2 * h + h * gc
-            w1 = w1[:c * ld1].reshape(c, ld1)
-            W = {"loc_w": w1[:, :4 * c], "glb_u": w1[:, 4 * c:4 * c + 2 * h], "glb_g_w": w1[:, 4 * c + 2 * h:],
-                 "glb_c": b1[4 * c:4 * c + 2 * h], "glb_g_b": b1[4 * c + 2 * h:ld1],
-                 "loc_diag": self._w(f[12]).reshape(2, j, c), "loc_off": self._w(f[13]).reshape(2, j, j, c),
-                 "loc_b": self._w(f[14]), "loc_cat_w": self._w(f[15]).reshape(2 * c, c),
-                 "loc_cat_b": self._w(f[16]), "glb_ck": self._w(f[17]).reshape(h, j, j),
-                 "glb_cat_w": self._w(f[18]).reshape(h * gc, c), "glb_cat_b": self._w(f[19]),
-                 "cat_w": self._w(f[20]).reshape(3 * c, 2 * c), "cat_b": self._w(f[21])}
-            x = self._view(f[0], n * j * t * c, dt, io).reshape(n, j, t, c)
+                self._store(g["y"], ((si * g["t_ypitch"] + ti) * g["ldy"] + ni).reshape(-1), y.reshape(-1), dt, io)
+        elif op == "gast_block":
+            n, j, t, c, h, gc = (r[k] for k in ("n", "j", "t", "c", "heads", "gc"))
+            w1, b1 = self._w(r["w1"]), self._w(r["b1"])
+            cols = gast_projection_columns(c, h, gc)
+            w1 = w1[:c * cols["g"].stop].reshape(c, cols["g"].stop)
+            W = {"loc_w": w1[:, cols["loc"]], "glb_u": w1[:, cols["att"]], "glb_g_w": w1[:, cols["g"]],
+                 "glb_c": b1[cols["att"]], "glb_g_b": b1[cols["g"]],
+                 "loc_diag": self._w(r["loc_diag"]).reshape(2, j, c),
+                 "loc_off": self._w(r["loc_off"]).reshape(2, j, j, c),
+                 "loc_b": self._w(r["loc_b"]), "loc_cat_w": self._w(r["loc_cat_w"]).reshape(2 * c, c),
+                 "loc_cat_b": self._w(r["loc_cat_b"]), "glb_ck": self._w(r["glb_ck"]).reshape(h, j, j),
+                 "glb_cat_w": self._w(r["glb_cat_w"]).reshape(h * gc, c), "glb_cat_b": self._w(r["glb_cat_b"]),
+                 "cat_w": self._w(r["cat_w"]).reshape(3 * c, 2 * c), "cat_b": self._w(r["cat_b"])}
+            x = self._view(r["x"], n * j * t * c, dt, io).reshape(n, j, t, c)
             y = np_gast_block(Op("gast_block", [], [], {"heads": h, "head_channels": gc}), x, W)
-            self._store(f[1], np.arange(y.size), y.reshape(-1), dt, io)
-        elif op == C.OP_RIE:
-            n = n_io if s["io"] else f[7]
-            t, cin, groups = f[8:11]
-            x = self._view(f[0], n * t * cin, 0, io).reshape(n, t, cin)
+            self._store(r["y"], np.arange(y.size), y.reshape(-1), dt, io)
+        elif op == "rie_encode":
+            n = n_io if s["io"] else r["n"]
+            t, cin = r["t"], r["cin"]
+            x = self._view(r["x"], n * t * cin, 0, io).reshape(n, t, cin)
             centre = x[:, t // 2]
-            for g in range(groups):
-                idx = np.asarray(f[16 + g * C.RIE_MAX_IDX:16 + g * C.RIE_MAX_IDX + f[11 + g]])
+            max_idx = len(r["idx"]) // len(r["out"])
+            for g in range(r["groups"]):
+                idx = np.asarray(r["idx"][g * max_idx:g * max_idx + r["len"][g]])
                 xs = x[:, :, idx]
                 o = np.concatenate([xs, xs - x[:, :, idx % 2], xs - centre[:, None, idx]], axis=-1)
-                self._store(f[1 + g], np.arange(o.size), o.reshape(-1), dt, io)
-            self._store(f[6], np.arange(centre.size), centre.reshape(-1), dt, io)
-        elif op == C.OP_COPY:
-            rows, cols, sld, dld, doff = f[2:7]
-            src = self._view(f[0], (rows - 1) * sld + cols, dt, io)
-            r, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-            self._store(f[1], (r * dld + doff + cc).reshape(-1), src[(r * sld + cc).reshape(-1)], dt, io)
-        elif op == C.OP_ASSEMBLE:
-            n = n_io if s["io"] else f[1]
-            t, k, nsrc = f[2], f[3], f[4]
-            srcs = [self._view(f[5 + q], n * t * f[13 + q], dt, io).reshape(n, t, f[13 + q]) for q in range(nsrc)]
-            o = np.stack([srcs[f[21 + q]][:, :, 3 * f[53 + q]:3 * f[53 + q] + 3] for q in range(k)], axis=2)
-            self._store(f[0], np.arange(o.size), o.reshape(-1), 0, io)
-        elif op == C.OP_STREAM_IN:  # the table words move as bits (int32 stored in the fp32 input)
-            n = n_io if s["io"] else f[3]
-            jf, tc = f[4], C.STREAM_TABLE_COLS
+                self._store(r["out"][g], np.arange(o.size), o.reshape(-1), dt, io)
+            self._store(r["current"], np.arange(centre.size), centre.reshape(-1), dt, io)
+        elif op == "concat":
+            rows, cols = r["rows"], r["cols"]
+            src = self._view(r["src"], (rows - 1) * r["src_ld"] + cols, dt, io)
+            ri, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+            self._store(r["dst"], (ri * r["dst_ld"] + r["dst_off"] + cc).reshape(-1),
+                        src[(ri * r["src_ld"] + cc).reshape(-1)], dt, io)
+        elif op == "output_assemble":
+            n = n_io if s["io"] else r["n"]
+            t, k, nsrc = r["t"], r["k"], r["nsrc"]
+            srcs = [self._view(r["src"][q], n * t * r["ch"][q], dt, io).reshape(n, t, r["ch"][q]) for q in range(nsrc)]
+            o = np.stack([srcs[r["src_of"][q]][:, :, 3 * r["jj"][q]:3 * r["jj"][q] + 3] for q in range(k)], axis=2)
+            self._store(r["out"], np.arange(o.size), o.reshape(-1), 0, io)
+        elif op == "stream_in":  # the table words move as bits (int32 stored in the fp32 input)
+            n = n_io if s["io"] else r["n"]
+            jf, tc = r["jf"], TABLE_COLS
             src = io["in"][:n * (jf + tc)].reshape(n, jf + tc)
-            self._store(f[1], np.arange(n * jf), src[:, :jf].reshape(-1), dt, io)
-            self.arena[f[2]:f[2] + n * tc * 4].view(np.int32)[:] = src[:, jf:].copy().view(np.int32).reshape(-1)
-        elif op in (C.OP_RING_WRITE, C.OP_RING_GATHER):  # raw element moves, like the kernels
-            n, nv, g, c, h = f[3:8]
+            self._store(r["col"], np.arange(n * jf), src[:, :jf].reshape(-1), dt, io)
+            tab = r["table"]
+            self.arena[tab:tab + n * tc * 4].view(np.int32)[:] = src[:, jf:].copy().view(np.int32).reshape(-1)
+        elif op in ("ring_write", "ring_gather"):  # raw element moves, like the kernels
+            n, nv, g, c, h = (r[q] for q in ("n", "nv", "g", "c", "h"))
             es = self.esize
-            tab = self.arena[f[2]:f[2] + n * C.STREAM_TABLE_COLS * 4].view(np.int32).reshape(n, -1)
+            tab = self.arena[r["table"]:r["table"] + n * TABLE_COLS * 4].view(np.int32).reshape(n, -1)
             slot = tab[:, 0].astype(np.int64)
             cnt = (tab[:, 2].astype(np.int64) << 32) | tab[:, 1].view(np.uint32).astype(np.int64)
-            ring_ref = f[1] if op == C.OP_RING_WRITE else f[0]
-            ring = self.arena[ring_ref:ring_ref + nv * g * h * c * es].reshape(nv, g, h, c * es)
+            ring = self.arena[r["ring"]:r["ring"] + nv * g * h * c * es].reshape(nv, g, h, c * es)
             ok = (slot >= 0) & (slot < nv)
-            if op == C.OP_RING_WRITE:
-                col = self.arena[f[0]:f[0] + n * g * c * es].reshape(n, g, c * es)
-                for r in np.flatnonzero(ok):
-                    if tab[r, 3]:
-                        ring[slot[r]] = col[r][:, None, :]
+            if op == "ring_write":
+                col = self.arena[r["col"]:r["col"] + n * g * c * es].reshape(n, g, c * es)
+                for q in np.flatnonzero(ok):
+                    if tab[q, 3]:
+                        ring[slot[q]] = col[q][:, None, :]
                     else:
-                        ring[slot[r], :, cnt[r] % h] = col[r]
+                        ring[slot[q], :, cnt[q] % h] = col[q]
             else:
-                k = f[8]
-                lags = np.asarray(f[9:9 + k], np.int64)
-                dst = self.arena[f[1]:f[1] + n * g * k * c * es].reshape(n, g, k, c * es)
+                k = r["k"]
+                lags = np.asarray(r["lag"][:k], np.int64)
+                dst = self.arena[r["dst"]:r["dst"] + n * g * k * c * es].reshape(n, g, k, c * es)
                 dst[:] = 0
-                for r in np.flatnonzero(ok):
-                    dst[r] = ring[slot[r]][:, (cnt[r] - lags) % h]
+                for q in np.flatnonzero(ok):
+                    dst[q] = ring[slot[q]][:, (cnt[q] - lags) % h]
         else:
             raise AssertionError(op)
 
     def _run(self, pid, io, n, use_graph):
         p = self.progs[pid]
         assert 1 <= n <= p["max_n"], (n, p["max_n"])
-        if any(s["op"] == C.OP_STREAM_IN for s in p["steps"]):
-            assert n == p["max_n"], "a stream program runs on all of its rows"  # executor.cu exact_n
+        if any(s["op"] == "stream_in" for s in p["steps"]):
+            assert n == p["max_n"], "a stream program runs on all of its rows"  # engine.cu exact_n
         self.reserve_arena(p["arena"])
         self.runs.append((pid, n, use_graph))
         b, e = p["body"]
@@ -429,7 +431,7 @@ class SimEngine:
 
     def run_device(self, pid, x, y, n, ext_stream, has_ext, use_graph):
         """Device pointers: host memory stands in for device memory (HostMemoryModule, CAI arrays
-        over NumPy). Reads n rows at x, writes n rows at y, as executor.cu's run_device."""
+        over NumPy). Reads n rows at x, writes n rows at y, as engine.cu's run_device."""
         p = self.progs[pid]
         assert x and y and isinstance(ext_stream, int), "run: null device pointer / stream handle"
         nin, nout = n * p["in_per_n"], n * p["out_per_n"]

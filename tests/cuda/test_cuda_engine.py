@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gastrt
-from gastrt.errors import GastrtError
+from gastrt.errors import GastrtError, OutOfMemoryError
 
 pytestmark = pytest.mark.skipif(not gastrt.cuda_available(), reason="needs a CUDA build of gastrt and a GPU")
 
@@ -77,10 +77,10 @@ def test_gast_paths_agree(files):
     gpu, cpu = _pair(files["gast17"]["fp16"])
     w = keypoints(np.random.default_rng(2), 9, gpu.receptive_field, 17)
     gpu.backend.set_option("gast_fused", 1)
-    assert "fused" in gpu.backend.describe("pos", "window", 9)
+    assert "fused" in gpu.backend.describe_program("pos", "window", 9)
     a = gpu.lift(w)
     gpu.backend.set_option("gast_fused", 0)
-    assert "multi-kernel" in gpu.backend.describe("pos", "window", 9)
+    assert "multi-kernel" in gpu.backend.describe_program("pos", "window", 9)
     b = gpu.lift(w)
     assert rel_err(a, cpu.lift(w)) <= MODEL_TOL["fp16"]
     assert rel_err(b, cpu.lift(w)) <= MODEL_TOL["fp16"]
@@ -184,7 +184,7 @@ def test_out_of_memory_then_usable(files):
     be = gpu.backend
     x = keypoints(np.random.default_rng(8), 3, gpu.receptive_field, 17)
     ok = gpu.lift(x)
-    with pytest.raises(RuntimeError, match="out of memory"):
+    with pytest.raises(OutOfMemoryError, match="out of memory"):
         be._eng.reserve_arena(1 << 50)  # a real cudaMalloc failure (1 PiB)
     np.testing.assert_array_equal(gpu.lift(x), ok)
     be.set_option("arena_limit", be._eng.arena_bytes())

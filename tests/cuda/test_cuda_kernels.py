@@ -1,6 +1,6 @@
 """Each CUDA kernel against the NumPy executor's op functions, on odd sizes (primes, 1, large).
 
-Single-op programs run through gastrt.backends.cuda.OpHarness: inputs written to the arena, the
+Single-op programs run through op_harness.OpHarness: inputs written to the arena, the
 outputs poisoned with 0xFF bytes (NaN in fp32 / fp16 / bf16) before the call, so an element the
 kernel forgets to write fails the test. fp16 / bf16 are compared with a same-precision
 reference: the NumPy op on inputs and weights rounded to that precision, in fp32, so the error
@@ -37,7 +37,7 @@ def rnd(a: np.ndarray, precision: str) -> np.ndarray:
 
 
 def harness(precision):
-    from gastrt.backends.cuda import OpHarness
+    from op_harness import OpHarness
     return OpHarness(precision)
 
 

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 import gastrt  # noqa: E402
 from gastrt.backends import cuda as C  # noqa: E402
+from gastrt.backends.cuda import backend as B, lowering  # noqa: E402
 from gastrt.backends.numpy_backend import NumpyBackend  # noqa: E402
 from gastrt.errors import GastrtError  # noqa: E402
 
@@ -66,10 +67,31 @@ def test_engine_api_over_simulator(files):
     np.testing.assert_allclose(eng.lift_sequence(s), cpu.lift_sequence(s), rtol=1e-5, atol=1e-6)
 
 
+def test_backend_protocol_over_simulator(files):
+    """CudaBackend is a gastrt Backend: capabilities, workspace / device bytes, describe, close."""
+    from gastrt.backends.base import Backend
+
+    eng, _, be, sim = _pair(files["gast17"]["fp16"], "fp16")
+    assert isinstance(be, Backend)
+    caps = be.capabilities
+    assert (caps.device_arrays, caps.stream, caps.device, caps.threads) == (True, "cuda", "cuda:0", None)
+    assert caps.modes == frozenset({"window", "sequence"})
+    ws = be.workspace_bytes("pos", 3, eng.receptive_field, "window")
+    assert ws == be.lowered("pos", "window", 4, eng.receptive_field).arena_bytes
+    assert be.device_bytes() > sim.arena_bytes() > 0       # weights + arena
+    d = be.describe()
+    assert d["name"] == "cuda" and d["device_arrays"] and d["precision"] == "fp16"
+    assert be.is_device_array(np.zeros(3, np.float32)) is False
+    be.close()
+    assert not sim.progs
+    with pytest.raises(GastrtError, match="closed"):
+        be.run("pos", keypoints(np.random.default_rng(0), 1, eng.receptive_field, 17), "window")
+
+
 def test_rie_convs_are_grouped(files):
     eng = gastrt.load(files["rie3"]["fp32"], backend="numpy")
     plan = eng.plans["pos"]
-    steps = C.schedule(plan)
+    steps = lowering.schedule(plan)
     sizes = [len(s) for s in steps if plan.ops[s[0]].kind == "conv"]
     assert max(sizes) >= 5, sizes  # the five branches (+ the global path) per level
     order = [i for s in steps for i in s]
@@ -91,9 +113,9 @@ def test_chunking_buckets_and_cache(files):
     ns = [n for _, n, _ in sim.runs[-3:]]
     assert ns == [4, 4, 2]
     assert be.bucket(3, "window") == 4 and be.bucket(3, "sequence") == 3
-    for t in range(C.PROGRAM_CACHE + 3):  # LRU: old programs are destroyed in the simulator too
+    for t in range(B.PROGRAM_CACHE + 3):  # LRU: old programs are destroyed in the simulator too
         be.run("pos", keypoints(rng, 1, eng.receptive_field + 2 * t, 17), "sequence")
-    assert len(be._progs) == C.PROGRAM_CACHE and len(sim.progs) == C.PROGRAM_CACHE
+    assert len(be._progs) == B.PROGRAM_CACHE and len(sim.progs) == B.PROGRAM_CACHE
 
 
 def test_arena_reuse_and_no_aliasing(files):
@@ -209,3 +231,35 @@ def test_run_device_over_simulator(files):
     with pytest.raises(GastrtError, match="float32"):
         be.run_device("pos", type("F64", (), {"__cuda_array_interface__": dict(
             HostCAI(x).__cuda_array_interface__, typestr="<f8")})(), "window")
+
+
+def test_program_layout_encodes_by_name():
+    """The record layout comes from the extension (program_records.h, every build): each record's
+    fields cover its words in order; records encode / decode by field name, refusing missing or
+    unknown fields and over-long arrays."""
+    L = C.program_layout()
+    assert {"layout", "conv", "gast_block", "rie_encode", "concat", "output_assemble", "stream_in", "ring_write",
+            "ring_gather"} <= set(L.records)
+    for name, rec in L.records.items():
+        at = 0
+        for off, cnt in rec["fields"].values():
+            assert off == at and cnt >= 1, name
+            at += cnt
+        assert at == rec["nfields"], name
+        assert L.name_of(rec["opcode"]) == name
+    code = L.encode("ring_gather", ring=0, dst=256, table=512, n=2, nv=4, g=1, c=8, h=5, k=2, lag=[4, 2])
+    assert code[:2] == [L.opcode("ring_gather"), L.records["ring_gather"]["nfields"]]
+    (name, [f]), = L.decode_program(code)
+    assert name == "ring_gather" and f["lag"][:3] == [4, 2, 0] and f["h"] == 5
+    conv = dict(x=0, w=1, b=2, res=L.ref_none, y=256, n_seq=1, t_in=3, t_out=1, t_res=0, t_ypitch=1, ci=2, co=4,
+                k=3, stride=1, dilation=1, res_offset=0, res_stride=1, ldy=4, act=1)
+    (name, convs), = L.decode_program(L.encode_group("conv", [conv, dict(conv, y=512)]))
+    assert name == "conv" and [c["y"] for c in convs] == [256, 512] and convs[0] == conv
+    with pytest.raises(GastrtError, match="missing fields"):
+        L.encode("stream_in", src=L.ref_input, col=0, table=256, n=1)
+    with pytest.raises(GastrtError, match="unknown"):
+        L.encode("stream_in", src=L.ref_input, col=0, table=256, n=1, jf=2, rows=1)
+    with pytest.raises(GastrtError, match="at most"):
+        L.encode("ring_gather", ring=0, dst=256, table=512, n=2, nv=4, g=1, c=8, h=5, k=2, lag=[1] * 17)
+    with pytest.raises(GastrtError, match="truncated"):
+        L.decode_program(code[:-1])

@@ -1,4 +1,4 @@
-"""Streaming on the GPU (Stream over a CUDA engine: backends/cuda.py CudaStreamColumns, the
+"""Streaming on the GPU (Stream over a CUDA engine: backends/cuda CudaStreamColumns, the
 executor's stream_in / ring_write / ring_gather ops). The same stream runs twice: on the NumPy
 simulator of the executor (tests/cuda/sim_engine.py, everywhere: it checks the lowering, the
 ring layout, buckets and the slot table) and on the GPU when there is one. Either way the
@@ -11,6 +11,7 @@ import pytest
 
 import gastrt
 from gastrt.backends import cuda as C
+from gastrt.backends.cuda.lowering import lower_stream
 from gastrt.errors import GastrtError
 
 from _models import engine_file, rel_err  # noqa: E402
@@ -105,16 +106,13 @@ def test_stream_program_layout(files):
     eng, _ = _engines(files("gast19"), "fp16", "sim")
     st = eng.stream(slots=3, flip=True)   # 6 virtual slots
     geo = st._prog.geo
-    lows = {nb: C.lower_stream(st.plan, geo, nb, 6, st._prog._wids, 1) for nb in (1, 2, 4, 6)}
+    lows = {nb: lower_stream(st.plan, geo, nb, 6, st._prog._wids, 1) for nb in (1, 2, 4, 6)}
     rings = {nb: {k: v for k, v in low.buffers.items() if k.startswith("ring:")} for nb, low in lows.items()}
     assert rings[1] and all(r == rings[1] for r in rings.values())
     for low in lows.values():
-        code, i, ops = low.code, 0, []
-        while i < code.size:
-            ops.append(int(code[i]))
-            i += 2 + int(code[i + 1])
-        assert ops[0] == C.OP_STREAM_IN and ops[-1] == C.OP_LAYOUT
-        assert C.OP_STREAM_IN not in ops[1:] and C.OP_RING_GATHER in ops and C.OP_GAST in ops
+        ops = [name for name, _ in C.program_layout().decode_program(low.code)]
+        assert ops[0] == "stream_in" and ops[-1] == "layout"
+        assert "stream_in" not in ops[1:] and "ring_gather" in ops and "gast_block" in ops
 
 
 def test_stream_cuda_kernels_option(files):
@@ -190,22 +188,22 @@ def test_stream_uses_the_engine_options(files):
 
 def test_stream_records_cover_every_row():
     """The stream ops run on all max_n rows of a call, so a record claiming fewer rows is refused
-    when the program is created (executor.cu check_step; sized with fewer rows, the GPU kernels
+    when the program is created (program.cu's checks; sized with fewer rows, the GPU kernels
     would write past their buffers)."""
+    L = C.program_layout()
     jf, max_n = 34, 4
-    rows = C.STREAM_TABLE_COLS
+    rows = L.stream_table_cols
     col, table = 0, 1024
 
-    def program(op, f):
-        return np.asarray([op, len(f)] + f, np.int64)
+    def stream_in(n):
+        return np.asarray(L.encode("stream_in", src=L.ref_input, col=col, table=table, n=n, jf=jf), np.int64)
 
     sim = SimEngine(0, 0)
-    good = program(C.OP_STREAM_IN, [C.REF_IN, col, table, max_n, jf])
-    sim.create_program(good, 4096, max_n, jf + rows, 0)
-    for f, in_per_n in (([C.REF_IN, col, table, 1, jf], jf + rows),        # fewer rows
-                        ([C.REF_IN, col, table, max_n, jf], jf + rows + 1)):  # another row stride
+    sim.create_program(stream_in(max_n), 4096, max_n, jf + rows, 0)
+    for n, in_per_n in ((1, jf + rows),                  # fewer rows
+                        (max_n, jf + rows + 1)):         # another row stride
         with pytest.raises(AssertionError, match="covers all"):
-            sim.create_program(program(C.OP_STREAM_IN, f), 4096, max_n, in_per_n, 0)
-    ring = [col, 2048, table, 1, 1, 1, 2, 3]
+            sim.create_program(stream_in(n), 4096, max_n, in_per_n, 0)
+    ring = L.encode("ring_write", col=col, ring=2048, table=table, n=1, nv=1, g=1, c=2, h=3)
     with pytest.raises(AssertionError, match="covers all"):
-        sim.create_program(program(C.OP_RING_WRITE, ring), 4096, max_n, jf + rows, 0)
+        sim.create_program(np.asarray(ring, np.int64), 4096, max_n, jf + rows, 0)
