@@ -260,7 +260,8 @@ def test_native_kernels_match_lift_sequence(tmp_path, name, slots, flip, precisi
     rows = slots * (2 if flip else 1) * (17 if name.startswith("gast") else 1)
     assert rows <= st._prog.LINEAR_ROWS      # the native kernel really runs
     want_dtype = {"fp32": np.float32, "fp16": np.float16, "bf16": np.uint16}[precision]
-    assert all(s[10].dtype == want_dtype for s in st._prog.steps if s[0] == "conv")
+    convs = [s for s in st._prog.steps if s.kind == "conv"]
+    assert convs and all(s.stored_w.dtype == want_dtype for s in convs)
     res = _drive(st, seqs, starts=[0, 2, 1][:slots])
     for q, o in zip(seqs, res):
         assert rel_err(o.poses, eng_np.lift_sequence(q, flip=flip)) < TOL
