@@ -4,9 +4,10 @@
 
 For each case: the eager model (gastrt.reference.factory, random weights, eval mode,
 torch.inference_mode) and the native engine of the same weights (lowered by gastrt), checked
-against each other first (max abs err / max abs ref), then timed in alternating blocks of
-back-to-back calls (torch block, native block, torch block, ...) after warm-up, so a noisy
-machine slows both alike; medians of the per-call times of the blocks are reported.
+against each other first (max abs err / max abs ref), then timed by gastrt.bench.measure's
+interleaved: alternating blocks of back-to-back calls (torch block, native block, torch block,
+...) after warm-up, so a noisy machine slows both alike; medians of the per-call times of the
+blocks are reported.
 Prints frames/s, speed-up, FLOPs per output frame, achieved GFLOP/s and its fraction of a plain
 large sgemm through the same BLAS and thread pool, and the engine's workspace bytes.
 FLOPs are the nominal (direct-convolution) count for both contenders; in sequence mode the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -30,8 +30,9 @@ try:
 except ImportError:  # running from a source checkout
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 
-from gastrt import _native  # noqa: E402
+from gastrt.backends import build_config, native_module  # noqa: E402
 from gastrt.backends.native import NativeBackend, default_threads  # noqa: E402
+from gastrt.bench.measure import interleaved  # noqa: E402
 from gastrt.families import detect_and_lower  # noqa: E402
 from gastrt.plan import plan_flops  # noqa: E402
 
@@ -52,13 +53,14 @@ CASES = {
 def sgemm_gflops(threads: int, n: int = 2048, reps: int = 7) -> float:
     """Best of `reps` plain n^3 sgemms through the runtime's BLAS + thread pool: the roofline
     (best, not median: it should say what the machine can do, not how busy it was)."""
+    native = native_module()
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     c = np.empty((n, n), np.float32)
-    _native.sgemm(a, a, out=c, threads=threads)
+    native.sgemm(a, a, out=c, threads=threads)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
-        _native.sgemm(a, a, out=c, threads=threads)
+        native.sgemm(a, a, out=c, threads=threads)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best / 1e9
 
@@ -81,33 +83,6 @@ def build(preset: str):
     return models, low.plans["pos"], weights, torch
 
 
-def time_interleaved(fns, budget: float, min_reps: int = 3, max_reps: int = 30, block_s: float = 0.2):
-    """fns: name -> callable. Warm-up 2 calls each, then rounds that run each callable for a
-    block of consecutive calls (~block_s seconds, at least 1), alternating between the
-    callables, until `budget` seconds are spent (at least min_reps rounds). A block of
-    back-to-back calls measures each runtime warm (its weights in cache, as when lifting a
-    stream of windows); alternating the blocks exposes both to the same machine load.
-    Returns (name -> median seconds per call, rounds)."""
-    per_call = {}
-    for k, f in fns.items():
-        f()
-        t0 = time.perf_counter()
-        f()
-        per_call[k] = time.perf_counter() - t0
-    block = {k: max(1, min(200, int(block_s / max(t, 1e-6)))) for k, t in per_call.items()}
-    times = {k: [] for k in fns}
-    t_start = time.perf_counter()
-    reps = 0
-    while reps < max_reps and (reps < min_reps or time.perf_counter() - t_start < budget):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(block[k]):
-                f()
-            times[k].append((time.perf_counter() - t0) / block[k])
-        reps += 1
-    return {k: statistics.median(v) for k, v in times.items()}, reps
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=default_threads())
@@ -117,7 +92,10 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(args.threads)
-    cfg = _native.build_config()
+    if native_module() is None:
+        print("bench_cpu: this gastrt has no native runtime (gastrt.build_config()['native'] is False)")
+        return 2
+    cfg = build_config()
     peak = sgemm_gflops(args.threads)
     print(f"threads={args.threads}  torch {torch.__version__}  {cfg['blas']} (kernels: {cfg['blas_core']}, "
           f"{cfg['blas_core_note']})  cpu_isa={cfg['cpu_isa']}")
@@ -163,7 +141,9 @@ def main(argv=None) -> int:
         def run_native():
             be.run("pos", x, mode)
 
-        med, reps = time_interleaved({"torch": run_torch, "native": run_native}, args.budget)
+        # alternating blocks of back-to-back calls after warm-up: a noisy machine slows both alike
+        timing = interleaved({"torch": run_torch, "native": run_native}, budget=args.budget)
+        med, reps = {k: t.median for k, t in timing.items()}, timing["torch"].rounds
         flops = plan_flops(plan, x.shape, lambda n: weights[n].shape, mode) / frames
         fps_t, fps_n = frames / med["torch"], frames / med["native"]
         gflops = flops * fps_n / 1e9
@@ -184,8 +164,8 @@ def main(argv=None) -> int:
     # workspace per batch size (window mode), the engine's own accounting
     print("\nworkspace bytes per call (window mode):")
     for preset, (models, plan, weights, _) in built.items():
-        eng = _native.Engine(plan.to_json(), weights, args.threads)
-        sizes = ", ".join(f"b{b}: {eng.workspace_bytes(b, plan.receptive_field, 'window') / 2 ** 20:.2f} MiB"
+        be = NativeBackend({"pos": plan}, weights, args.threads)
+        sizes = ", ".join(f"b{b}: {be.workspace_bytes('pos', b, plan.receptive_field, 'window') / 2 ** 20:.2f} MiB"
                           for b in (1, 8, 64, 256))
         print(f"  {preset:<16} {sizes}")
     return 0 if ok_all else 1

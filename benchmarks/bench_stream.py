@@ -10,7 +10,7 @@ VideoPose3D 243 frames / 1024 channels) are built from random weights (needs tor
 temporary directory. CPU targets: GAST-27 <= 5 ms per push (1 slot), VideoPose3D-243 <= 1 ms per
 push. GPU targets (--device cuda): 64 slots of GAST-27 <= 100 us per push, 1024 slots of
 VideoPose3D-243 >= 1M pushed frames/s. Push times are host to host (NumPy frames in, poses out:
-what a live pipeline sees), median of --pushes after 3 warm-up pushes.
+what a live pipeline sees), median of --pushes after 3 warm-up pushes (gastrt.bench.measure).
 
     python benchmarks/bench_stream.py --device cuda --precision fp32 fp16   # slots 1, 64, 1024
 
@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 PRESETS = ("gast-27", "videopose3d-243")
 TARGET_MS = {"gast-27": 5.0, "videopose3d-243": 1.0}                  # CPU, 1 slot, ms per push
@@ -60,7 +59,7 @@ def main() -> int:
     except ImportError:  # a source checkout
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
         import gastrt
-    from gastrt.stream import Stream
+    from gastrt.bench.measure import interleaved
 
     print(f"gastrt {gastrt.__version__}, numpy {np.__version__}, BLAS threads "
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, native built: {gastrt.build_config()['native']}, "
@@ -89,28 +88,19 @@ def main() -> int:
         eng = gastrt.load(path, device=args.device) if on_gpu else gastrt.load(path, backend=args.backend)
         rng = np.random.default_rng(0)
         for slots in slot_list:
-            st = eng.stream(slots=slots, flip=args.flip) if args.kernels == "auto" else \
-                Stream(eng, slots=slots, flip=args.flip, kernels=args.kernels)
+            st = eng.stream(slots=slots, flip=args.flip, kernels=args.kernels)
             x = (rng.standard_normal((slots, eng.num_joints, 2)) * 0.3).astype(np.float32)
-            for _ in range(3):                       # warm-up (the first push primes the rings)
-                st.push(x)
-            times = []
-            for _ in range(args.pushes):
-                t0 = time.perf_counter()
-                st.push(x)
-                times.append(time.perf_counter() - t0)
-            times = np.array(times) * 1e3
+            # each push timed on its own, after 3 warm-up pushes (the first one primes the rings)
+            push = interleaved({"push": lambda: st.push(x)}, warmup=3, block_s=None,
+                               min_rounds=args.pushes, max_rounds=args.pushes)["push"]
             # the non-streaming alternative: one window per new frame through engine.lift
             win = np.repeat(x[:, None], eng.receptive_field, axis=1)
-            eng.lift(win, flip=args.flip)
-            t0 = time.perf_counter()
             n_lift = max(3, args.pushes // 10)
-            for _ in range(n_lift):
-                eng.lift(win, flip=args.flip)
-            lift_ms = (time.perf_counter() - t0) / n_lift * 1e3
+            lift = interleaved({"lift": lambda: eng.lift(win, flip=args.flip)}, warmup=1, block_s=None,
+                               min_rounds=n_lift, max_rounds=n_lift)["lift"]
             fpp, wf = st.flops_per_push(), st.window_flops()
-            med = float(np.median(times))
-            rows.append((name, slots, med, float(np.percentile(times, 90)), slots / med * 1e3, lift_ms,
+            med, lift_ms = push.median * 1e3, lift.median * 1e3
+            rows.append((name, slots, med, push.percentile(90) * 1e3, slots / med * 1e3, lift_ms,
                          fpp, wf, st.kernels, eng.backend.name))
             base = name.split()[0].replace(".gastrt", "")
             note = ""

@@ -8,7 +8,7 @@ device and commit.
     python benchmarks/run_all.py --analytic            # print METHOD.md's FLOP / byte table only
 
 The table: one row per preset, mode and batch size, with the median latency and throughput of
-gastrt, eager PyTorch and torch.compile, measured in the same run (see gastrt/bench.py for how;
+gastrt, eager PyTorch and torch.compile, measured in the same run (see the gastrt.bench docstring for how;
 METHOD.md for the analytic counts). ``--json-dir DIR`` also keeps every run's JSON document.
 Runs from a source checkout (python/ first on sys.path) unless GASTRT_BENCH_INSTALLED is set.
 Needs torch for the presets (pip install gastrt[torch]).
@@ -34,21 +34,9 @@ elif not os.environ.get("GASTRT_BENCH_INSTALLED"):
 
 import gastrt  # noqa: E402
 from gastrt import bench  # noqa: E402
+from gastrt.bench import report  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
-HEADER = """# gastrt benchmark results
-
-Appended by `benchmarks/run_all.py`, one section per run (newest last): every built-in preset
-(seeded random weights in the original checkpoint layout) measured by `gastrt bench` on the
-machine named in the section, gastrt against eager PyTorch and `torch.compile` in the same run,
-same thread count. One call lifts `batch` windows (window mode) or `batch` sequences of 1000
-frames (sequence mode); the ms columns are the median (p50) latency of the timed calls, frames/s
-is output frames per second at that median, GFLOP/s uses the analytic FLOPs of
-benchmarks/METHOD.md.
-`x eager` / `x compile`: gastrt's speed-up over them (>1: gastrt faster). A machine that was
-busy while it ran is flagged in its section: treat those numbers as rough.
-"""
-
 VIEW_OPS = ("input_flat", "output_flat")
 
 DEFAULT_BATCHES = {
@@ -78,9 +66,9 @@ def analytic(engine_path: str, seq_len: int = 1000) -> dict:
 
     eng = gastrt.load(engine_path, backend="numpy")
     plan = eng.plans["pos"]
-    wshape = lambda n: eng._weights[n].shape  # noqa: E731
+    wshape = lambda n: eng.weights[n].shape  # noqa: E731
     out = {"receptive_field": plan.receptive_field, "params": int(eng.metadata["parameter_count"]),
-           "weight_bytes_fp32": int(sum(a.size for a in eng._weights.values()) * 4)}
+           "weight_bytes_fp32": int(sum(a.size for a in eng.weights.values()) * 4)}
     j, f, rf = plan.in_joints, plan.in_features, plan.receptive_field
     cases = [("window", (1, rf, j, f), 1)]
     if "sequence" in plan.modes:
@@ -148,36 +136,8 @@ def analytic_table(presets, seq_len: int = 1000) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# measured table
+# measured table (gastrt.bench.report renders it)
 # ---------------------------------------------------------------------------------------------
-
-def _ok(rows, name, b):
-    for r in rows:
-        if r["contender"] == name and r["batch"] == b:
-            return r
-    return None
-
-
-def _cell(r, what: str) -> str:
-    if r is None:
-        return "—"
-    if r["status"] != "ok":
-        return "failed" if r["status"] == "failed" else "skipped"
-    if what == "p50":
-        v = r["latency_ms"]["p50"]
-        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
-    if what == "fps":
-        return f"{r['throughput_fps']:,.0f}" if r["throughput_fps"] >= 10 else f"{r['throughput_fps']:.2g}"
-    if what == "gflops":
-        return f"{r['achieved_flops'] / 1e9:.1f}"
-    raise ValueError(what)
-
-
-def _ratio(a, b) -> str:
-    if a is None or b is None or a["status"] != "ok" or b["status"] != "ok":
-        return "—"
-    return f"{b['latency_ms']['p50'] / a['latency_ms']['p50']:.2f}"
-
 
 def _checkout_state() -> tuple[str | None, bool | None]:
     def git(*a):
@@ -203,85 +163,12 @@ def _native_digest(pkg_dir: str) -> str | None:
 
 def section(docs: list[dict], argv: list[str], started: float, crashes: list[str] = (), *,
             commit: str | None = None, dirty: bool | None = None, native: str | None = None) -> str:
-    first = docs[0]
-    m, c = first["machine"], first["config"]
-    when = first["created"].replace("T", " ").replace("+00:00", " UTC")
-    if m["gpu"]:
-        dev = f"{c['device']} {m['gpu'].get('name')} (driver {m['gpu'].get('driver')}, CUDA {m['gpu'].get('cuda')})"
-    else:
-        dev = f"cpu {m['cpu_model']} ({m['cpu_affinity'] or m['cpu_cores']} cores)"
-    commit = commit or m["gastrt_commit"]
-    dirty = m["gastrt_dirty"] if dirty is None else dirty
-    commit = commit[:10] if commit else "not a checkout"
-    if dirty:
-        commit += " + uncommitted changes"
-    if native:
-        commit += f" (native module sha256 {native}…)"
-    backends = sorted({d["config"]["backend"] for d in docs})
-    lines = [f"## {when} — {dev}", "",
-             f"- gastrt {m['gastrt_version']} @ {commit}; backend {', '.join(backends)}"
-             + (f" (BLAS: {m['blas']})" if m["blas"] else "")
-             + f"; torch {m['torch_version']}; numpy {m['numpy_version']}; Python {m['python']}",
-             f"- threads {c['threads']} for every contender; warm-up {c['warmup_s']} s, up to {c['repeat']} timed "
-             f"calls or {c['max_time_s']} s per cell; precision {c['precision']}; flip {'on' if c['flip'] else 'off'}",
-             f"- load average at start {m['loadavg']}; whole run {(time.time() - started) / 60:.1f} min",
-             f"- command: `python benchmarks/run_all.py {' '.join(argv)}`".rstrip(), ""]
-    has_trt = any(r["contender"] == "tensorrt" for d in docs for r in d["rows"])
-    hdr = ("| preset | mode | batch | gastrt ms | gastrt frames/s | gastrt GFLOP/s | eager ms | eager frames/s "
-           "| compile ms | compile frames/s | x eager | x compile |")
-    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    if has_trt:   # `x TensorRT` > 1: gastrt faster than TensorRT
-        hdr += " TensorRT ms | TensorRT frames/s | x TensorRT |"
-        rule += "---:|---:|---:|"
-    lines += [hdr, rule]
-    notes: list[str] = list(crashes)
-    for d in docs:
-        c = d["config"]
-        rows = d["rows"]
-        mode = c["mode"] + (f" ({c['seq_len']} fr)" if c["seq_len"] else "")
-        for b in c["batches"]:
-            g, e, k = _ok(rows, "gastrt", b), _ok(rows, "eager", b), _ok(rows, "compile", b)
-            t = _ok(rows, "tensorrt", b)
-            line = (f"| {c['target']} | {mode} | {b} | {_cell(g, 'p50')} | {_cell(g, 'fps')} | "
-                    f"{_cell(g, 'gflops')} | {_cell(e, 'p50')} | {_cell(e, 'fps')} | {_cell(k, 'p50')} | "
-                    f"{_cell(k, 'fps')} | {_ratio(g, e)} | {_ratio(g, k)} |")
-            if has_trt:
-                line += f" {_cell(t, 'p50')} | {_cell(t, 'fps')} | {_ratio(g, t)} |"
-            lines.append(line)
-            for r in (e, k, t):
-                if r is not None and r["status"] != "ok" and r["error"]:
-                    notes.append(f"{c['target']} {c['mode']} batch {b} {r['label']}: {r['error']}")
-        if d.get("agreement"):
-            a = d["agreement"]
-            if a["max_rel_err"] > 1e-4:
-                notes.append(f"{c['target']} {c['mode']}: gastrt vs eager max relative error {a['max_rel_err']:.1e}")
-        if d.get("agreement_tensorrt"):
-            a = d["agreement_tensorrt"]
-            notes.append(f"{c['target']} {c['mode']}: TensorRT vs {a['reference']} max relative error "
-                         f"{a['max_rel_err']:.1e}")
-        for n in d["notes"]:
-            if not n.startswith("the machine was busy"):
-                notes.append(n)
-    busy = [d["machine"]["loadavg"][0] for d in docs if d["machine"]["loadavg"]]
-    aff = m["cpu_affinity"] or m["cpu_cores"]
-    if busy and max(busy) > 0.5 * aff:
-        notes.insert(0, f"the machine was busy during this run (1-minute load average up to {max(busy)} on "
-                        f"{aff} cores, other work included): timings are noisy, compare within a row only")
-    seen = set()
-    uniq = [n for n in notes if not (n in seen or seen.add(n))]
-    if uniq:
-        lines.append("")
-        lines += [f"- note: {n}" for n in uniq]
-    lines.append("")
-    return "\n".join(lines)
+    """The RESULTS.md section of a run's documents (gastrt.bench.report.results_section)."""
+    return report.results_section(docs, argv, started, crashes, commit=commit, dirty=dirty, native=native)
 
 
 def append_results(text: str, path: str = RESULTS) -> None:
-    new = not os.path.exists(path)
-    with open(path, "a") as f:
-        if new:
-            f.write(HEADER)
-        f.write("\n" + text)
+    report.append_results(text, path)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """`gastrt bench`: runs on tiny configurations, JSON follows the schema documented in
-gastrt/bench.py's docstring, plots are written, bad input fails cleanly (exit 2). No speed
+the gastrt.bench package docstring, plots are written, bad input fails cleanly (exit 2). No speed
 assertions: this only checks that the numbers exist and are consistent."""
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import gastrt
 from gastrt import bench
+from gastrt.bench import contenders, measure, presets
 from gastrt.cli import main
 
 TINY = ("gast", {"num_joints": 17, "filter_widths": [3, 3], "channels": 8})
@@ -172,8 +174,13 @@ def test_engine_file_alone(tiny_engine):
     assert doc["agreement"] is None
 
 
+def _hide_torch(monkeypatch):
+    """`import torch` raises ImportError from here on (as on an install without torch)."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
 def test_without_torch(tiny_engine, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    _hide_torch(monkeypatch)
     monkeypatch.setenv("GASTRT_CACHE_DIR", str(tmp_path))  # no cached preset engines
     doc = bench.run_bench(tiny_engine, batches=[1], repeat=2, warmup=0.0, threads=1)
     validate(doc)
@@ -191,7 +198,7 @@ def test_cached_preset_without_torch(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("GASTRT_CACHE_DIR", str(tmp_path))
     path = bench.preset_engine("videopose3d-27")
-    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    _hide_torch(monkeypatch)
     doc = bench.run_bench("videopose3d-27", batches=[1], repeat=2, warmup=0.0, threads=1)
     validate(doc)
     assert doc["config"]["engine_path"] == path
@@ -241,8 +248,6 @@ def test_real_compile(tiny_ckpt):
 
 
 def test_stream_mode(tiny_ckpt, tiny_engine):
-    if not bench._stream_available():
-        pytest.skip("no gastrt.stream in this tree")
     eng = gastrt.load(tiny_engine, backend="numpy")
     doc = bench.run_bench(tiny_ckpt, mode="stream", batches=[1, 3], compare=["eager"], repeat=3, warmup=0.02,
                           threads=1)
@@ -254,12 +259,6 @@ def test_stream_mode(tiny_ckpt, tiny_engine):
     assert e[0]["flops_per_frame"] == pytest.approx(eng.flops_per_frame("window"))
     assert all(r["workspace_bytes"] is not None for r in g)  # the stream's ring buffers
     assert any("stream mode" in n for n in doc["notes"])
-
-
-def test_stream_mode_unavailable(tiny_engine, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "_stream_available", lambda: False)
-    assert main(["bench", tiny_engine, "--mode", "stream"] + FAST) == 2
-    assert "streaming runtime" in capsys.readouterr().err
 
 
 def test_plot(tiny_engine, tmp_path, capsys):
@@ -364,7 +363,7 @@ class _Tty(io.StringIO):
 
 def test_progress_bar():
     s = _Tty()
-    bar = bench._Progress(4, stream=s)
+    bar = measure.Progress(4, stream=s)
     bar.show("eager b=1", force=True)
     bar.step()
     bar.step()
@@ -375,10 +374,62 @@ def test_progress_bar():
     assert out.endswith("\r")  # the line is cleared at the end
 
     quiet = io.StringIO()  # not a TTY: nothing
-    bar = bench._Progress(4, stream=quiet)
+    bar = measure.Progress(4, stream=quiet)
     bar.show("x", force=True)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+# ---- the timing helper of benchmarks/ (gastrt.bench.measure.interleaved) --------------------------
+
+class _FakeTimer:
+    """A clock that advances only when the timed callables tick it: exact, machine-independent."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def sync(self):
+        pass
+
+    def start(self):
+        self.t0 = self.now
+
+    def stop(self):
+        return self.now - self.t0
+
+
+def test_interleaved_rounds_blocks_and_stats():
+    clock = _FakeTimer()
+    calls = []
+
+    def fn(name, dt):
+        def f():
+            calls.append(name)
+            clock.now += dt
+        return f
+
+    # a: 10 ms per call -> blocks of 0.05 s / 10 ms = 5 calls; b: 1 s per call -> blocks of 1
+    t = measure.interleaved({"a": fn("a", 0.01), "b": fn("b", 1.0)}, warmup=2, block_s=0.05, min_rounds=4,
+                            max_rounds=4, timer=clock)
+    assert calls[:4] == ["a", "a", "b", "b"]                   # warm-up: 2 calls each, untimed
+    assert calls[4:] == (["a"] * 5 + ["b"]) * 4                # rounds take turns, warm-up excluded
+    assert (t["a"].block, t["b"].block) == (5, 1) and t["a"].rounds == t["b"].rounds == 4
+    assert t["a"].median == pytest.approx(0.01) and t["b"].median == pytest.approx(1.0)
+    assert t["a"].spread == pytest.approx(0.0, abs=1e-9) and t["b"].ms == pytest.approx([1e3] * 4)
+
+    # every call on its own (block_s=None): exactly max_rounds timed calls
+    calls.clear()
+    t = measure.interleaved({"a": fn("a", 0.01)}, warmup=3, block_s=None, min_rounds=7, max_rounds=7, timer=clock)
+    assert len(calls) == 3 + 7 and t["a"].block == 1 and t["a"].rounds == 7
+
+
+def test_time_rounds_stops_on_budget():
+    clock = _FakeTimer()
+    slow = {"s": lambda: time.sleep(0.02)}
+    times = measure.time_rounds(slow, clock, max_rounds=1000, min_rounds=2, budget=0.05)["s"]
+    assert 2 <= len(times) < 1000                             # stopped by the budget, after min_rounds
+    times = measure.time_rounds(slow, clock, max_rounds=3, min_rounds=3, budget=0.0)["s"]
+    assert len(times) == 3
 
 
 # ---- benchmarks/run_all.py ------------------------------------------------------------------------
@@ -438,24 +489,24 @@ def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
     from trt_emulator import Emulator
 
     emu = Emulator("10.9.0").install(monkeypatch)
-    assert bench._tensorrt_unavailable(True) is None and "GPU" in bench._tensorrt_unavailable(False)
+    assert contenders.tensorrt_unavailable(True) is None and "GPU" in contenders.tensorrt_unavailable(False)
 
-    monkeypatch.setattr(tr, "_device_view", emu.device_view(torch))
+    monkeypatch.setattr(tr, "device_view", emu.device_view(torch))
     ref = gastrt.load(tiny_engine, backend="numpy")
     plan = ref.plans["pos"]
     rf, j = plan.receptive_field, plan.in_joints
     seq_len, b = 9, 3
-    perm_in = torch.as_tensor(ref._perm(j, ref.kps_left, ref.kps_right))
-    perm_out = torch.as_tensor(ref._perm(plan.out_joints, ref.joints_left, ref.joints_right))
-    g = bench._Geom(mode, rf, plan.pad, ref.causal_shift, False, j, plan.out_joints, True, perm_in, perm_out,
-                    {"sign_in": torch.tensor([-1.0, 1.0]), "sign_out": torch.tensor([-1.0, 1.0, 1.0])})
-    trt_c = bench._TensorRTContender(tiny_engine, "fp32", 0, mode, seq_len, rf, False, True)
+    perm_in, perm_out = (torch.as_tensor(p) for p in ref.flip_permutations("pos"))
+    g = contenders.Geom(mode, rf, plan.pad, ref.causal_shift, False, j, plan.out_joints, True, perm_in, perm_out,
+                        {"sign_in": torch.tensor([-1.0, 1.0]), "sign_out": torch.tensor([-1.0, 1.0, 1.0])})
+    trt_c = contenders.TensorRTContender(tiny_engine, "fp32", 0, mode, seq_len, rf, False, True)
     rng = np.random.default_rng(5)
     shape = (b, seq_len, j, 2) if mode == "sequence" else (b, rf, j, 2)
     sets = [rng.standard_normal(shape).astype(np.float32) * 0.4 for _ in range(2)]
     try:
-        run = bench._make_runner("tensorrt", ref, torch, {"tensorrt": trt_c}, g, sets, mode=mode, b=b, frames=b,
-                                 on_cuda=True, tdev=torch.device("cpu"), dtype=torch.float32, flip=True, fpf=1.0)
+        run = contenders.make_runner("tensorrt", ref, torch, {"tensorrt": trt_c}, g, sets, mode=mode, b=b,
+                                     frames=b, on_cuda=True, tdev=torch.device("cpu"), dtype=torch.float32,
+                                     flip=True, fpf=1.0)
         assert run.build_s is not None and run.build_s >= 0 and run.device_bytes() > 0
         (rec,) = emu.builds           # one engine: 'pos' only, the profile at exactly this batch (x2: flip)
         (name, prof), = rec["profile"].items()
@@ -472,13 +523,13 @@ def test_tensorrt_contender_emulated(tiny_ckpt, tiny_engine, monkeypatch, mode):
                 want = ref.lift(x, flip=True)
             assert np.isfinite(y).all() and _rel(y.reshape(want.shape), want) < 1e-5
         # the agreement check against the eager model (stream mode has none, as for gastrt)
-        tgt = bench._resolve_target(tiny_ckpt, None, False, True, torch, [])
-        eager = bench._build_eager(torch, tgt, mode, False, torch.device("cpu"), torch.float32)
+        tgt = presets.resolve_target(tiny_ckpt, None, False, True, torch, [])
+        eager = contenders.build_eager(torch, tgt, mode, False, torch.device("cpu"), torch.float32)
         result = {"agreement": None, "agreement_tensorrt": None}
         shapes = {"gastrt": shape, "torch": shape}
         with torch.inference_mode():    # as run_bench
-            bench._prime(result, run, ref, torch, {"eager": eager}, g, {shape: sets}, shapes, mode, b, True,
-                         torch.device("cpu"), torch.float32)
+            contenders.prime(result, run, ref, torch, {"eager": eager}, g, {shape: sets}, shapes, mode, b, True,
+                             torch.device("cpu"), torch.float32)
         a = result["agreement_tensorrt"]
         if mode == "stream":
             assert a is None
@@ -495,7 +546,7 @@ def _rel(a, b) -> float:
 
 
 def test_tensorrt_build_args():
-    c = bench._TensorRTContender("e", "fp16", 0, "sequence", 100, 27, True, True)   # RIE sequences
+    c = contenders.TensorRTContender("e", "fp16", 0, "sequence", 100, 27, True, True)   # RIE sequences
     assert c.build_args(3) == dict(sequence=False, min_batch=1, opt_batch=600, max_batch=600)
-    assert c.build_args(64)["max_batch"] == bench.SEQ_CHUNK
+    assert c.build_args(64)["max_batch"] == contenders.SEQ_CHUNK
     c.close()

@@ -4,6 +4,7 @@ but errors). argparse-facing helpers raise ``argparse.ArgumentTypeError``; API-f
 from __future__ import annotations
 
 import argparse
+import math
 
 from .errors import GastrtError
 
@@ -34,3 +35,30 @@ def parse_device(device: str) -> tuple[str, int]:
             raise GastrtError(f"bad device {device!r}: {DEVICES_HELP}")
         return "cuda", int(idx)
     raise GastrtError(f"unknown device {device!r}: {DEVICES_HELP}")
+
+
+def require_positive_int(v, what: str) -> int:
+    """API-facing count check: ``v`` (an int, or a whole float / numeric string) as an int >= 1;
+    bools are refused. ``what`` names the argument in the message (e.g. "--repeat")."""
+    if isinstance(v, bool):
+        raise GastrtError(f"{what}: expected a positive integer, got {v!r}")
+    try:
+        i = int(v)
+        if isinstance(v, float) and i != v:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise GastrtError(f"{what}: expected a positive integer, got {v!r}") from None
+    if i < 1:
+        raise GastrtError(f"{what}: expected a positive integer, got {v!r}")
+    return i
+
+
+def require_positive_number(v, what: str, allow_zero: bool = False) -> float:
+    """API-facing check of a finite number > 0 (>= 0 with ``allow_zero``), e.g. seconds."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise GastrtError(f"{what}: expected a number, got {v!r}") from None
+    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
+        raise GastrtError(f"{what}: expected a {'non-negative' if allow_zero else 'positive'} number, got {v!r}")
+    return f

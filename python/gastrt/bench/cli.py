@@ -1,0 +1,69 @@
+"""The ``gastrt bench`` command: ``add_parsers`` registers it on the gastrt CLI."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .measure import MIN_TIMED
+from .presets import PRESETS
+from .report import check_out_dir, format_table, require_matplotlib, write_json, write_plot
+from .run import DEFAULT_BATCHES, DEFAULT_MAX_TIME, DEFAULT_REPEAT, DEFAULT_SEQ_LEN, DEFAULT_WARMUP, run_bench
+from .schema import MODES, PRECISIONS
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.json:
+        check_out_dir(args.json, "--json")
+    if args.plot:
+        check_out_dir(args.plot, "--plot")
+        require_matplotlib()  # fail before measuring, not after
+    result = run_bench(args.target, device=args.device, batches=args.batch, mode=args.mode, seq_len=args.seq_len,
+                       precision=args.precision, compare=args.compare, flip=args.flip, warmup=args.warmup,
+                       repeat=args.repeat, max_time=args.max_time, threads=args.threads, backend=args.backend,
+                       causal=args.causal, progress=None)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``bench`` on an argparse subparsers object (``func(args) -> int``)."""
+    p = subparsers.add_parser(
+        "bench", help="latency / throughput of an engine vs eager PyTorch and torch.compile",
+        description="Measure latency (p50/p90/p99), throughput and achieved FLOP/s of a gastrt engine and, "
+                    "in the same run, of the eager PyTorch reference model and torch.compile of it.",
+        epilog=f"presets: {', '.join(PRESETS)}. Default batch sizes: "
+               + "; ".join(f"{d} {m}: {','.join(map(str, v))}" for (d, m), v in DEFAULT_BATCHES.items()) + ".")
+    p.add_argument("target", help="engine file, checkpoint, or a built-in preset (e.g. gast-27)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch", default=None, metavar="B1,B2,...",
+                   help="batch sizes (windows, sequences or stream slots per call; default depends on device and mode)")
+    p.add_argument("--mode", default="window", choices=MODES,
+                   help="window: lift; sequence: lift_sequence; stream: Stream.push (default window)")
+    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, metavar="N",
+                   help=f"frames per sequence in sequence mode (default {DEFAULT_SEQ_LEN})")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="engine precision for presets / checkpoints (default fp32; an engine file's own)")
+    p.add_argument("--compare", default=None, metavar="LIST",
+                   help="contenders besides gastrt: eager, compile, tensorrt (GPU only), a comma-separated "
+                        "subset, or none (default: eager,compile, plus tensorrt on a GPU where it is installed)")
+    p.add_argument("--flip", action="store_true", help="flip test-time augmentation for every contender")
+    p.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, metavar="S",
+                   help=f"warm-up seconds per cell after the first call (default {DEFAULT_WARMUP})")
+    p.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, metavar="N",
+                   help=f"timed calls per cell (default {DEFAULT_REPEAT})")
+    p.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME, metavar="S",
+                   help=f"stop timing a cell after S seconds, once {MIN_TIMED} calls are in (default {DEFAULT_MAX_TIME})")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for gastrt and torch alike (default: all available cores)")
+    p.add_argument("--backend", choices=("auto", "native", "numpy"), default="auto",
+                   help="gastrt CPU backend (default: native when built)")
+    p.add_argument("--causal", action="store_true", help="TARGET is a checkpoint trained with causal convolutions")
+    p.add_argument("--json", metavar="OUT.json", help="write the results as JSON (schema: gastrt.bench docstring)")
+    p.add_argument("--plot", metavar="OUT.png", help="throughput vs batch plot (needs matplotlib)")
+    p.set_defaults(func=_cmd_bench)

@@ -1,0 +1,328 @@
+"""How bench times and sizes one piece of work: the timed round loop, timers (CPU clock, CUDA
+events), memory probes and the progress bar. ``gastrt bench`` measures its cells with
+:func:`measure_cell`; the scripts under ``benchmarks/`` time their callables with
+:func:`interleaved` (the same round loop, several callables taking turns).
+
+    from gastrt.bench.measure import interleaved
+    t = interleaved({"torch": run_torch, "native": run_native}, budget=8.0)
+    t["native"].median, t["native"].spread       # seconds per call, relative p10-p90 range
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+MIN_TIMED = 3          # timed calls per cell at least (when --repeat allows)
+MAX_BLOCK = 200        # calls per block at most (interleaved)
+
+
+# ---- timers: start() ... stop() -> seconds -------------------------------------------------------
+
+class CpuTimer:
+    """``time.perf_counter`` around the calls."""
+
+    def sync(self) -> None:
+        pass
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+class CudaTimer:
+    """CUDA events on ``dev``'s current stream around the calls, synchronised at ``stop``
+    (latency, not pipelined throughput; unverified: no GPU was available when this was
+    written). The events are recorded on that device's stream explicitly: with cuda:N, N > 0,
+    a bare ``record()`` would go to device 0's stream and time only the host's launches."""
+
+    def __init__(self, torch, dev):
+        self.torch, self.dev = torch, dev
+        with torch.cuda.device(dev):
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+
+    def sync(self) -> None:
+        self.torch.cuda.synchronize(self.dev)
+
+    def start(self) -> None:
+        self._stream = self.torch.cuda.current_stream(self.dev)
+        self._start.record(self._stream)
+
+    def stop(self) -> float:
+        self._end.record(self._stream)
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end) / 1e3
+
+
+# ---- the round loop --------------------------------------------------------------------------------
+
+def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, min_rounds: int,
+                budget: float, blocks: dict[str, int] | None = None,
+                on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+    """Rounds in which every callable in turn runs a block of back-to-back calls (``blocks``,
+    default 1), timed as one; stops after ``max_rounds``, or once ``budget`` seconds have
+    passed and ``min_rounds`` are in. -> name -> seconds per call, one entry per round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    for r in range(max_rounds):
+        for name, fn in fns.items():
+            n = blocks[name] if blocks else 1
+            timer.start()
+            for _ in range(n):
+                fn()
+            times[name].append(timer.stop() / n)
+        if on_round is not None:
+            on_round(r)
+        if r + 1 >= min_rounds and time.perf_counter() - start > budget:
+            break
+    return times
+
+
+@dataclass
+class Timing:
+    """One callable's rounds: ``times`` [rounds] seconds per call, ``block`` calls per round."""
+    times: list[float]
+    block: int = 1
+
+    @property
+    def rounds(self) -> int:
+        return len(self.times)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times))
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.times, q))
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: how far the rounds disagree (noise)."""
+        return (self.percentile(90) - self.percentile(10)) / self.median
+
+    @property
+    def ms(self) -> list[float]:
+        return [t * 1e3 for t in self.times]
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], *, budget: float = 0.0, min_rounds: int = 3,
+                max_rounds: int = 30, warmup: int = 2, block_s: float | None = 0.2,
+                timer=None) -> dict[str, Timing]:
+    """Time zero-argument callables that take turns, so a noisy machine slows all alike.
+
+    Each callable first runs ``warmup`` (>= 1) untimed calls; the last of them, timed, sizes its
+    block: as many back-to-back calls as fill ``block_s`` seconds (1 to MAX_BLOCK; ``block_s``
+    None: 1 call, each timed on its own). A block measures a runtime warm (its weights in cache,
+    as when lifting a stream of windows). Then rounds as :func:`time_rounds`. ``timer``:
+    :class:`CpuTimer` (default) or :class:`CudaTimer`. -> name -> :class:`Timing`."""
+    timer = CpuTimer() if timer is None else timer
+    blocks = {}
+    for name, fn in fns.items():
+        for _ in range(max(1, warmup) - 1):
+            fn()
+        timer.start()
+        fn()
+        t = timer.stop()
+        blocks[name] = 1 if block_s is None else max(1, min(MAX_BLOCK, int(block_s / max(t, 1e-6))))
+    times = time_rounds(fns, timer, max_rounds=max_rounds, min_rounds=min_rounds, budget=budget, blocks=blocks)
+    return {k: Timing(v, blocks[k]) for k, v in times.items()}
+
+
+# ---- one bench cell ----------------------------------------------------------------------------------
+
+@dataclass
+class Runner:
+    """One contender at one batch size: ``call(x)`` runs one timed unit of work on one of
+    ``inputs`` (rotated)."""
+    name: str
+    label: str
+    call: Callable[[Any], Any]
+    inputs: list
+    frames_per_call: int
+    flops_per_frame: float
+    workspace: Callable[[], int | None] | None = None      # the row's workspace_bytes
+    compiles: bool = False                                 # compiles in its first call
+    device_bytes: Callable[[], int | None] | None = None   # device memory the contender holds itself
+    build_s: float | None = None                           # seconds building its engine (TensorRT)
+
+
+def latency_ms(times: list[float]) -> dict:
+    """Seconds per call -> the row's [latency_ms] (NumPy's linear-interpolation percentiles)."""
+    ms = np.asarray(times, dtype=np.float64) * 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(ms.mean()), "min": float(ms.min()),
+            "max": float(ms.max())}
+
+
+def measure_cell(run: Runner, *, warmup: float, repeat: int, max_time: float, timer, mem,
+                 progress: "Progress", what: str) -> dict:
+    """First call (timed alone), ``warmup`` seconds of untimed calls, then up to ``repeat``
+    timed calls (stopping after ``max_time`` seconds once MIN_TIMED are in) -> the numeric
+    fields of a row."""
+    inputs = itertools.cycle(run.inputs)
+    if not run.compiles:
+        mem.start()
+    t0 = time.perf_counter()
+    run.call(next(inputs))
+    timer.sync()
+    first = time.perf_counter() - t0
+    if run.compiles:  # torch.compile compiles in its first call: not the model's memory
+        mem.start()
+    end = time.perf_counter() + warmup
+    while time.perf_counter() < end:
+        run.call(next(inputs))
+        progress.show(f"{what} warm-up")
+    timer.sync()
+    times = time_rounds({"call": lambda: run.call(next(inputs))}, timer, max_rounds=repeat,
+                        min_rounds=min(repeat, MIN_TIMED), budget=max_time,
+                        on_round=lambda r: progress.show(f"{what} {r + 1}/{repeat}"))["call"]
+    peak, source = mem.stop()
+    lat = latency_ms(times)
+    fps = run.frames_per_call / (lat["p50"] / 1e3)
+    ws = None
+    if run.workspace is not None:
+        try:
+            ws = run.workspace()
+        except Exception:  # a size report must not cost the row its timings
+            ws = None
+    return {
+        "n": len(times), "first_call_s": first, "latency_ms": lat,
+        "throughput_fps": fps, "achieved_flops": fps * run.flops_per_frame,
+        "peak_mem_bytes": None if peak is None else int(peak), "peak_mem_source": source,
+        "workspace_bytes": None if ws is None else int(ws),
+    }
+
+
+# ---- memory probes: start() ... stop() -> (bytes or None, source) -----------------------------------
+
+class HostMemProbe:
+    """Peak host RSS growth over one cell: VmHWM after resetting it through
+    /proc/self/clear_refs ("rss_hwm"); getrusage maxrss growth where that is not possible
+    ("maxrss_delta", a lower bound)."""
+
+    def __init__(self):
+        self.source = "maxrss_delta"
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            if self._status("VmHWM") is not None:
+                self.source = "rss_hwm"
+        except OSError:
+            pass
+        self.base = 0
+
+    @staticmethod
+    def _status(key: str) -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    @staticmethod
+    def _maxrss() -> int:
+        import resource  # POSIX only: a Windows run reports no memory
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(r) * (1 if sys.platform == "darwin" else 1024)
+
+    def start(self) -> None:
+        if self.source == "rss_hwm":
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                self.source = "maxrss_delta"
+            else:
+                self.base = self._status("VmRSS") or 0
+                return
+        try:
+            self.base = self._maxrss()
+        except Exception:
+            self.base = 0
+
+    def stop(self) -> tuple[int | None, str]:
+        if self.source == "rss_hwm":
+            hwm = self._status("VmHWM")
+            return (None if hwm is None else max(0, hwm - self.base)), self.source
+        try:
+            return max(0, self._maxrss() - self.base), self.source
+        except Exception:
+            return None, self.source
+
+
+class CudaMemProbe:
+    """``torch.cuda.max_memory_allocated`` growth over one cell, plus ``extra()`` bytes the
+    contender holds outside torch's allocator (gastrt's arena, a TensorRT engine)."""
+
+    def __init__(self, torch, dev, extra: Callable[[], int | None] | None = None):
+        self.torch, self.dev, self.extra = torch, dev, extra
+        self.base = 0
+
+    def start(self) -> None:
+        self.torch.cuda.synchronize(self.dev)
+        self.torch.cuda.reset_peak_memory_stats(self.dev)
+        self.base = self.torch.cuda.memory_allocated(self.dev)
+
+    def stop(self) -> tuple[int | None, str]:
+        self.torch.cuda.synchronize(self.dev)
+        peak = max(0, self.torch.cuda.max_memory_allocated(self.dev) - self.base)
+        if self.extra is None:
+            return int(peak), "cuda_max_allocated"
+        try:
+            held = self.extra()
+        except Exception:  # the GPU paths have not all run yet: keep the row
+            held = None
+        if held is None:
+            return int(peak), "cuda_max_allocated"
+        return int(peak + held), "arena+cuda_max_allocated"
+
+
+# ---- progress ----------------------------------------------------------------------------------------
+
+class Progress:
+    """A one-line stderr progress bar; silent when stderr is not a TTY."""
+
+    def __init__(self, total: int, stream=None, enabled: bool | None = None, width: int = 24):
+        self.stream = sys.stderr if stream is None else stream
+        if enabled is None:
+            try:
+                enabled = bool(self.stream.isatty())
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled, self.total, self.width = enabled, max(1, total), width
+        self.done = 0
+        self._last = 0.0
+        self._len = 0
+
+    def show(self, what: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        filled = self.width * self.done // self.total
+        line = f"bench [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {what}"
+        pad = max(0, self._len - len(line))
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._len = len(line)
+
+    def step(self) -> None:
+        self.done += 1
+
+    def close(self) -> None:
+        if self.enabled and self._len:
+            self.stream.write("\r" + " " * self._len + "\r")
+            self.stream.flush()
+            self._len = 0
