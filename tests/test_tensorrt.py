@@ -113,10 +113,10 @@ def test_plan_container(tmp_path, monkeypatch):
         tr.read_plan(str(bad))
 
     with pytest.raises(gastrt.GastrtError, match="runs on a GPU"):
-        tr.load_tensorrt(str(p), "cpu")
+        gastrt.load(str(p), backend="tensorrt", device="cpu")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(gastrt.GastrtError) as e:
-        tr.load_tensorrt(str(p), "cuda:0")
+        gastrt.load(str(p), backend="tensorrt", device="cuda:0")
     assert str(e.value) == MISSING
 
 
@@ -160,7 +160,7 @@ def test_runner_chunking(engines):
     be._lock = threading.Lock()
     be.nets = {"pos/window": _StandIn(ref, "pos", "window", [3, rf, j, 2], [8, rf, j, 2]),
                "pos/sequence": _StandIn(ref, "pos", "sequence", [1, rf, j, 2], [2, rf + 15, j, 2])}
-    eng = Engine(path, ref.metadata, ref.plans, ref._weights, be, "cuda:0")
+    eng = Engine(path, ref.metadata, ref.plans, dict(ref.weights), be, "cuda:0")
     rng = np.random.default_rng(0)
     for b in (1, 2, 8, 19):
         x = rng.standard_normal((b, rf, j, 2)).astype(np.float32)
@@ -241,7 +241,7 @@ def test_tensorrt_parity(engines, tmp_path, name, trt_env):
                              max_batch=8, max_frames=24, seq_max_batch=2)
         assert tr.is_tensorrt_plan(out)
         _check_build_record(emu, precision, res, ref)
-        eng = tr.load_tensorrt(str(out), "cuda:0")
+        eng = gastrt.load(str(out), backend="tensorrt", device="cuda:0")
         assert (eng.family, eng.receptive_field, eng.num_joints, eng.causal, eng.precision) == \
             (ref.family, ref.receptive_field, ref.num_joints, ref.causal, precision)
         assert eng.backend.name == "tensorrt" and eng.kps_left == ref.kps_left
@@ -283,7 +283,7 @@ def test_tensorrt_cli_and_mismatch(engines, tmp_path, capsys, trt_env):
                                                           "opt": [8, ref.receptive_field, 17, 2],
                                                           "max": [64, ref.receptive_field, 17, 2]}
     x = np.random.default_rng(0).standard_normal((4, ref.receptive_field, 17, 2)).astype(np.float32)
-    assert rel_err(tr.load_tensorrt(str(out), 0).lift(x), ref.lift(x)) < TRT_TOL["fp32"]
+    assert rel_err(gastrt.load(str(out), backend="tensorrt", device=0).lift(x), ref.lift(x)) < TRT_TOL["fp32"]
     via_load = gastrt.load(str(out), device="cuda")          # gastrt.load recognises the container
     assert via_load.backend.name == "tensorrt" and rel_err(via_load.lift(x), ref.lift(x)) < TRT_TOL["fp32"]
     with pytest.raises(gastrt.GastrtError, match="runs on a GPU"):
@@ -295,14 +295,14 @@ def test_tensorrt_cli_and_mismatch(engines, tmp_path, capsys, trt_env):
         bad = tmp_path / f"{field}.plan"
         tr.write_plan(str(bad), dict(header, **{field: value}), {k: bytes(v) for k, v in blobs.items()})
         with pytest.raises(gastrt.GastrtError, match=msg):
-            tr.load_tensorrt(str(bad), "cuda")
+            gastrt.load(str(bad), backend="tensorrt", device="cuda")
     with pytest.raises(gastrt.GastrtError, match="does not exist"):
-        tr.load_tensorrt(str(out), "cuda:7")
+        gastrt.load(str(out), backend="tensorrt", device="cuda:7")
     # an engine TensorRT cannot deserialize (the header claims this version, the bytes are not an engine)
     bad = tmp_path / "junk.plan"
     tr.write_plan(str(bad), header, {k: b"\0" * 512 for k in blobs})
     with pytest.raises(gastrt.GastrtError, match="could not deserialize"):
-        tr.load_tensorrt(str(bad), "cuda")
+        gastrt.load(str(bad), backend="tensorrt", device="cuda")
     # the CLI refuses a CPU device for the build, in one line
     assert main(["build", ck, "--backend", "tensorrt", "-o", str(tmp_path / "x.plan"), "--device", "cpu"]) == 2
     assert "GPU" in capsys.readouterr().err and not (tmp_path / "x.plan").exists()
@@ -323,7 +323,7 @@ def test_tensorrt_bf16_build(engines, tmp_path, monkeypatch):
                          max_frames=8, seq_max_batch=1)
     assert res["precision"] == "bf16" and sorted(res["engines"]) == ["pos/sequence", "pos/window"]
     assert all(r["strongly_typed"] and "BF16" not in r["builder_flags"] for r in emu.builds)
-    assert tr.load_tensorrt(str(tmp_path / "b.plan"), "cuda").precision == "bf16"
+    assert gastrt.load(str(tmp_path / "b.plan"), backend="tensorrt", device="cuda").precision == "bf16"
     Emulator("8.6.1").install(monkeypatch)
     with pytest.raises(gastrt.GastrtError, match="bf16 TensorRT engines need TensorRT >= 10"):
         build_tensorrt(ck, str(tmp_path / "c.plan"), precision="bf16")
@@ -339,13 +339,13 @@ def test_tensorrt_run_device(engines, monkeypatch):
 
     emu = Emulator("10.9.0").install(monkeypatch)
 
-    monkeypatch.setattr(tr, "_device_view", emu.device_view(torch))
+    monkeypatch.setattr(tr, "device_view", emu.device_view(torch))
     ck, _, ref = engines("gast-17")
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         plan = os.path.join(d, "m.plan")
         build_tensorrt(ck, plan, min_batch=1, opt_batch=6, max_batch=6, max_frames=30, seq_max_batch=2)
-        eng = tr.load_tensorrt(plan, "cuda")
+        eng = gastrt.load(plan, backend="tensorrt", device="cuda")
     be = eng.backend
     rf, j = ref.receptive_field, ref.num_joints
     rng = np.random.default_rng(3)

@@ -98,7 +98,7 @@ class Emulator:
         return t
 
     def device_view(self, torch):
-        """A stand-in for ``tensorrt_runner._device_view`` over CPU torch tensors (monkeypatch it
+        """A stand-in for ``tensorrt_runner.device_view`` over CPU torch tensors (monkeypatch it
         in): the input is adopted as device memory, outputs come from :meth:`empty_tensor`."""
         import types as _types
 

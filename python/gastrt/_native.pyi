@@ -1,8 +1,11 @@
-"""Type stubs of the compiled extension gastrt._native (csrc/bindings.cpp).
+"""Type stubs of the compiled extension gastrt._native (csrc/bindings/*.cpp).
 
 Arrays are float32; inputs of any float dtype / memory layout are converted (copied) to
 C-contiguous float32 when needed. ``out`` arrays must be C-contiguous, writeable float32 of
 the exact shape. ``threads`` <= 0 means the available cores. Every call releases the GIL.
+Bad arguments (shapes, plans, weights) raise ValueError / TypeError; failures inside the runtime
+raise gastrt.errors.NativeError, exhausted memory gastrt.errors.OutOfMemoryError (both
+RuntimeError subclasses).
 """
 from typing import Any, Optional, Sequence
 
@@ -106,6 +109,8 @@ class Engine:
     def profile(self, x: npt.ArrayLike, mode: str = "window") -> list[tuple[str, float]]:
         """One forward with the wall time of every op (plan order)."""
     def output_shape(self, n: int, t: int, mode: str = "window") -> list[int]: ...
+    def schedule_shapes(self, n: int, t: int, mode: str = "window") -> dict[str, tuple[int, ...]]:
+        """{plan value name: shape} of the C++ schedule for an input [n, t, J, F]."""
     def workspace_bytes(self, n: int, t: int, mode: str = "window") -> int: ...
     def cache_stats(self) -> tuple[int, int]:
         """(cached input shapes, idle cached workspaces)"""
@@ -114,6 +119,31 @@ class Engine:
     def threads(self) -> int: ...
     @property
     def name(self) -> str: ...
+
+class ArenaAllocator:
+    """First-fit arena offsets (the CPU executor's planner, csrc/common/arena.h): sizes rounded up
+    to ``alignment`` (at least one unit); the lowest free block that fits, else the free block
+    ending at ``top`` is extended, else the block starts at ``top``; freed blocks merge."""
+
+    def __init__(self, alignment: int) -> None: ...   # ValueError below 1
+    @property
+    def alignment(self) -> int: ...
+    def alloc(self, size: int) -> int: ...
+    def release(self, offset: int, size: int) -> None:
+        """ValueError for a block outside [0, top) or overlapping a free block (double release)."""
+    @property
+    def top(self) -> int:
+        """High-water mark: the arena size the allocations so far need."""
+    @property
+    def free(self) -> list[tuple[int, int]]:
+        """Free blocks (offset, size), by offset."""
+
+# ---- CUDA program bytecode (every build); see csrc/cuda/program_records.h --------------------------
+def cuda_program_layout() -> dict[str, dict[str, Any]]:
+    """{record name: {"opcode": int, "nfields": int, "grouped": bool,
+    "fields": {field: (word offset, count)}}}; a grouped record is [count, count x fields]."""
+def cuda_program_constants() -> dict[str, int]:
+    """ref_none, ref_input, ref_output (buffer references), stream_table_cols, max_conv_group."""
 
 # ---- CUDA builds only (build_config()["cuda"] is True); see csrc/cuda/cuda_ops.h -------------------
 # Device pointers and stream handles are Python ints.
@@ -126,7 +156,7 @@ def cuda_memcpy_htod(device: int, dst: int, src: npt.NDArray[np.uint8]) -> None:
 def cuda_memcpy_dtoh(device: int, dst: npt.NDArray[np.uint8], src: int) -> None: ...
 
 class CudaEngine:
-    """GPU executor: weights, one device arena, programs (bytecode lowered by backends/cuda.py),
+    """GPU executor: weights, one device arena, programs (bytecode lowered by backends/cuda),
     CUDA graphs. One call at a time per engine."""
 
     def __init__(self, device: int, dtype: int) -> None: ...   # dtype 0 fp32, 1 fp16, 2 bf16

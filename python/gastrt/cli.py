@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 
 from ._version import __version__
+from .engine_file import PRECISIONS
+from .errors import NativeError
 
-# modules that contribute subcommands through add_parsers(subparsers)
-_PLUGINS = ("gastrt.lifting", "gastrt.bench", "gastrt.onnx_export", "gastrt.stream")
 
-
-def positive_int(s: str) -> int:
-    """argparse type for counts (--people, --slots, --threads)."""
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
+def _subcommand_registrars() -> tuple:
+    """add_parsers(subparsers) of the modules that contribute subcommands, in help order."""
+    from .bench import add_parsers as bench
+    from .lifting import add_parsers as lift
+    from .onnx_export import add_parsers as export
+    from .render import add_parsers as render
+    from .stream.jsonl import add_parsers as stream
+    return (lift, render, bench, export, stream)
 
 
 def _fmt_count(n: float) -> str:
@@ -33,7 +30,7 @@ def _fmt_count(n: float) -> str:
 
 
 def cmd_build(args) -> int:
-    from .engine import build
+    from .builder import build
 
     if args.backend == "tensorrt":
         from .tensorrt_builder import build_tensorrt_cli
@@ -137,7 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("checkpoint", help="checkpoint saved by the original training scripts (.bin/.pth)")
     b.add_argument("-o", "--output", help="engine path (default: CHECKPOINT with .gastrt)")
     b.add_argument("--causal", action="store_true", help="the checkpoint was trained with causal convolutions")
-    b.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    b.add_argument("--precision", choices=PRECISIONS, default="fp32")
     b.add_argument("--backend", choices=("gastrt", "tensorrt"), default="gastrt",
                    help="gastrt engine file (default) or a TensorRT plan")
     b.add_argument("--min-batch", type=int, default=1)
@@ -155,13 +152,8 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_info)
 
-    for name in _PLUGINS:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(mod, "add_parsers"):
-            mod.add_parsers(sub)
+    for add_parsers in _subcommand_registrars():
+        add_parsers(sub)
     return p
 
 
@@ -179,6 +171,9 @@ def main(argv=None) -> int:
             msg = f"{e.filename}: {msg}"
         print(f"gastrt: error: {msg}", file=sys.stderr)
         return 2
+    except NativeError as e:  # a failure inside the compiled runtime: one line, no traceback
+        print(f"gastrt: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import EngineFileError, GastrtError
+from .plan import Plan
 
 FORMAT_NAME = "gastrt-engine"
 FORMAT_VERSION = 1
@@ -39,6 +42,10 @@ def from_bf16_bits(a: np.ndarray) -> np.ndarray:
     return (a.astype(np.uint32) << 16).view(np.float32)
 
 
+# Engine precisions: how the weights are stored (and, on the GPU, computed).
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
     a32 = np.ascontiguousarray(a, dtype=np.float32)
     if precision == "fp32":
@@ -50,6 +57,16 @@ def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
     raise ValueError(f"unknown precision {precision!r}: expected fp32, fp16 or bf16")
 
 
+# An atomic writer's temp file sits next to its destination as '.<name>.<random><suffix>' (hidden,
+# so a crash that leaves one behind leaves no visible debris); tests find leftovers by this prefix.
+TEMP_PREFIX = "."
+
+
+def temp_prefix(path: str) -> str:
+    """Name prefix of the temp file an atomic writer (atomic_write, render) writes ``path`` through."""
+    return TEMP_PREFIX + os.path.basename(path) + "."
+
+
 def atomic_write(path: str, write_fn) -> None:
     """Write through a temp file in the destination folder, then rename: never a partial file.
     ``write_fn(f)`` gets a binary file. The result has the usual umask permissions (mkstemp's
@@ -57,7 +74,7 @@ def atomic_write(path: str, write_fn) -> None:
     d = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(d):
         raise GastrtError(f"{path}: output directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -170,3 +187,34 @@ def weights_as_float32(tensors: dict, dtypes: dict | None = None) -> dict[str, n
         else:
             out[name] = np.ascontiguousarray(a, dtype=np.float32)
     return out
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """An engine file's contents, backend-free: what exporters and builders take (an Engine has
+    the same attributes). plans: name -> Plan; weights: name -> float32 array."""
+    metadata: dict
+    plans: dict
+    weights: Mapping
+
+    @property
+    def family(self) -> str:
+        return self.metadata["family"]
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get("precision", "fp32")
+
+
+def read_model(path: str, verify: bool = True) -> EngineModel:
+    """Read a `.gastrt` file into metadata, plans and float32 weights, checking that every weight
+    a plan names is present."""
+    meta, tensors = read_engine(path, verify=verify)
+    try:
+        plans = {name: Plan.from_json(p) for name, p in meta["plans"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise GastrtError(f"{path}: corrupted engine metadata ({e})") from None
+    missing = [n for p in plans.values() for n in p.weight_names() if n not in tensors]
+    if missing:
+        raise GastrtError(f"{path}: corrupted engine (weight {missing[0]!r} missing)")
+    return EngineModel(meta, plans, weights_as_float32(tensors))

@@ -24,3 +24,8 @@ class NativeError(RuntimeError):
 
 class OutOfMemoryError(NativeError, MemoryError):
     """The device (or host staging) ran out of memory."""
+
+
+class DeviceOutOfMemory(GastrtError, OutOfMemoryError):
+    """A request too big for the device: the message says what to shrink (batch, frames, slots);
+    the engine stays usable. Both a user error (one CLI line) and an OutOfMemoryError."""

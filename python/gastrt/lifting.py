@@ -1,5 +1,5 @@
-"""Real keypoint files in, 3D poses out: ``lift_file`` / ``save_result`` and the ``gastrt lift``
-and ``gastrt render`` subcommands (``add_parsers``).
+"""Real keypoint files in, 3D poses out: ``lift_file`` / ``save_result`` / ``load_result`` and the
+``gastrt lift`` subcommand (``add_parsers``; ``gastrt render`` lives in ``render``).
 
 Pipeline: read the file (``gastrt.keypoints.formats``) -> keep the joints the conversion needs
 -> fill missing detections per person per joint -> convert to the engine's layout
@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .argtypes import positive_int
+from .engine import load
 from .engine_file import atomic_write
 from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, engine_input_layout,
                         fill_missing, guess_format, nonzero_frames, normalize_screen, parse_size,
@@ -133,13 +134,6 @@ def _load_engine(engine_or_path: Any) -> tuple[Any, str | None]:
     path = os.fspath(engine_or_path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: engine file not found")
-    import gastrt
-    load = getattr(gastrt, "load", None)
-    if load is None:
-        try:
-            from gastrt.engine import load  # type: ignore
-        except ImportError:
-            raise UserError("gastrt.load is not available in this installation") from None
     return load(path), path
 
 
@@ -350,17 +344,8 @@ def _cmd_lift(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
-    from .render import render_result
-    written = render_result(args.result, args.output, person=args.person, fps=args.fps,
-                            frame=args.frame)
-    print(f"wrote {written}")
-    return 0
-
-
 def add_parsers(subparsers: Any) -> None:
-    """Register ``lift`` and ``render`` on an argparse subparsers object; each sets
-    ``func(args) -> int``."""
+    """Register ``lift`` on an argparse subparsers object (sets ``func(args) -> int``)."""
     p = subparsers.add_parser(
         "lift", help="lift a 2D keypoint file to 3D poses with an engine",
         description="Lift 2D keypoints (GAST-Net JSON, OpenPose JSON directory or file, MMPose "
@@ -380,16 +365,3 @@ def add_parsers(subparsers: Any) -> None:
                    help="also write poses_world: demo camera->world rotation, feet on z=0")
     p.add_argument("--video", help="video name inside a multi-video VideoPose3D npz")
     p.set_defaults(func=_cmd_lift)
-
-    r = subparsers.add_parser(
-        "render", help="render a `gastrt lift` output as a 3D skeleton animation",
-        description="Render 3D poses next to their 2D input: .mp4 (needs ffmpeg; GIF "
-                    "otherwise), .gif, or .png (one frame). Needs matplotlib "
-                    "(pip install gastrt[render]).")
-    r.add_argument("result", help="output of `gastrt lift` (.npz or .json)")
-    r.add_argument("-o", "--output", required=True, help="out.mp4, out.gif or out.png")
-    r.add_argument("--person", type=int, default=0, help="which person (default 0)")
-    r.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
-    r.add_argument("--frame", type=int, default=None,
-                   help="frame for .png output (default: the middle one)")
-    r.set_defaults(func=_cmd_render)

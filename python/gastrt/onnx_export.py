@@ -33,11 +33,13 @@ import os
 
 import numpy as np
 
+from .backends.numpy_backend import NumpyBackend
+from .engine_file import PRECISIONS, atomic_write, read_model, to_bf16_bits
 from .errors import GastrtError
-from .plan import LRELU_SLOPE, Plan, conv_geometry, infer_shapes
+from .families.detect import FAMILY_NAMES
+from .plan import LRELU_SLOPE, Plan, conv_geometry, gast_projection, infer_shapes
 
 MODES = ("window", "sequence")
-PRECISIONS = ("fp32", "fp16", "bf16")
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 INPUT_NAME = "keypoints"
@@ -67,11 +69,6 @@ def require_onnxruntime():
     except ImportError:
         raise GastrtError("running ONNX models needs the onnx extra: pip install gastrt[onnx]") from None
     return onnxruntime
-
-
-def _bf16_bits(a: np.ndarray) -> np.ndarray:
-    from .engine_file import to_bf16_bits
-    return to_bf16_bits(a)
 
 
 class _Graph:
@@ -113,7 +110,7 @@ class _Graph:
             t.name = name
             t.data_type = self.TP.BFLOAT16
             t.dims.extend(a.shape)
-            t.raw_data = np.ascontiguousarray(_bf16_bits(a)).astype("<u2").tobytes()
+            t.raw_data = np.ascontiguousarray(to_bf16_bits(a)).astype("<u2").tobytes()
         self.inits.append(t)
         return name
 
@@ -343,15 +340,17 @@ class _Exporter:
         hh, gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
         n_, j, t, c = self.shapes[op.inputs[0]]
         x = self.get(op.inputs[0], FRAME)                 # [N, T, J, C]
-        # one GEMM for everything that reads x: [h0_sym | h0_con | h1_sym | h1_con | ab | g | x-part]
-        lw = W["loc_w"]
-        w1 = np.concatenate([lw[:, 0:c], lw[:, 2 * c:3 * c], lw[:, c:2 * c], lw[:, 3 * c:4 * c],
-                             W["glb_u"], W["glb_g_w"], W["cat_w"][:c]], axis=1)
-        b1 = np.concatenate([np.zeros(4 * c, np.float32), W["glb_c"], W["glb_g_b"], W["cat_b"]])
+        # one GEMM for everything that reads x: the shared projection (plan.GAST_PROJECTION:
+        # [h0_sym | h1_sym | h0_con | h1_con | ab | g]) + the x-part of the block projection
+        w1, b1 = gast_projection(W)
+        w1 = np.concatenate([w1, W["cat_w"][:c]], axis=1)
+        b1 = np.concatenate([b1, W["cat_b"]])
         p = g.node("MatMul", [x, g.weight(f"{hint}.w1", w1)], hint)
         p = g.node("Add", [p, g.weight(f"{hint}.b1", b1)], hint)
-        sizes = [2 * c, 2 * c, 2 * hh, hh * gc, 2 * c]
-        h0, h1, ab, gv, px = g.node("Split", [p, g.ints(sizes)], hint, n_out=5, axis=-1)
+        sizes = [c, c, c, c, 2 * hh, hh * gc, 2 * c]
+        h0s, h1s, h0c, h1c, ab, gv, px = g.node("Split", [p, g.ints(sizes)], hint, n_out=7, axis=-1)
+        h0 = g.node("Concat", [h0s, h0c], hint, axis=-1)                                # [sym | con]
+        h1 = g.node("Concat", [h1s, h1c], hint, axis=-1)
 
         # local: [sym | con] = relu(diag * h0 + mix(off, h1) + loc_b)
         diag = np.concatenate([W["loc_diag"][0], W["loc_diag"][1]], axis=1)      # [J, 2C]
@@ -448,13 +447,13 @@ class _Exporter:
 
 
 # ---- public API -----------------------------------------------------------------------------------
-def _as_engine(engine_or_path):
-    from .engine import Engine, load
-
-    if isinstance(engine_or_path, Engine):
-        return engine_or_path
+def as_model(engine_or_path):
+    """An engine path -> its EngineModel (metadata, plans, float32 weights; no backend); a
+    gastrt.Engine or an EngineModel is taken as it is (both have those attributes)."""
     if isinstance(engine_or_path, (str, os.PathLike)):
-        return load(os.fspath(engine_or_path), backend="numpy")
+        return read_model(os.fspath(engine_or_path))
+    if all(hasattr(engine_or_path, a) for a in ("metadata", "plans", "weights")):
+        return engine_or_path
     raise GastrtError(f"expected an engine path or a gastrt.Engine, got {type(engine_or_path).__name__}")
 
 
@@ -483,18 +482,17 @@ def build_model(engine_or_path, *, mode: str = "window", opset: int = DEFAULT_OP
     _check_args(mode, opset, precision, seq_len, batch_size)
     onnx = require_onnx()
     h = onnx.helper
-    eng = _as_engine(engine_or_path)
+    eng = as_model(engine_or_path)
     if plan not in eng.plans:
         raise GastrtError(f"this engine has no {plan!r} network (it has {', '.join(sorted(eng.plans))})")
     p = eng.plans[plan]
     if mode not in p.modes:
         if p.modes == ("window",):
-            from .families.detect import FAMILY_NAMES
             raise GastrtError(f"{FAMILY_NAMES.get(eng.family, eng.family)} has no sequence form "
                               "(it encodes relative to each window's centre frame): export with --mode window")
         raise GastrtError(f"this network has no {mode!r} form (it supports {', '.join(p.modes)})")
     precision = precision or eng.precision
-    weights = eng._weights
+    weights = eng.weights
 
     if precision == "bf16" and opset < 22:
         _seq_conv = "gemm"   # ONNX Conv takes bfloat16 from opset 22 on; MatMul does from 13
@@ -551,8 +549,6 @@ def export_onnx(engine_or_path, output, *, mode: str = "window", opset: int = DE
     ``precision``: fp32 / fp16 / bf16 (default: the engine's). The file is written atomically.
     Returns info: node_count, op_types (histogram), path, mode, precision, opset, input, output.
     """
-    from .engine_file import atomic_write
-
     model, info = build_model(engine_or_path, mode=mode, opset=opset, dynamic_batch=dynamic_batch,
                               precision=precision, seq_len=seq_len, plan=plan, batch_size=batch_size)
     if check:
@@ -580,12 +576,12 @@ def run_onnxruntime(model_or_path, x: np.ndarray, threads: int | None = None) ->
 def verify(path: str, engine_or_path, *, mode: str = "window", plan: str = "pos", batch: int = 3,
            frames: int = 16, seed: int = 0) -> float:
     """Max |onnx - engine| / max |engine| on random input (onnxruntime vs the NumPy oracle)."""
-    eng = _as_engine(engine_or_path)
+    eng = as_model(engine_or_path)
     p = eng.plans[plan]
     rng = np.random.default_rng(seed)
     t = p.receptive_field if mode == "window" else frames + p.receptive_field - 1
     x = rng.standard_normal((batch, t, p.in_joints, p.in_features)).astype(np.float32) * 0.5
-    ref = eng.backend.run(plan, x, mode)
+    ref = NumpyBackend(eng.plans, eng.weights).run(plan, x, mode)
     if mode == "window":
         ref = ref[:, 0]
     got = run_onnxruntime(path, x)
@@ -596,7 +592,7 @@ def verify(path: str, engine_or_path, *, mode: str = "window", plan: str = "pos"
 def _cmd_export(args) -> int:
     output = args.output or os.path.splitext(args.engine)[0] + ".onnx"
     require_onnx()
-    eng = _as_engine(args.engine)
+    eng = as_model(args.engine)
     info = export_onnx(eng, output, mode=args.mode, opset=args.opset, dynamic_batch=args.dynamic_batch,
                        precision=args.precision, seq_len=args.seq_len, plan=args.plan, batch_size=args.batch)
     print(f"wrote      {info['path']} ({info['bytes']:,} bytes)")

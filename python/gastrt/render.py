@@ -6,6 +6,7 @@ so the caller's backend is left alone.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -14,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from .engine_file import temp_prefix
 from .keypoints import UserError, image_coordinates
 from .lifting import load_result
 from .skeletons import skeleton_for
 
-__all__ = ["render_result"]
+__all__ = ["render_result", "add_parsers"]
 
 # COCO-17 bones (for engines that take COCO-ordered 2D input) and its right-side joints
 _COCO17_BONES = ((1, 0), (2, 0), (3, 1), (4, 2), (6, 5), (7, 5), (9, 7), (8, 6), (10, 8),
@@ -150,8 +152,7 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
         print(f"gastrt: warning: ffmpeg not found on PATH; writing {out_path} instead",
               file=sys.stderr)
 
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix="." + os.path.basename(out_path) + ".",
-                               suffix=ext)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=temp_prefix(out_path), suffix=ext)
     os.close(fd)
     try:
         if ext == ".png":
@@ -174,3 +175,27 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
             pass
         raise
     return out_path
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+def _cmd_render(args: argparse.Namespace) -> int:
+    written = render_result(args.result, args.output, person=args.person, fps=args.fps,
+                            frame=args.frame)
+    print(f"wrote {written}")
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``render`` on an argparse subparsers object (sets ``func(args) -> int``)."""
+    r = subparsers.add_parser(
+        "render", help="render a `gastrt lift` output as a 3D skeleton animation",
+        description="Render 3D poses next to their 2D input: .mp4 (needs ffmpeg; GIF "
+                    "otherwise), .gif, or .png (one frame). Needs matplotlib "
+                    "(pip install gastrt[render]).")
+    r.add_argument("result", help="output of `gastrt lift` (.npz or .json)")
+    r.add_argument("-o", "--output", required=True, help="out.mp4, out.gif or out.png")
+    r.add_argument("--person", type=int, default=0, help="which person (default 0)")
+    r.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    r.add_argument("--frame", type=int, default=None,
+                   help="frame for .png output (default: the middle one)")
+    r.set_defaults(func=_cmd_render)

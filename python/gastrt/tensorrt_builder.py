@@ -22,11 +22,13 @@ from __future__ import annotations
 import os
 import tempfile
 
+from .argtypes import parse_device
 from .backends.tensorrt_runner import (INPUT_NAME, TENSORRT_MISSING, device_properties, require_cudart,  # noqa: F401
                                        require_tensorrt, write_plan)
-from .errors import GastrtError
-
-PRECISIONS = ("fp32", "fp16", "bf16")
+from .builder import build
+from .engine_file import PRECISIONS, read_engine, read_model
+from .errors import EngineFileError, GastrtError
+from .onnx_export import build_model, check_model, require_onnx
 DEFAULT_MAX_FRAMES = 8192
 DEFAULT_SEQ_MAX_BATCH = 16
 ONNX_OPSET = 17
@@ -104,7 +106,6 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
     a form, ``networks`` (e.g. ``["pos"]``) limits the networks built (``gastrt bench`` builds
     exactly what it times)."""
     trt = require_tensorrt()                     # first: the one-line error when TensorRT is absent
-    from .onnx_export import require_onnx, build_model, check_model
     require_onnx()
     if precision not in PRECISIONS:
         raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -123,18 +124,13 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
         raise GastrtError(f"bf16 TensorRT engines need TensorRT >= 10 (this is {trt.__version__})")
     source, output = os.fspath(source), os.fspath(output)
 
-    from .engine import load
-    from .engine_file import read_engine
-    from .errors import EngineFileError
-
     with tempfile.TemporaryDirectory(prefix="gastrt-trt-") as tmp:
         try:
             read_engine(source, verify=False)
             engine_path = source                 # already a gastrt engine
         except EngineFileError:
-            from .engine import build
             engine_path = build(source, os.path.join(tmp, "model.gastrt"), causal=causal, precision="fp32")
-        eng = load(engine_path, backend="numpy")
+        eng = read_model(engine_path)
 
         props = None
         try:
@@ -190,7 +186,7 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
                 pj["modes"] = ["window"]         # Engine then lifts sequences window by window
             plans[pname] = pj
         meta["plans"] = plans
-        meta["weight_shapes"] = {n: list(a.shape) for n, a in eng._weights.items()}
+        meta["weight_shapes"] = {n: list(a.shape) for n, a in eng.weights.items()}
         header = {"meta": meta, "tensorrt_version": str(trt.__version__),
                   "compute_capability": props["compute_capability"] if props else None,
                   "device_name": props["name"] if props else None,
@@ -211,7 +207,6 @@ def build_tensorrt_cli(args) -> int:
     if isinstance(dev, str) and dev.strip().isdigit():
         dev = int(dev)
     if isinstance(dev, str):
-        from .engine import parse_device
         kind, dev = parse_device(dev)
         if kind != "cuda":
             raise GastrtError("TensorRT builds on a GPU: --device cuda or cuda:N")

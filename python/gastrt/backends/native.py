@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
+from ..errors import GastrtError
 from ..plan import Plan
+from .base import Backend, Capabilities, native_module
 
 
 def default_threads() -> int:
@@ -22,18 +24,25 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class NativeBackend:
+class NativeBackend(Backend):
     """plans: name -> Plan; weights: name -> float32 array (copied into the engines, so the
     dict may be dropped afterwards); threads: CPU threads per call (default: available cores)."""
 
     name = "native"
 
     def __init__(self, plans: dict[str, Plan], weights: dict[str, np.ndarray], threads: int | None = None):
-        from .. import _native
-
+        native = native_module()
+        if native is None:
+            raise GastrtError("this gastrt install has no native CPU runtime (gastrt._native); "
+                              "use backend='numpy'")
         self.threads = int(threads) if threads else default_threads()
-        self._engines = {name: _native.Engine(plan.to_json(), weights, self.threads)
+        self._engines = {name: native.Engine(plan.to_json(), weights, self.threads)
                          for name, plan in plans.items()}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(modes=frozenset({"window", "sequence"}), device_arrays=False, stream="native",
+                            device="cpu", threads=self.threads)
 
     def run(self, plan_name: str, x: np.ndarray, mode: str) -> np.ndarray:
         """x [N, T, J, F] float32 -> [N, T_out, J_out, 3] float32."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plan import LRELU_SLOPE, Op, Plan, conv_geometry, conv_out_frames
+from .base import Backend, Capabilities
 
 
 def _act(y: np.ndarray, act: str) -> np.ndarray:
@@ -127,13 +128,22 @@ def run_plan(plan: Plan, weights: dict, x: np.ndarray, mode: str) -> np.ndarray:
     return np.ascontiguousarray(bufs[plan.ops[-1].outputs[0]], dtype=np.float32)
 
 
-class NumpyBackend:
-    """Executes plans with NumPy; weights as float32 arrays."""
+class NumpyBackend(Backend):
+    """Executes plans with NumPy (the oracle every other backend is tested against); weights as
+    float32 arrays. ``threads`` is taken for a constructor like the other backends' and not used:
+    the oracle runs on one thread (plus whatever NumPy's BLAS does), and so do the column kernels
+    a Stream runs for it."""
     name = "numpy"
 
     def __init__(self, plans: dict[str, Plan], weights: dict[str, np.ndarray], threads: int | None = None):
         self.plans = plans
         self.weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.threads = 1
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(modes=frozenset({"window", "sequence"}), device_arrays=False, stream="numpy",
+                            device="cpu", threads=self.threads)
 
     def run(self, plan_name: str, x: np.ndarray, mode: str) -> np.ndarray:
         return run_plan(self.plans[plan_name], self.weights, x, mode)

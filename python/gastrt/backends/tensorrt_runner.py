@@ -35,8 +35,11 @@ import threading
 
 import numpy as np
 
+from ..argtypes import parse_device
 from ..engine_file import atomic_write, map_readonly
 from ..errors import EngineFileError, GastrtError
+from ..plan import Plan
+from .base import Backend, Capabilities, ModelLoader, OpenedModel
 
 MAGIC = b"GASTRTRT"
 FORMAT_NAME = "gastrt-tensorrt"
@@ -192,20 +195,20 @@ def read_plan(path: str, verify: bool = True) -> tuple[dict, dict[str, memoryvie
 
 
 # ---- execution ------------------------------------------------------------------------------------
-def _device_view(x):
+def device_view(x):
     """-> (view, alloc) of a torch / CuPy CUDA array: ``view`` has ptr, shape, device, stream (the
     library's current stream) and holds the array (a float32 contiguous copy when ``x`` is not:
     keep ``view`` alive until the work is enqueued); ``alloc(shape) -> (new array of the same
     kind, its pointer)``."""
-    from .cuda import _empty_like_kind, _resolve
+    from .cuda.device_arrays import empty_device_array, resolve_device_array
 
-    d = _resolve(x, "x")
+    d = resolve_device_array(x, "x")
     if d.kind not in ("torch", "cupy"):
         raise GastrtError("TensorRT run_device takes torch or CuPy CUDA arrays")
 
     def alloc(shape):
-        y = _empty_like_kind(d, tuple(shape), d.device, None)
-        return y, _resolve(y, "out", writable=True).ptr
+        y = empty_device_array(d, tuple(shape), d.device, None)
+        return y, resolve_device_array(y, "out", writable=True).ptr
     return d, alloc
 
 
@@ -307,10 +310,21 @@ class _TrtNetwork:
         self.engine = None
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     """Executes a .plan's engines; ``run(plan_name, x, mode)`` like every gastrt backend:
     x [N, T, J, F] float32 -> [N, T_out, J_out, 3]."""
     name = "tensorrt"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        modes = frozenset(k.split("/", 1)[1] for k in self.nets)
+        return Capabilities(modes=modes, device_arrays=True, stream="engine",
+                            device=f"cuda:{self.device_index}", threads=None)
+
+    def is_device_array(self, x) -> bool:
+        # run_device takes torch / CuPy CUDA arrays explicitly; Engine.lift sends host arrays
+        # through run() (chunked and padded to the profiles), as before
+        return False
 
     def __init__(self, path: str, header: dict, blobs: dict, device_index: int = 0):
         self.path = path
@@ -388,26 +402,28 @@ class TensorRTBackend:
             rf = int(self.header["meta"]["plans"][plan_name]["receptive_field"])
             return self._sequence(net, x, rf)
 
-    def run_device(self, plan_name: str, x, mode: str, stream: int | None = None):
+    def run_device(self, plan_name: str, x, mode: str, out=None, stream: int | None = None):
         """x: a contiguous float32 CUDA tensor (torch / CuPy) [N, T, J, F] whose shape lies inside
         the engine's optimization profile -> a new device array of the same kind [N, T_out,
         J_out, 3] (window: T_out = 1), enqueued on the caller's stream (the array library's
         current stream, or ``stream``) with no host sync. No chunking or padding, unlike
         :meth:`run`: build the plan with a profile that covers the shapes (``gastrt bench``
         does)."""
-        from .cuda import stream_context
+        from .cuda.device_arrays import stream_context
 
+        if out is not None:
+            raise GastrtError("TensorRT run_device allocates its output (out= is for CUDA engines)")
         net = self._net(plan_name, mode)
         with stream_context(x, stream):   # a conversion copy and the output belong to that stream
             return self._run_device(net, x, mode, stream)
 
     def _run_device(self, net: _TrtNetwork, x, mode: str, stream):
-        view, alloc = _device_view(x)
+        view, alloc = device_view(x)
         shape, dev = tuple(view.shape), view.device
         if view.ptr % 256:   # TensorRT's I/O addresses must be 256-byte aligned (a slice may not be)
             xa, _ = alloc(shape)
             xa[...] = view.obj
-            view, alloc = _device_view(xa)
+            view, alloc = device_view(xa)
         if dev != self.device_index:
             raise GastrtError(f"x is on cuda:{dev} but the TensorRT engine is on cuda:{self.device_index}")
         if not net.in_profile(shape):
@@ -453,13 +469,13 @@ class TensorRTBackend:
             pass
 
 
-def load_tensorrt(path, device="cuda", verify: bool = True):
-    """Open a ``.plan`` container as a gastrt.Engine (lift / lift_sequence / flip, family,
-    receptive_field, num_joints, causal, precision) on a GPU. ``device``: "cuda", "cuda:N" or N."""
-    from ..engine import Engine, parse_device
-    from ..plan import Plan
-
+def open_tensorrt(path, device=None, verify: bool = True) -> OpenedModel:
+    """Open a ``.plan`` container for ``gastrt.load`` (family, receptive_field, num_joints,
+    causal, precision; lift / lift_sequence / flip) on a GPU. ``device``: "cuda", "cuda:N" or N
+    (default "cuda")."""
     path = os.fspath(path)
+    if device is None:
+        device = "cuda"
     if isinstance(device, int) and not isinstance(device, bool):
         index = device
     else:
@@ -476,4 +492,7 @@ def load_tensorrt(path, device="cuda", verify: bool = True):
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise EngineFileError(f"{path}: corrupted plan metadata ({e})") from None
     backend = TensorRTBackend(path, header, blobs, index)
-    return Engine(path, meta, plans, weights, backend, f"cuda:{index}")
+    return OpenedModel(meta, plans, weights, backend, f"cuda:{index}")
+
+
+LOADER = ModelLoader("tensorrt", is_tensorrt_plan, open_tensorrt)
