@@ -23,6 +23,21 @@ def rel_err(got, ref) -> float:
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
+def temp_files(folder, *outputs) -> list[str]:
+    """Names in ``folder`` that are an atomic writer's temp files, by the writers' own naming
+    (gastrt.engine_file.temp_prefix): those of ``outputs`` (names or paths) when given, else any."""
+    from gastrt.engine_file import TEMP_PREFIX, temp_prefix
+
+    prefixes = tuple(temp_prefix(os.fspath(o)) for o in outputs) or (TEMP_PREFIX,)
+    return sorted(n for n in os.listdir(folder) if n.startswith(prefixes))
+
+
+def assert_no_temp_files(folder, *outputs) -> None:
+    """No atomic-write temp file (of ``outputs``, or any) is left in ``folder``."""
+    left = temp_files(folder, *outputs)
+    assert not left, f"temp files left behind in {folder}: {left}"
+
+
 def subprocess_env() -> dict:
     """Environment for a child interpreter that imports the same gastrt as the tests."""
     env = dict(os.environ)

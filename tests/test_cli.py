@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gastrt_testutil import subprocess_env  # noqa: E402
+from gastrt_testutil import assert_no_temp_files, subprocess_env  # noqa: E402
 from gastrt.cli import main  # noqa: E402
 
 SMALL = ("rie", {"num_joints": 17, "filter_widths": [3, 3], "channels": 16, "latent": 8, "stage": 3})
@@ -55,7 +55,25 @@ def test_failed_build_leaves_no_file(tmp_path):
     out = tmp_path / "out.gastrt"
     r = run_cli("build", str(bad), "-o", str(out))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".gastrt-")]
+    assert not out.exists()
+    assert_no_temp_files(tmp_path)
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path, ckpt_cache):
+    """The build succeeds and the write fails at its last step (the output path is a folder, so
+    the rename fails): one-line error, the temp file is removed."""
+    from gastrt.engine_file import temp_prefix
+
+    out = tmp_path / "out.gastrt"
+    out.mkdir()
+    ck = ckpt_cache("gast", {"num_joints": 17, "filter_widths": [3], "channels": 8}, seed=4)
+    r = run_cli("build", ck, "-o", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("gastrt: error:") and "directory" in r.stderr.lower(), r.stderr
+    assert temp_prefix(out) in r.stderr, r.stderr      # it failed after the temp file was written
+    assert out.is_dir() and not os.listdir(out)
+    assert_no_temp_files(tmp_path, out)
+    assert_no_temp_files(tmp_path)
 
 
 def test_usage_error_exit_code():

@@ -8,11 +8,12 @@ import struct
 import numpy as np
 import pytest
 
-from gastrt_testutil import TOL, rel_err, subprocess_env
+from gastrt_testutil import TOL, assert_no_temp_files, rel_err, subprocess_env
 
 torch = pytest.importorskip("torch")
 
 import gastrt  # noqa: E402
+from gastrt.checkpoint import CheckpointError  # noqa: E402
 from gastrt.engine_file import from_bf16_bits, read_engine, to_bf16_bits  # noqa: E402
 from gastrt.reference import factory  # noqa: E402
 
@@ -197,6 +198,7 @@ def test_mismatched_checkpoints(tmp_path, small):
         with pytest.raises(ValueError, match=match):
             gastrt.build(p, out)
         assert not os.path.exists(out), "a failed build must not leave a file"
+    assert_no_temp_files(tmp_path)
 
 
 def _vp3d(tmp_path):
@@ -208,12 +210,16 @@ def _vp3d(tmp_path):
 
 
 def test_unreadable_checkpoints(tmp_path):
-    for name, data in {"empty.bin": b"", "text.bin": b"{\"model_pos\": 1}", "rand.bin": os.urandom(4096)}.items():
+    # random bytes may start like a zip or a pickle: that message varies, the path is always named
+    for name, data, match in [("empty.bin", b"", "empty.bin: empty file"),
+                              ("text.bin", b"{\"model_pos\": 1}", "text.bin: not a PyTorch checkpoint"),
+                              ("rand.bin", os.urandom(4096), "rand.bin: ")]:
         p = tmp_path / name
         p.write_bytes(data)
-        with pytest.raises(ValueError):
+        with pytest.raises(CheckpointError, match=match):
             gastrt.build(str(p), str(tmp_path / "x.gastrt"))
         assert not (tmp_path / "x.gastrt").exists()
+    assert_no_temp_files(tmp_path)
 
 
 def test_bad_precision(small, tmp_path):

@@ -201,7 +201,7 @@ def test_export_writes_atomically(engines, tmp_path, monkeypatch):
     def boom(fd):
         raise OSError("disk full")
     monkeypatch.setattr(ef.os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         export_onnx(eng, str(out))
     assert out.read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from gastrt.lifting import lift_file, save_result
+from gastrt_testutil import assert_no_temp_files
 from kp_helpers import FakeEngine, coco_pose, write_gast_json
 
 
@@ -25,7 +26,7 @@ def test_render_png_and_gif(tmp_path, result_npz):
     gif = render_result(result_npz, tmp_path / "a.gif", fps=10)
     with open(gif, "rb") as f:
         assert f.read(6) in (b"GIF89a", b"GIF87a")
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temp files
+    assert_no_temp_files(tmp_path)
 
 
 def test_render_mp4_falls_back_to_gif_without_ffmpeg(tmp_path, result_npz, monkeypatch):
@@ -35,6 +36,7 @@ def test_render_mp4_falls_back_to_gif_without_ffmpeg(tmp_path, result_npz, monke
     written = render.render_result(result_npz, tmp_path / "a.mp4")
     assert written.endswith("a.gif") and os.path.exists(written)
     assert not os.path.exists(tmp_path / "a.mp4")
+    assert_no_temp_files(tmp_path)
 
 
 def test_render_bad_arguments(tmp_path, result_npz):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -244,8 +245,8 @@ def test_local_graph_masks_match_skeletons(j):
     adj = adjacency(skel)
     adj_sym, adj_con = local_graph_adjacencies(torch.from_numpy(adj))
     sym, con = gast_masks(skel)
-    assert ((adj_sym > 0).numpy() == sym).all()
-    assert ((adj_con > 0).numpy() == con).all()
+    np.testing.assert_array_equal((adj_sym > 0).numpy(), sym)    # shapes too, no broadcasting
+    np.testing.assert_array_equal((adj_con > 0).numpy(), con)
     assert (int(sym.sum()), int(con.sum())) == NNZ[j]
     m = build_model("gast", {"num_joints": j, "filter_widths": [3], "channels": 4}, optimized=True)
     lg = m.layers_graph_conv[0].local_graph_layer
@@ -404,8 +405,9 @@ def test_rie_stages_fuse_blocks():
         dim = 2 * base["latent"] if stage == 1 else 3 * base["latent"]
         assert sd["Integration_Torso.fc_1.weight"].shape == (1024, dim)
     one = build_model("rie", {**base, "stage": 1}, optimized=True)
-    with pytest.raises(RuntimeError):
-        one.load_state_dict(random_state_dict("rie", {**base, "stage": 3}, seed=0), strict=True)
+    three = random_state_dict("rie", {**base, "stage": 3}, seed=0)
+    with pytest.raises(RuntimeError, match=r"(?s)Unexpected key.*FuseBlocks"):
+        one.load_state_dict(three, strict=True)
 
 
 def test_videopose3d_trajectory_output_shape():
@@ -420,11 +422,11 @@ def test_videopose3d_trajectory_output_shape():
 
 
 def test_rie_rejects_other_joint_counts_and_bad_family():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="17-joint"):
         build_model("rie", {**PRESETS["rie-243"][1], "num_joints": 15}, optimized=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown family 'nope'"):
         build_model("nope", {}, optimized=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only for videopose3d"):
         build_model("gast", PRESETS["gast-27"][1], optimized=True, trajectory=True)
 
 
@@ -453,5 +455,5 @@ def test_build_model_with_state_dict_matches_load_state_dict():
     assert not torch.equal(sd["expand_conv.weight"], b.expand_conv.weight)
     bad = dict(sd)
     bad.pop("shrink.weight")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"missing \['shrink\.weight'\]"):
         build_model(family, config, optimized=True, state_dict=bad)
