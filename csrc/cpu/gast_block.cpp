@@ -5,8 +5,9 @@
 //               local and global concat projections write their outputs into [c, 2c) and
 //               [2c, 3c) directly (ldc = 3c), so "concat" costs nothing and the block
 //               projection is ONE GEMM with K = 3c.
-//   P [R, pw]   x @ [loc_w | glb_g_w | glb_u]: h0/h1 (sym, con), g, and the attention logit
-//               vectors a / b
+//   P [R, pw]   x @ [loc_w | glb_u | glb_g_w] (+ b1): h0/h1 (sym, con) [0, 4c), the attention
+//               logit vectors a / b [4c, 4c+2h), g [4c+2h, pw). The column order is
+//               plan.GAST_PROJECTION, the one packing every backend shares.
 //   S [R, 2c]   [relu(sym) | relu(con)]; reused for the block output O [R, 2c]
 //   Y [R, h*gc] the attention aggregation
 // plus j*j floats of softmax scratch per thread.
@@ -177,7 +178,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
     for (int64_t i = 0; i < J; ++i)
       std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
   });
-  // 2. the three projections in one GEMM; bias only on the g / logit columns [4C, PW)
+  // 2. the three projections in one GEMM; bias only on the logit / g columns [4C, PW)
   par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               const int64_t b0 = std::max(c0, 4 * C), b1 = c0 + cols;
@@ -190,7 +191,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   par.each(nf, R * (4 * C + HG) * 4, [&](int64_t f, int tid) {
     const float* pf = Pm + f * J * PW;
     vk.gast_local_frame(tab, pf, PW, S + f * J * 2 * C, 2 * C);
-    vk.gast_attention_frame(tab, pf + 4 * C + HG, pf + 4 * C, PW, Y + f * J * HG, HG,
+    vk.gast_attention_frame(tab, pf + 4 * C, pf + 4 * C + 2 * w.heads, PW, Y + f * J * HG, HG,
                             att_scratch + size_t(tid) * att_stride);
   });
   // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
@@ -232,22 +233,23 @@ GastBlockWeights gast_block_prepare(const GastBlockParams& p) {
   w.c = p.c;
   w.heads = p.heads;
   w.gc = p.head_channels;
-  w.pw = int32_t(4 * C + HG + 2 * H);
+  w.pw = int32_t(4 * C + 2 * H + HG);
+  // plan.GAST_PROJECTION: [loc_w (4c) | glb_u (2h) | glb_g_w (h*gc)]
   const std::vector<float> loc_w = copy_f32(p.loc_w, C * 4 * C, "loc_w");
-  const std::vector<float> g_w = copy_f32(p.glb_g_w, C * HG, "glb_g_w");
   const std::vector<float> u = copy_f32(p.glb_u, C * 2 * H, "glb_u");
+  const std::vector<float> g_w = copy_f32(p.glb_g_w, C * HG, "glb_g_w");
   w.w1.resize(C * w.pw);
   for (size_t r = 0; r < C; ++r) {
     float* dst = w.w1.data() + r * w.pw;
     std::copy_n(loc_w.data() + r * 4 * C, 4 * C, dst);
-    std::copy_n(g_w.data() + r * HG, HG, dst + 4 * C);
-    std::copy_n(u.data() + r * 2 * H, 2 * H, dst + 4 * C + HG);
+    std::copy_n(u.data() + r * 2 * H, 2 * H, dst + 4 * C);
+    std::copy_n(g_w.data() + r * HG, HG, dst + 4 * C + 2 * H);
   }
   w.b1.assign(size_t(w.pw), 0.f);
-  const std::vector<float> gb = copy_f32(p.glb_g_b, HG, "glb_g_b");
   const std::vector<float> gcb = copy_f32(p.glb_c, 2 * H, "glb_c");
-  std::copy(gb.begin(), gb.end(), w.b1.begin() + 4 * C);
-  std::copy(gcb.begin(), gcb.end(), w.b1.begin() + 4 * C + HG);
+  const std::vector<float> gb = copy_f32(p.glb_g_b, HG, "glb_g_b");
+  std::copy(gcb.begin(), gcb.end(), w.b1.begin() + 4 * C);
+  std::copy(gb.begin(), gb.end(), w.b1.begin() + 4 * C + 2 * H);
   w.loc_diag = copy_f32(p.loc_diag, 2 * J * C, "loc_diag");
   w.loc_off = copy_f32(p.loc_off, 2 * J * J * C, "loc_off");
   w.loc_b = copy_f32(p.loc_b, 2 * C, "loc_b");

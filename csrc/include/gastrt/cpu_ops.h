@@ -47,12 +47,13 @@ void stream_linear_f32(const StreamLinearParams& p, Team& team);
 
 // ---- GAST-Net graph attention block (csrc/cpu/gast_block.cpp) ----------------------------------
 // Weights rearranged once (Engine construction): the three projections of x fused into one
-// [c, 4c + h*gc + 2h] matrix, the sparse neighbour lists of the two J x J mixing tables.
+// [c, 4c + 2h + h*gc] matrix in the column order of plan.GAST_PROJECTION (shared by every
+// backend), the sparse neighbour lists of the two J x J mixing tables.
 struct GastBlockWeights {
   int32_t j = 0, c = 0, heads = 0, gc = 0;
-  int32_t pw = 0;               // 4c + h*gc + 2h: width of the fused projection
-  std::vector<float> w1;        // [c, pw]  [loc_w | glb_g_w | glb_u]
-  std::vector<float> b1;        // [pw]     [0 (4c) | glb_g_b | glb_c]
+  int32_t pw = 0;               // 4c + 2h + h*gc: width of the fused projection
+  std::vector<float> w1;        // [c, pw]  [loc_w | glb_u | glb_g_w]
+  std::vector<float> b1;        // [pw]     [0 (4c) | glb_c | glb_g_b]
   std::vector<float> loc_diag;  // [2, j, c]
   std::vector<float> loc_off;   // [2, j, j, c]
   std::vector<float> loc_b;     // [2c]
