@@ -403,8 +403,7 @@ void Engine::run_host(int64_t id, const float* x, int64_t x_count, float* y, int
   Impl& m = *impl_;
   const auto lock = m.lock();
   Program& p = m.get(id);
-  GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
-  GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
+  p.check_batch(n);
   GASTRT_CHECK(x_count == n * p.in_per_n && y_count == n * p.out_per_n,
                "run: input / output sizes " << x_count << " / " << y_count << " do not match batch " << n);
   GASTRT_CHECK(x != nullptr && y != nullptr, "run: null array");
@@ -435,8 +434,7 @@ void Engine::run_device(int64_t id, uintptr_t x, uintptr_t y, int64_t n, uintptr
   Impl& m = *impl_;
   const auto lock = m.lock();
   Program& p = m.get(id);
-  GASTRT_CHECK(n >= 1 && n <= p.max_n, "run: batch " << n << " outside [1, " << p.max_n << "] of this program");
-  GASTRT_CHECK(!p.exact_n || n == p.max_n, "run: a stream program runs on all " << p.max_n << " rows, got " << n);
+  p.check_batch(n);
   GASTRT_CHECK(x != 0 && y != 0, "run: null device pointer");
   DeviceGuard g(m.device);
   for (uintptr_t ptr : {x, y}) {

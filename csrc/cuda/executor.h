@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/check.h"
 #include "cuda/kernels.h"
 #include "cuda/program_records.h"
 
@@ -69,6 +70,12 @@ struct Program {
   cudaGraphExec_t exec = nullptr;
   uint64_t exec_gen = 0;  // generation of arena / weights / options it was captured with
   bool ran_plain = false;  // a program's first run is not captured (see Engine::Impl::run_all)
+
+  // A run's batch n: 1..max_n, and exactly max_n for a stream program (all its table rows).
+  void check_batch(int64_t n) const {
+    GASTRT_CHECK(n >= 1 && n <= max_n, "run: batch " << n << " outside [1, " << max_n << "] of this program");
+    GASTRT_CHECK(!exact_n || n == max_n, "run: a stream program runs on all " << max_n << " rows, got " << n);
+  }
 };
 
 // Decodes code[0, len) into p.steps (p's sizes set by the caller) and finds the graph body:

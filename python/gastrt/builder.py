@@ -11,8 +11,7 @@ import numpy as np
 
 from ._version import __version__
 from .checkpoint import load_state_dicts
-from .engine_file import PRECISIONS, cast_weight, write_engine
-from .errors import GastrtError
+from .engine_file import cast_weight, check_precision, write_engine
 from .families import detect_and_lower
 
 
@@ -46,8 +45,7 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
     """Checkpoint (original training-script layout, bare or DataParallel state dict, zip or legacy
     torch format) -> `.gastrt` engine file. Returns the output path. Writes atomically."""
     checkpoint = os.fspath(checkpoint)
-    if precision not in PRECISIONS:
-        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     output = os.fspath(output) if output is not None else default_output_path(checkpoint)
     lowered, info, nparams = lower_checkpoint(checkpoint, causal)
     pos = lowered.plans["pos"]

@@ -46,6 +46,13 @@ def from_bf16_bits(a: np.ndarray) -> np.ndarray:
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
+def check_precision(precision) -> str:
+    """``precision`` if it is one of PRECISIONS, else one clear GastrtError."""
+    if precision not in PRECISIONS:
+        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
     a32 = np.ascontiguousarray(a, dtype=np.float32)
     if precision == "fp32":

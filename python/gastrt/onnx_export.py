@@ -34,7 +34,7 @@ import os
 import numpy as np
 
 from .backends.numpy_backend import NumpyBackend
-from .engine_file import PRECISIONS, atomic_write, read_model, to_bf16_bits
+from .engine_file import PRECISIONS, atomic_write, check_precision, read_model, to_bf16_bits  # noqa: F401 (onnx_export.PRECISIONS)
 from .errors import GastrtError
 from .families.detect import FAMILY_NAMES
 from .plan import LRELU_SLOPE, Plan, conv_geometry, gast_projection, infer_shapes
@@ -465,8 +465,8 @@ def _check_args(mode, opset, precision, seq_len, batch_size):
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset:
         raise GastrtError(f"unsupported opset {opset!r}: expected {MIN_OPSET}..{max_opset} "
                           f"(this exporter uses the opset-13 forms of Split / Squeeze / Unsqueeze / Softmax)")
-    if precision is not None and precision not in PRECISIONS:
-        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision is not None:
+        check_precision(precision)
     if precision == "bf16" and opset < 16:
         raise GastrtError(f"bf16 graphs need opset >= 16 (LeakyRelu takes bfloat16 from opset 16), got {opset}")
     if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):

@@ -26,7 +26,7 @@ from .argtypes import parse_device
 from .backends.tensorrt_runner import (INPUT_NAME, TENSORRT_MISSING, device_properties, require_cudart,  # noqa: F401
                                        require_tensorrt, write_plan)
 from .builder import build
-from .engine_file import PRECISIONS, read_engine, read_model
+from .engine_file import check_precision, read_engine, read_model
 from .errors import EngineFileError, GastrtError
 from .onnx_export import build_model, check_model, require_onnx
 DEFAULT_MAX_FRAMES = 8192
@@ -107,8 +107,7 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
     exactly what it times)."""
     trt = require_tensorrt()                     # first: the one-line error when TensorRT is absent
     require_onnx()
-    if precision not in PRECISIONS:
-        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     _check_profile(min_batch, opt_batch, max_batch)
     if not isinstance(max_frames, int) or max_frames < 1 or not isinstance(seq_max_batch, int) or seq_max_batch < 1:
         raise GastrtError("max_frames and seq_max_batch must be positive integers")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import GastrtError
-from .schema import PRECISIONS
+from ..engine_file import check_precision
 
 BASE_PRESETS = ("gast-27", "gast-81", "gast-243", "videopose3d-27", "videopose3d-81",
                 "videopose3d-243", "rie-243")
@@ -69,8 +69,7 @@ def preset_engine(name: str, precision: str = "fp32", notes: list | None = None)
 
     if name not in PRESETS:
         raise GastrtError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
-    if precision not in PRECISIONS:
-        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     d = preset_cache_dir()
     fname = f"{name}-{precision}-gastrt{__version__}-f{FORMAT_VERSION}p{PLAN_VERSION}.gastrt"
     path = os.path.join(d, fname)

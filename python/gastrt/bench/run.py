@@ -17,7 +17,8 @@ from ..errors import GastrtError
 from . import contenders as ct
 from .measure import CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress, measure_cell
 from .presets import Target, import_torch, resolve_target
-from .schema import (CONTENDERS, LABELS, MODES, PRECISIONS, TORCH_CONTENDERS, label, machine_info, new_document,
+from ..engine_file import check_precision
+from .schema import (CONTENDERS, LABELS, MODES, TORCH_CONTENDERS, label, machine_info, new_document,
                      new_row)
 
 DEFAULT_BATCHES = {
@@ -117,8 +118,8 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     warmup = require_positive_number(warmup, "--warmup", allow_zero=True)
     max_time = require_positive_number(max_time, "--max-time")
     threads = default_threads() if threads is None else require_positive_int(threads, "--threads")
-    if precision is not None and precision not in PRECISIONS:
-        raise GastrtError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision is not None:
+        check_precision(precision)
     if backend not in (None, "auto", "native", "numpy"):
         raise GastrtError(f"unknown backend {backend!r}: expected 'native' or 'numpy'")
     if backend is not None and backend != "auto" and dev_kind == "cuda":

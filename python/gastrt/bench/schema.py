@@ -11,6 +11,7 @@ import numpy as np
 
 from .._version import __version__
 from ..backends import build_config, native_module
+from ..engine_file import PRECISIONS  # noqa: F401  (re-exported: bench.PRECISIONS)
 
 SCHEMA = "gastrt-bench"
 SCHEMA_VERSION = 2
@@ -18,7 +19,6 @@ SCHEMA_VERSION = 2
 MODES = ("window", "sequence", "stream")
 TORCH_CONTENDERS = ("eager", "compile")
 CONTENDERS = TORCH_CONTENDERS + ("tensorrt",)
-PRECISIONS = ("fp32", "fp16", "bf16")
 LABELS = {"eager": "eager", "compile": "torch.compile", "tensorrt": "TensorRT"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DeviceOutOfMemory, GastrtError, OutOfMemoryError
+from ...errors import DeviceOutOfMemory, OutOfMemoryError
 from ...plan import Plan
 from .lowering import dtype_bytes, lower_stream, next_pow2, ring_nbytes, upload_weights
 from .records import program_layout
