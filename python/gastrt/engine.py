@@ -110,11 +110,6 @@ class Engine:
         """The engine's weights by name (float32 arrays; read-only view)."""
         return types.MappingProxyType(self._weights)
 
-    @property
-    def input_layout(self) -> str | None:
-        """The 2D keypoint layout the engine declares in its metadata (None: implied by joints)."""
-        return self.metadata.get("input_layout")
-
     # -- flip test-time augmentation (skeletons.flip_*: one definition for Engine and Stream) ---
     def flip_permutations(self, plan: str = "pos") -> tuple[np.ndarray, np.ndarray]:
         """(input, output) joint permutations of flip TTA for ``plan``: [J_in], [J_out]."""
@@ -129,9 +124,8 @@ class Engine:
         if not flip:
             return self.backend.run(plan, x, mode)
         n = x.shape[0]
-        p_in = flip_permutation(x.shape[-2], self.kps_left, self.kps_right)
+        p_in, p_out = self.flip_permutations(plan)
         y = self.backend.run(plan, np.concatenate([x, flip_joints(x, p_in)]), mode)
-        p_out = flip_permutation(y.shape[-2], self.joints_left, self.joints_right)
         return merge_flipped(y[:n], y[n:], p_out)
 
     # -- public API ------------------------------------------------------------------------

@@ -54,14 +54,13 @@ def check_precision(precision) -> str:
 
 
 def cast_weight(a: np.ndarray, precision: str) -> tuple[str, np.ndarray]:
+    check_precision(precision)
     a32 = np.ascontiguousarray(a, dtype=np.float32)
     if precision == "fp32":
         return "F32", a32
     if precision == "fp16":
         return "F16", a32.astype(np.float16)
-    if precision == "bf16":
-        return "BF16", to_bf16_bits(a32)
-    raise ValueError(f"unknown precision {precision!r}: expected fp32, fp16 or bf16")
+    return "BF16", to_bf16_bits(a32)
 
 
 # An atomic writer's temp file sits next to its destination as '.<name>.<random><suffix>' (hidden,

@@ -340,17 +340,17 @@ class _Exporter:
         hh, gc = int(op.attrs["heads"]), int(op.attrs["head_channels"])
         n_, j, t, c = self.shapes[op.inputs[0]]
         x = self.get(op.inputs[0], FRAME)                 # [N, T, J, C]
-        # one GEMM for everything that reads x: the shared projection (plan.GAST_PROJECTION:
-        # [h0_sym | h1_sym | h0_con | h1_con | ab | g]) + the x-part of the block projection
+        # one GEMM for everything that reads x: the shared projection (plan.GAST_PROJECTION) with
+        # its local columns regrouped once here, [h0_sym | h0_con | h1_sym | h1_con], so the graph
+        # splits h0 = [sym | con] and h1 directly, + the x-part of the block projection
         w1, b1 = gast_projection(W)
-        w1 = np.concatenate([w1, W["cat_w"][:c]], axis=1)
-        b1 = np.concatenate([b1, W["cat_b"]])
+        regroup = np.r_[0:c, 2 * c:3 * c, c:2 * c, 3 * c:w1.shape[1]]
+        w1 = np.concatenate([w1[:, regroup], W["cat_w"][:c]], axis=1)
+        b1 = np.concatenate([b1[regroup], W["cat_b"]])
         p = g.node("MatMul", [x, g.weight(f"{hint}.w1", w1)], hint)
         p = g.node("Add", [p, g.weight(f"{hint}.b1", b1)], hint)
-        sizes = [c, c, c, c, 2 * hh, hh * gc, 2 * c]
-        h0s, h1s, h0c, h1c, ab, gv, px = g.node("Split", [p, g.ints(sizes)], hint, n_out=7, axis=-1)
-        h0 = g.node("Concat", [h0s, h0c], hint, axis=-1)                                # [sym | con]
-        h1 = g.node("Concat", [h1s, h1c], hint, axis=-1)
+        sizes = [2 * c, 2 * c, 2 * hh, hh * gc, 2 * c]
+        h0, h1, ab, gv, px = g.node("Split", [p, g.ints(sizes)], hint, n_out=5, axis=-1)
 
         # local: [sym | con] = relu(diag * h0 + mix(off, h1) + loc_b)
         diag = np.concatenate([W["loc_diag"][0], W["loc_diag"][1]], axis=1)      # [J, 2C]

@@ -28,7 +28,7 @@ def build_config() -> dict:
 def cuda_available() -> bool:
     """True when this build has CUDA kernels and at least one GPU is visible."""
     mod = native_module()
-    if mod is None or not mod.build_config().get("cuda"):
+    if mod is None or not mod.has_cuda():
         return False
     try:
         return mod.cuda_device_count() > 0

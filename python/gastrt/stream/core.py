@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import GastrtError
 from ..plan import Plan, plan_flops
-from ..skeletons import flip_joints, flip_permutation, merge_flipped
+from ..skeletons import flip_joints, merge_flipped
 from .cpu import ColumnProgram, WindowProgram, native_stream_kernels
 from .geometry import ColumnGeometry
 
@@ -133,15 +133,14 @@ class Stream:
                                             wshape, "window"))
         mult = 2 if self.flip else 1
         if self.flip:  # fail early when the engine has no left/right symmetry
-            self._perm_in = flip_permutation(plan.in_joints, engine.kps_left, engine.kps_right)
-            self._perm_out = flip_permutation(plan.out_joints, engine.joints_left, engine.joints_right)
+            self._perm_in, self._perm_out = engine.flip_permutations("pos")
         choice = caps.stream if kernels == "auto" else kernels
         if kernels == "auto" and choice == "numpy" and native_stream_kernels() is not None:
             choice = "native"   # host columns run on the C++ kernels whenever this install has them
         self.windowed = "sequence" not in plan.modes or choice == "engine"
         if self.windowed:
             self.kernels = f"engine ({engine.backend.name})"
-            self._prog = WindowProgram(plan, n, lambda win: engine.lift(win, flip=self.flip))
+            self._prog = WindowProgram(plan, n, lambda win: engine.run_plan("pos", win, "window", self.flip)[:, 0])
             self._push_flops = self._window_flops * mult
         elif choice == "cuda":
             from ..backends.cuda import CudaStreamColumns

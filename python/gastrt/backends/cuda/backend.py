@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ...engine_file import check_precision
 from ...errors import DeviceOutOfMemory, GastrtError, NativeError, OutOfMemoryError
 from ...plan import Plan
 from ..base import Backend, Capabilities, native_module
@@ -51,8 +52,7 @@ class CudaBackend(Backend):
 
     def __init__(self, plans: dict[str, Plan], weights, index: int = 0, precision: str = "fp32", *,
                  max_batch: int = DEFAULT_MAX_BATCH, _engine=None):
-        if precision not in DTYPE_CODE:
-            raise GastrtError(f"unknown precision {precision!r}: expected fp32, fp16 or bf16")
+        check_precision(precision)
         self._mod = native_module()
         self.device_index = int(index)
         self.precision = precision
