@@ -18,12 +18,6 @@ std::vector<int64_t> shape_of(const py::array& a) {
 
 cpu::ArrayView array_view(const FArray& a) { return cpu::ArrayView{a.data(), shape_of(a)}; }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "(";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + (s.size() == 1 ? ",)" : ")");
-}
-
 void expect_shape(const py::array& a, const std::vector<int64_t>& want, const std::string& what) {
   if (shape_of(a) != want)
     throw py::value_error(what + ": expected shape " + shape_str(want) + ", got " +
@@ -43,13 +37,6 @@ py::array_t<float> output_array(const py::object& out, const std::vector<int64_t
 }
 
 int resolve_threads(int threads) { return threads > 0 ? threads : available_cpus(); }
-
-Act parse_act(const std::string& s) {
-  if (s == "none") return Act::None;
-  if (s == "relu") return Act::Relu;
-  if (s == "lrelu") return Act::LRelu;
-  throw py::value_error("unknown activation '" + s + "': expected none, relu or lrelu");
-}
 
 cpu::Mode parse_mode(const std::string& s) {
   if (s == "window") return cpu::Mode::Window;

@@ -35,7 +35,7 @@ FArray as_f32(const py::handle& h, const char* what);
 std::vector<int64_t> shape_of(const py::array& a);
 // The core's view of an array (valid while `a` lives).
 cpu::ArrayView array_view(const FArray& a);
-std::string shape_str(const std::vector<int64_t>& s);
+using cpu::shape_str;  // csrc/cpu/plan_spec.cpp
 // Throws ValueError "<what>: expected shape (...), got (...)".
 void expect_shape(const py::array& a, const std::vector<int64_t>& want, const std::string& what);
 // The caller's output array: float32, C-contiguous, writeable, exact shape; or a new one.
@@ -43,7 +43,7 @@ py::array_t<float> output_array(const py::object& out, const std::vector<int64_t
                                 const char* what);
 // threads <= 0: every CPU this process may run on.
 int resolve_threads(int threads);
-Act parse_act(const std::string& s);
+using cpu::parse_act;  // csrc/cpu/plan_spec.cpp (InvalidArgument -> ValueError)
 cpu::Mode parse_mode(const std::string& s);
 
 // Each adds one area's functions / classes to the module (module.cpp calls them in order).

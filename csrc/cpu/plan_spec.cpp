@@ -16,14 +16,23 @@ int64_t ArrayView::size() const {
 }
 
 namespace {
-
 [[noreturn]] void invalid(const std::string& what) { throw InvalidArgument(what); }
+}  // namespace
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + (s.size() == 1 ? ",)" : ")");
 }
+
+Act parse_act(const std::string& s) {
+  if (s == "none") return Act::None;
+  if (s == "relu") return Act::Relu;
+  if (s == "lrelu") return Act::LRelu;
+  invalid("unknown activation '" + s + "': expected none, relu or lrelu");
+}
+
+namespace {
 
 void expect_shape(const ArrayView& a, const std::vector<int64_t>& want, const std::string& what) {
   if (a.shape != want)
@@ -33,13 +42,6 @@ void expect_shape(const ArrayView& a, const std::vector<int64_t>& want, const st
 int32_t as_i32(int64_t v, const std::string& what) {
   if (v < INT32_MIN || v > INT32_MAX) invalid(what + ": " + std::to_string(v) + " is out of range");
   return int32_t(v);
-}
-
-Act parse_act(const std::string& s) {
-  if (s == "none") return Act::None;
-  if (s == "relu") return Act::Relu;
-  if (s == "lrelu") return Act::LRelu;
-  invalid("unknown activation '" + s + "': expected none, relu or lrelu");
 }
 
 // The attributes of one op, read with plan.py's defaults.

@@ -16,6 +16,11 @@ namespace gastrt {
 namespace cpu {
 
 // A caller-owned C-contiguous fp32 array; only read while a spec is built (weights are copied).
+// "(2, 3)" / "(4,)": shapes in error messages, as NumPy prints them.
+std::string shape_str(const std::vector<int64_t>& s);
+// plan.py's act names -> Act; anything else is an InvalidArgument (-> ValueError).
+Act parse_act(const std::string& s);
+
 struct ArrayView {
   const float* data = nullptr;
   std::vector<int64_t> shape;
