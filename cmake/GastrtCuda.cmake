@@ -2,7 +2,11 @@
 #
 # Inputs:  GASTRT_CUDA       AUTO | ON | OFF   (cache var, else $ENV{GASTRT_CUDA}, else AUTO)
 #          GASTRT_CUDA_ARCHS "80;86;89;90"     (cache var, else $ENV{GASTRT_CUDA_ARCHS})
-# Outputs: GASTRT_CUDA_ENABLED, gastrt_add_cuda(<target>)
+#          GASTRT_CUBLASLT   AUTO | ON | OFF   (cache var, else $ENV{GASTRT_CUBLASLT}, else AUTO): the
+#                            cuBLASLt GEMM tactic, compiled when cublasLt.h is found in
+#                            GASTRT_CUBLASLT_INCLUDE (cache var or env: the nvidia-cublas wheel's
+#                            nvidia/cu13/include) or the toolkit. The library is loaded at run time.
+# Outputs: GASTRT_CUDA_ENABLED, GASTRT_CUBLASLT_ENABLED, gastrt_add_cuda(<target>)
 #
 # Arch policy: SASS ("-real") for every listed arch, and SASS + PTX for the highest, so newer
 # GPUs (Blackwell ...) JIT the PTX. Archs the found nvcc cannot target are dropped with a
@@ -33,6 +37,18 @@ set(GASTRT_CUDA_ARCHS "${_gastrt_archs_default}" CACHE STRING "CUDA archs (SASS 
 string(REPLACE "," ";" GASTRT_CUDA_ARCHS "${GASTRT_CUDA_ARCHS}")
 string(REPLACE " " ";" GASTRT_CUDA_ARCHS "${GASTRT_CUDA_ARCHS}")
 list(REMOVE_ITEM GASTRT_CUDA_ARCHS "")
+
+set(_gastrt_lt_default AUTO)
+if(DEFINED ENV{GASTRT_CUBLASLT} AND NOT "$ENV{GASTRT_CUBLASLT}" STREQUAL "")
+  set(_gastrt_lt_default "$ENV{GASTRT_CUBLASLT}")
+endif()
+set(GASTRT_CUBLASLT "${_gastrt_lt_default}" CACHE STRING "cuBLASLt tactic: AUTO, ON or OFF")
+string(TOUPPER "${GASTRT_CUBLASLT}" GASTRT_CUBLASLT)
+if(NOT GASTRT_CUBLASLT MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "GASTRT_CUBLASLT must be AUTO, ON or OFF (got '${GASTRT_CUBLASLT}')")
+endif()
+set(GASTRT_CUBLASLT_INCLUDE "$ENV{GASTRT_CUBLASLT_INCLUDE}" CACHE PATH "folder holding cublasLt.h")
+set(GASTRT_CUBLASLT_ENABLED OFF)
 
 file(GLOB GASTRT_CUDA_SOURCES CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/*.cu")
 
@@ -131,6 +147,24 @@ function(gastrt_add_cuda target)
     GASTRT_WITH_CUDA=1
     GASTRT_CUDA_ARCHS="${_archs_csv}"
     GASTRT_CUDA_VERSION="${_cuda_ver}")
+  # cuBLASLt tactic: only its headers are needed here (cublaslt.cu dlopens the library).
+  if(NOT GASTRT_CUBLASLT STREQUAL "OFF")
+    find_path(GASTRT_CUBLASLT_INCLUDE_DIR cublasLt.h
+              HINTS "${GASTRT_CUBLASLT_INCLUDE}" ${CUDAToolkit_INCLUDE_DIRS} NO_DEFAULT_PATH)
+    if(GASTRT_CUBLASLT_INCLUDE_DIR)
+      set_property(SOURCE "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/cublaslt.cu"
+                   APPEND PROPERTY INCLUDE_DIRECTORIES "${GASTRT_CUBLASLT_INCLUDE_DIR}")
+      set_property(SOURCE "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/cublaslt.cu"
+                   APPEND PROPERTY COMPILE_DEFINITIONS GASTRT_WITH_CUBLASLT=1)
+      set(GASTRT_CUBLASLT_ENABLED ON PARENT_SCOPE)
+      message(STATUS "gastrt: cuBLASLt tactic ON (headers: ${GASTRT_CUBLASLT_INCLUDE_DIR})")
+    elseif(GASTRT_CUBLASLT STREQUAL "ON")
+      message(FATAL_ERROR "GASTRT_CUBLASLT=ON but cublasLt.h was not found: set GASTRT_CUBLASLT_INCLUDE to the "
+                          "nvidia-cublas wheel's nvidia/cu13/include")
+    else()
+      message(STATUS "gastrt: cuBLASLt tactic OFF (no cublasLt.h; set GASTRT_CUBLASLT_INCLUDE)")
+    endif()
+  endif()
   # Static cudart: the extension imports on machines without the CUDA toolkit; only the driver
   # (libcuda.so, loaded lazily by cudart on the first CUDA call) is needed to use a GPU.
   target_link_libraries(${target} PRIVATE CUDA::cudart_static)

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "bindings/common.h"
+#include "cuda/gemm_tactic.h"
 #include "cuda/program_records.h"
 
 namespace gastrt {
@@ -37,6 +38,40 @@ void bind_cuda(py::module_& m) {
     d["max_conv_group"] = gc::kMaxConvGroup;
     return d;
   }, "The CUDA program's buffer references and limits (csrc/cuda/program_records.h).");
+  m.def("cuda_lt_conv_calls", [](const py::dict& fields) {
+    // fields: a conv record by field name (every field of ConvRecord)
+    gc::ConvRecord r{};
+    int64_t* words = reinterpret_cast<int64_t*>(&r);
+    for (const gc::FieldLayout& f : gc::kConvRecordFields) {
+      if (!fields.contains(f.name)) throw py::value_error(std::string("cuda_lt_conv_calls: missing field ") + f.name);
+      words[f.offset] = fields[f.name].cast<int64_t>();
+    }
+    gc::LtGemmCall calls[gc::kLtMaxCalls];
+    const char* why = nullptr;
+    const int n = gc::lt_conv_calls(r, calls, &why);
+    py::list out;
+    for (int i = 0; i < n; ++i) {
+      const gc::LtGemmCall& c = calls[i];
+      py::dict d;
+      d["m"] = c.m;
+      d["n"] = c.n;
+      d["k"] = c.k;
+      d["a_offset"] = c.a_offset;
+      d["lda"] = c.lda;
+      d["b_offset"] = c.b_offset;
+      d["ldb"] = c.ldb;
+      d["b_batch_stride"] = c.b_batch_stride;
+      d["ldd"] = c.ldd;
+      d["d_batch_stride"] = c.d_batch_stride;
+      d["batch"] = c.batch;
+      d["accumulate"] = c.accumulate;
+      d["epilogue"] = c.epilogue;
+      out.append(d);
+    }
+    return py::make_tuple(out, why != nullptr ? py::object(py::str(why)) : py::object(py::none()));
+  }, py::arg("fields"),
+     "The cuBLASLt matmuls of one conv record (csrc/cuda/gemm_tactic.h): ([call dicts], None), or "
+     "([], why) when the custom kernel must run it.");
 
   // ---- CUDA executor (API: csrc/cuda/cuda_ops.h) ----
 #ifdef GASTRT_HAVE_CUDA_OPS
@@ -47,6 +82,11 @@ void bind_cuda(py::module_& m) {
     using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
     m.def("cuda_device_name", &gc::device_name, py::arg("device"));
+    m.def("cuda_cublaslt_load", &gc::cublaslt_load, py::arg("path") = std::string(),
+          "Loads libcublasLt (a file path, or '' for the soname on the loader's path) once per process; "
+          "'' when loaded, else why not.");
+    m.def("cuda_cublaslt_status", &gc::cublaslt_status);
+    m.def("cuda_cublaslt_built", &gc::cublaslt_built);
     m.def("cuda_runtime_version", &gc::runtime_version);
     m.def("cuda_malloc", [](int device, int64_t bytes) {
       py::gil_scoped_release nogil;
@@ -137,7 +177,24 @@ void bind_cuda(py::module_& m) {
         .def("gast_fused", &gc::Engine::gast_fused, py::arg("j"), py::arg("c"), py::arg("heads"), py::arg("gc"))
         .def("set_option", &gc::Engine::set_option, py::arg("name"), py::arg("value"),
              py::call_guard<py::gil_scoped_release>())
-        .def("get_option", &gc::Engine::get_option, py::arg("name"));
+        .def("get_option", &gc::Engine::get_option, py::arg("name"))
+        .def("gemm_tactics", [](const gc::Engine& e) {
+               py::list out;
+               for (const gc::GemmTacticReport& r : e.gemm_tactics()) {
+                 py::dict d;
+                 d["shape"] = r.shape;
+                 d["chosen"] = r.chosen;
+                 d["note"] = r.note;
+                 d["custom_us"] = r.custom_us;
+                 d["cublaslt_us"] = r.cublaslt_us;
+                 d["custom_err"] = r.custom_err;
+                 d["cublaslt_err"] = r.cublaslt_err;
+                 out.append(d);
+               }
+               return out;
+             }, "One dict per distinct conv problem: shape, chosen ('custom' | 'cublaslt'), note, "
+                "custom_us / cublaslt_us (median device time, -1 not timed), custom_err / cublaslt_err "
+                "(max error relative to a float64 reference, -1 not checked).");
   }
 #endif
 }

@@ -40,6 +40,23 @@ void device_free(int device, uintptr_t ptr);
 void memcpy_htod(int device, uintptr_t dst, const void* src, int64_t bytes);
 void memcpy_dtoh(int device, void* dst, uintptr_t src, int64_t bytes);
 
+// One conv layer shape's tactic choice (Engine::gemm_tactics): our GEMM kernel or cuBLASLt,
+// with both median device times (microseconds, -1: not timed) and both max errors relative to a
+// float64 host reference on sampled rows (-1: not checked).
+struct GemmTacticReport {
+  std::string shape;   // "M=.. K=.. N=.. k=.. s=.. d=.. [relu] [+res]"
+  std::string chosen;  // "custom" | "cublaslt"
+  std::string note;    // why cuBLASLt was not considered, or which tactic failed its check
+  double custom_us = -1, cublaslt_us = -1;
+  double custom_err = -1, cublaslt_err = -1;
+};
+
+// cuBLASLt (loaded at run time; csrc/cuda/cublaslt.h). path "" -> the soname from the loader's
+// search path. Returns "" when loaded, else why not.
+std::string cublaslt_load(const std::string& path);
+std::string cublaslt_status();
+bool cublaslt_built();
+
 class Engine {
  public:
   // dtype: 0 fp32, 1 fp16, 2 bf16. Throws if the device does not exist or has no kernel image
@@ -99,8 +116,13 @@ class Engine {
   // "arena_limit" (bytes, -1 none: a growth past it fails like an out-of-memory). Changing an
   // option drops the captured graphs (programs lowered under other options must be rebuilt
   // by the caller: their scratch sizes may differ).
+  //          "gemm_tactic" (0: our GEMM kernel only, 1: per layer shape the faster correct one of
+  //          ours and cuBLASLt, the default, 2: cuBLASLt wherever it is correct): applies to
+  //          programs created afterwards.
   void set_option(const std::string& name, int64_t value);
   int64_t get_option(const std::string& name) const;
+  // The tactic decisions made so far, one per distinct conv problem (first program first).
+  std::vector<GemmTacticReport> gemm_tactics() const;
 
  private:
   struct Impl;

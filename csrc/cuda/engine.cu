@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -53,6 +54,13 @@ struct Engine::Impl {
   int gast_fused_mode = -1;
   int64_t gast_budget = int64_t(256) << 20;
 
+  // GEMM tactics (tactic.cu): mode, the cuBLASLt context (made on first need), one decision per
+  // distinct conv problem, and the decisions in the order they were made.
+  int gemm_tactic = 1;
+  std::unique_ptr<LtRuntime> lt;
+  std::map<std::string, TacticChoice> tactic_cache;
+  std::vector<GemmTacticReport> tactic_log;
+
   // Every entry point holds it: the bindings release the GIL, and the stream, its events, the
   // pinned staging and a capture in progress on the stream are shared state (a launch from
   // another thread on a capturing stream would join that capture). Recursive: entry points
@@ -69,6 +77,8 @@ struct Engine::Impl {
     for (auto& kv : progs)
       if (kv.second.exec != nullptr) cudaGraphExecDestroy(kv.second.exec);
     progs.clear();
+    tactic_cache.clear();  // the plans' bias copies live on this device
+    lt.reset();
     for (void* p : {arena, wdev, d_in, d_out})
       if (p != nullptr) cudaFree(p);
     for (void* p : {h_in, h_out})
@@ -187,7 +197,7 @@ struct Engine::Impl {
 
   LaunchContext context(void* in, void* out, int64_t n_io) const {
     return LaunchContext{static_cast<char*>(arena), static_cast<const char*>(wdev), &wrecs, dtype, caps,
-                         gast_fused_mode, stream, in, out, n_io};
+                         gast_fused_mode, stream, in, out, n_io, lt.get()};
   }
 
   void capture(Program& p) {
@@ -251,7 +261,58 @@ struct Engine::Impl {
     ensure_weights();
     ensure_arena(p.arena_bytes);
   }
+
+  LtRuntime* lt_runtime() {
+    if (!lt && lt_loaded()) {
+      try {
+        lt.reset(new LtRuntime(device));
+      } catch (const Error&) {
+        lt.reset();  // cuBLASLt then stays out: choose_conv_tactic reports lt_status()
+      }
+    }
+    return lt.get();
+  }
+
+  // Everything the decision depends on: the geometry, the weight ids (a plan holds its bias
+  // copy), the buffers' alignment, and the mode.
+  std::string tactic_key(const ConvRecord& r) const {
+    std::ostringstream os;
+    auto place = [](int64_t ref) { return ref < 0 ? ref : ref % 256; };
+    os << gemm_tactic << ':' << place(r.x) << ':' << r.w << ':' << r.b << ':' << (r.res != kRefNone) << ':'
+       << place(r.y) << ':' << r.n_seq << ':' << r.t_in << ':' << r.t_out << ':' << r.t_ypitch << ':' << r.ci << ':'
+       << r.co << ':' << r.k << ':' << r.stride << ':' << r.dilation << ':' << r.ldy << ':' << r.act;
+    return os.str();
+  }
+
+  // Picks each conv problem's tactic (after prepare: the weights are on the device).
+  void assign_tactics(Program& p) {
+    if (gemm_tactic == 0) return;
+    const TacticContext tc{dtype, caps, stream, t0, t1, lt_runtime(), static_cast<const char*>(wdev), &wrecs,
+                           &wstage, gemm_tactic};
+    for (Step& s : p.steps) {
+      if (s.op != kOpConv) continue;
+      const auto& convs = std::get<std::vector<ConvRecord>>(s.rec);
+      s.lt.assign(convs.size(), nullptr);
+      bool any = false;
+      for (size_t i = 0; i < convs.size(); ++i) {
+        const std::string key = tactic_key(convs[i]);
+        auto it = tactic_cache.find(key);
+        if (it == tactic_cache.end()) {
+          TacticChoice ch = choose_conv_tactic(convs[i], tc);
+          tactic_log.push_back(ch.report);
+          it = tactic_cache.emplace(key, std::move(ch)).first;
+        }
+        s.lt[i] = it->second.lt;
+        any = any || static_cast<bool>(s.lt[i]);
+      }
+      if (!any) s.lt.clear();
+    }
+  }
 };
+
+std::string cublaslt_load(const std::string& path) { return lt_load(path); }
+std::string cublaslt_status() { return lt_status(); }
+bool cublaslt_built() { return lt_built(); }
 
 // ================================================================================================
 Engine::Engine(int device, int dtype) : impl_(new Impl) {
@@ -358,6 +419,7 @@ int64_t Engine::create_program(const int64_t* code, int64_t len, int64_t arena_b
   decode_program(code, len, m.wrecs, m.dtype, p);
   DeviceGuard g(m.device);
   m.prepare(p);  // weights uploaded and the workspace allocated now: OOM surfaces here
+  m.assign_tactics(p);
   const int64_t id = m.next_id++;
   m.progs.emplace(id, std::move(p));
   return id;
@@ -391,6 +453,10 @@ std::string Engine::describe_program(int64_t id) const {
       const bool fused = gast_fused_ok(static_cast<int>(r.j), static_cast<int>(r.c), static_cast<int>(r.heads),
                                        static_cast<int>(r.gc), m.dtype, m.caps, m.gast_fused_mode);
       os << (fused ? " fused" : " multi-kernel");
+    }
+    if (s.op == kOpConv && !s.lt.empty()) {
+      const auto nlt = std::count_if(s.lt.begin(), s.lt.end(), [](const auto& q) { return static_cast<bool>(q); });
+      os << " cublaslt " << nlt << "/" << s.lt.size();
     }
     if (s.io) os << " (io)";
     os << "\n";
@@ -583,8 +649,11 @@ void Engine::set_option(const std::string& name, int64_t value) {
     m.gast_budget = value;
   } else if (name == "arena_limit") {
     m.arena_limit = value < 0 ? -1 : value;
+  } else if (name == "gemm_tactic") {
+    GASTRT_CHECK(value >= 0 && value <= 2, "gemm_tactic: expected 0 (custom), 1 (auto) or 2 (cublaslt)");
+    m.gemm_tactic = static_cast<int>(value);
   } else {
-    GASTRT_CHECK(false, "unknown option " << name << " (gast_fused, gast_scratch_budget, arena_limit)");
+    GASTRT_CHECK(false, "unknown option " << name << " (gast_fused, gast_scratch_budget, arena_limit, gemm_tactic)");
   }
   cudaStreamSynchronize(m.stream);
   m.drop_graphs();
@@ -596,8 +665,14 @@ int64_t Engine::get_option(const std::string& name) const {
   if (name == "gast_fused") return m.gast_fused_mode;
   if (name == "gast_scratch_budget") return m.gast_budget;
   if (name == "arena_limit") return m.arena_limit;
+  if (name == "gemm_tactic") return m.gemm_tactic;
   GASTRT_CHECK(false, "unknown option " << name);
   return 0;
+}
+
+std::vector<GemmTacticReport> Engine::gemm_tactics() const {
+  const auto lock = impl_->lock();
+  return impl_->tactic_log;
 }
 
 }  // namespace cuda

@@ -3,7 +3,8 @@
 //               validates each against the arena, the weights and the user's array sizes;
 //   launch.cu   launches one decoded step (record -> kernels.h argument struct);
 //   device.cu   device queries, raw memory, DeviceGuard, the out-of-memory error;
-//   engine.cu   the Engine: weights, arena, pinned staging, CUDA graphs, stream ordering.
+//   engine.cu   the Engine: weights, arena, pinned staging, CUDA graphs, stream ordering;
+//   tactic.cu   per-layer choice between our GEMM kernel and cuBLASLt (cublaslt.cu).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "common/check.h"
+#include "cuda/cublaslt.h"
+#include "cuda/cuda_ops.h"
 #include "cuda/kernels.h"
 #include "cuda/program_records.h"
 
@@ -59,6 +62,8 @@ struct Step {
   int64_t op = 0;   // OpCode
   Record rec;
   bool io = false;  // references the user's input or output
+  // conv: the cuBLASLt plan of each problem (nullptr: our kernel), or empty (all ours)
+  std::vector<std::shared_ptr<const LtConvPlan>> lt;
 };
 
 struct Program {
@@ -97,9 +102,31 @@ struct LaunchContext {
   void* in;       // the user's input / output (nullptr inside a graph capture)
   void* out;
   int64_t n_io;   // rows of the user's arrays (the prologue / epilogue run on these)
+  const LtRuntime* lt;  // the engine's cuBLASLt context (nullptr: none)
 };
 
 void launch_step(const Step& s, const LaunchContext& c);
+
+// ---- tactic.cu ---------------------------------------------------------------------------------
+struct TacticContext {
+  DType dtype;
+  DeviceCaps caps;
+  cudaStream_t stream;
+  cudaEvent_t t0, t1;                         // timing events (the engine's)
+  LtRuntime* lt;                              // nullptr: cuBLASLt unavailable
+  const char* wdev;                           // uploaded weights
+  const std::vector<WeightRec>* wrecs;
+  const std::vector<unsigned char>* wstage;   // their host copy (engine dtype / fp32)
+  int mode;                                   // 0 custom, 1 auto (fastest correct), 2 cuBLASLt when correct
+};
+struct TacticChoice {
+  std::shared_ptr<const LtConvPlan> lt;  // nullptr: our kernel
+  GemmTacticReport report;
+};
+// Relative error a tactic may show against the float64 reference, per engine dtype.
+double tactic_tolerance(DType t);
+// Times and checks both tactics of one conv problem on scratch buffers (never the arena).
+TacticChoice choose_conv_tactic(const ConvRecord& r, const TacticContext& c);
 
 }  // namespace cuda
 }  // namespace gastrt

@@ -41,12 +41,19 @@ void launch(const Refs& r, const Step& s, const LayoutRecord& q) {
   launch_layout(a, r.c.stream);
 }
 
-void launch(const Refs& r, const std::vector<ConvRecord>& convs) {
+// Problems whose tactic is cuBLASLt run through their plan; the rest as one grouped launch.
+void launch(const Refs& r, const Step& s, const std::vector<ConvRecord>& convs) {
   GemmDesc d[kMaxConvGroup];
   GASTRT_CHECK(convs.size() <= static_cast<size_t>(kMaxConvGroup), "program: conv group too large");
+  int nd = 0;
   for (size_t i = 0; i < convs.size(); ++i) {
     const ConvRecord& g = convs[i];
-    GemmDesc& q = d[i];
+    if (!s.lt.empty() && s.lt[i]) {
+      GASTRT_CHECK(r.c.lt != nullptr, "program: a cuBLASLt tactic without a cuBLASLt context");
+      r.c.lt->launch(*s.lt[i], r.buf(g.x), r.weight(g.w), r.buf(g.y), r.c.stream);
+      continue;
+    }
+    GemmDesc& q = d[nd++];
     q = GemmDesc{};
     q.x = r.buf(g.x);
     q.w = r.weight(g.w);
@@ -68,7 +75,7 @@ void launch(const Refs& r, const std::vector<ConvRecord>& convs) {
     q.ldy = i32(g.ldy);
     q.act = i32(g.act);
   }
-  launch_gemm(d, static_cast<int>(convs.size()), r.c.dtype, r.c.caps, r.c.stream);
+  if (nd > 0) launch_gemm(d, nd, r.c.dtype, r.c.caps, r.c.stream);
 }
 
 void launch(const Refs& r, const GastRecord& q) {
@@ -197,7 +204,7 @@ void launch_step(const Step& s, const LaunchContext& c) {
   const Refs r{c};
   switch (s.op) {
     case kOpLayout: launch(r, s, std::get<LayoutRecord>(s.rec)); break;
-    case kOpConv: launch(r, std::get<std::vector<ConvRecord>>(s.rec)); break;
+    case kOpConv: launch(r, s, std::get<std::vector<ConvRecord>>(s.rec)); break;
     case kOpGast: launch(r, std::get<GastRecord>(s.rec)); break;
     case kOpRie: launch(r, s, std::get<RieRecord>(s.rec)); break;
     case kOpCopyCols: launch(r, std::get<CopyColsRecord>(s.rec)); break;

@@ -16,6 +16,7 @@ import ctypes
 
 import numpy as np
 
+from gastrt.backends.base import native_module
 from gastrt.backends.cuda.lowering import MAX_GEMM_GROUP
 from gastrt.backends.cuda.records import program_layout
 from gastrt.backends.numpy_backend import gast_block as np_gast_block
@@ -56,7 +57,9 @@ class SimEngine:
         self.arena = np.zeros(0, np.uint8)
         self.progs: dict[int, dict] = {}
         self.next_id = 1
-        self.opts = {"gast_fused": -1, "gast_scratch_budget": 256 << 20, "arena_limit": -1}
+        self.opts = {"gast_fused": -1, "gast_scratch_budget": 256 << 20, "arena_limit": -1, "gemm_tactic": 1}
+        self.tactic_log: list[dict] = []   # gemm_tactics()
+        self._tactics: dict = {}           # decision per conv problem (engine.cu tactic_key)
         self.runs = []  # (program id, n, use_graph) of every run (tests inspect it)
         self.device_runs = []  # (program id, n, x ptr, y ptr, stream, has_ext) of every run_device
         self.syncs = 0
@@ -114,7 +117,69 @@ class SimEngine:
     def set_option(self, name, value):
         if name not in self.opts:
             raise RuntimeError(f"gastrt: unknown option {name}")
+        if name == "gemm_tactic" and int(value) not in (0, 1, 2):
+            raise ValueError("gemm_tactic: expected 0 (custom), 1 (auto) or 2 (cublaslt)")
         self.opts[name] = int(value)
+
+    # -- GEMM tactics (engine.cu assign_tactics; the cuBLASLt calls of csrc/cuda/gemm_tactic.h) --
+    def gemm_tactics(self):
+        return [dict(d) for d in self.tactic_log]
+
+    def _tactic(self, g):
+        """The cuBLASLt calls of conv problem g, or None (our kernel). Mode 2 takes cuBLASLt
+        wherever gemm_tactic.h maps the problem (the C++ engine also requires its check against
+        the float64 reference to pass); mode 1 (auto) keeps our kernel: nothing to time here."""
+        mode = self.opts["gemm_tactic"]
+        if mode == 0:
+            return None
+        key = (mode,) + tuple(sorted((k, (v if v < 0 else v % 256) if k in ("x", "y") else v)
+                                     for k, v in g.items() if k not in ("res",))) + ((g["res"] != REF_NONE),)
+        if key not in self._tactics:
+            calls, why = native_module().cuda_lt_conv_calls(g)
+            if why is None and (g["x"] < 0 or g["y"] < 0):
+                calls, why = [], "reads or writes the caller's arrays (prologue / epilogue)"
+            if why is None and mode == 1:
+                calls, why = [], "simulator: nothing to time, custom kept"
+            self.tactic_log.append({"shape": f"M={g['n_seq'] * g['t_out']} K={g['k'] * g['ci']} N={g['co']}",
+                                    "chosen": "cublaslt" if calls else "custom", "note": why or "",
+                                    "custom_us": -1.0, "cublaslt_us": -1.0, "custom_err": -1.0,
+                                    "cublaslt_err": -1.0})
+            self._tactics[key] = calls or None
+        return self._tactics[key]
+
+    def _lt_conv(self, g, calls, io):
+        """Runs conv problem g as its cuBLASLt calls (column-major, gemm_tactic.h's element
+        offsets), each bounded by the record's own buffers as cuBLASLt would read them."""
+        dt = self._dt
+        nseq, t_in, ci, co = g["n_seq"], g["t_in"], g["ci"], g["co"]
+        x_len = nseq * t_in * ci
+        y_len = ((nseq - 1) * g["t_ypitch"] + g["t_out"] - 1) * g["ldy"] + co
+        w_len = g["k"] * ci * co
+        x = self._view(g["x"], x_len, dt, io)
+        w = self._w(g["w"])[:w_len]
+        bias = _round(self._w(g["b"])[:co], dt)  # cuBLASLt's bias is in the output type
+        y = self._view(g["y"], y_len, dt, io)
+        for c in calls:
+            m, n, k = c["m"], c["n"], c["k"]
+            ai = c["a_offset"] + np.arange(k)[None, :] * c["lda"] + np.arange(m)[:, None]          # [m, k]
+            assert c["lda"] >= m and c["ldb"] >= k and c["ldd"] >= m, c                          # cuBLASLt's ld rules
+            assert ai.max() < w_len and ai.min() >= 0, ("A outside w", c)
+            A = w[ai]
+            for b in range(c["batch"]):
+                bi = c["b_offset"] + b * c["b_batch_stride"] + np.arange(n)[None, :] * c["ldb"] \
+                    + np.arange(k)[:, None]                                                        # [k, n]
+                di = b * c["d_batch_stride"] + np.arange(n)[None, :] * c["ldd"] + np.arange(m)[:, None]
+                assert bi.min() >= 0 and bi.max() < x_len, ("B outside x", c)
+                assert di.min() >= 0 and di.max() < y_len, ("D outside y", c)
+                acc = A.astype(np.float64) @ x[bi].astype(np.float64)
+                if c["accumulate"]:
+                    acc += y[di]
+                if c["epilogue"] >= 1:
+                    acc += bias[:, None]
+                if c["epilogue"] == 2:
+                    acc = np.maximum(acc, 0)
+                y[di] = _round(acc.astype(np.float32), dt)  # D is stored in the engine dtype
+        self._store(g["y"], np.arange(y_len), y, dt, io)
 
     def get_option(self, name):
         return self.opts[name]
@@ -155,6 +220,9 @@ class SimEngine:
             r = structs if name == "conv" else structs[0]
             steps.append({"op": name, "r": r, "io": self._check(name, r, arena_bytes, max_n * in_per_n * 4,
                                                                  max_n * out_per_n * 4)})
+            if name == "conv":
+                lt = [self._tactic(g) for g in r]
+                steps[-1]["lt"] = lt if any(c is not None for c in lt) else None
         b = 0
         while b < len(steps) and steps[b]["io"]:
             b += 1
@@ -321,7 +389,10 @@ class SimEngine:
                 src = src.transpose(0, 2, 1, 3)
             self._store(r["dst"], np.arange(src.size), src.reshape(-1), r["dst_dtype"], io)
         elif op == "conv":
-            for g in r:
+            for gi, g in enumerate(r):
+                if s.get("lt") and s["lt"][gi] is not None:
+                    self._lt_conv(g, s["lt"][gi], io)
+                    continue
                 nseq, t_in, t_out, ci, co, k = g["n_seq"], g["t_in"], g["t_out"], g["ci"], g["co"], g["k"]
                 st, dil = g["stride"], g["dilation"]
                 x = self._view(g["x"], nseq * t_in * ci, dt, io).reshape(nseq, t_in, ci)

@@ -18,6 +18,7 @@ from ...engine_file import check_precision
 from ...errors import DeviceOutOfMemory, GastrtError, NativeError, OutOfMemoryError
 from ...plan import Plan
 from ..base import Backend, Capabilities, native_module
+from . import cublaslt
 from .device_arrays import CudaArray, empty_device_array, is_device_array, resolve_device_array, stream_context
 from .lowering import DTYPE_CODE, Lowered, lower, next_pow2, prod, upload_weights
 
@@ -51,7 +52,7 @@ class CudaBackend(Backend):
     name = "cuda"
 
     def __init__(self, plans: dict[str, Plan], weights, index: int = 0, precision: str = "fp32", *,
-                 max_batch: int = DEFAULT_MAX_BATCH, _engine=None):
+                 max_batch: int = DEFAULT_MAX_BATCH, gemm_tactic: str | None = None, _engine=None):
         check_precision(precision)
         self._mod = native_module()
         self.device_index = int(index)
@@ -60,7 +61,11 @@ class CudaBackend(Backend):
         self.plans = plans
         self.max_batch = int(max_batch)
         self.use_graphs = True
+        tactic = cublaslt.tactic_code(gemm_tactic)
+        self.cublaslt_status = "simulator" if _engine is not None else (
+            cublaslt.load(self._mod) if tactic else "not loaded (gemm_tactic=custom)")
         self._eng = _engine if _engine is not None else self._executor_of(self._mod.CudaEngine)
+        self._eng.set_option("gemm_tactic", tactic)
         self._wshape = {k: tuple(v.shape) for k, v in weights.items()}
         self._wids, self._weight_bytes = upload_weights(self._eng, plans, weights)
         self._progs: OrderedDict = OrderedDict()
@@ -103,7 +108,8 @@ class CudaBackend(Backend):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(device_name=self.device_name, precision=self.precision)
+        d.update(device_name=self.device_name, precision=self.precision,
+                 gemm_tactic=cublaslt.tactic_name(self.get_option("gemm_tactic")), cublaslt=self.cublaslt_status)
         return d
 
     def close(self) -> None:
@@ -120,13 +126,19 @@ class CudaBackend(Backend):
 
     def set_option(self, name: str, value: int) -> None:
         """Executor options (see cuda_ops.h): gast_fused (-1 auto / 0 / 1), gast_scratch_budget,
-        arena_limit. Drops the cached programs (their scratch sizes may change)."""
+        arena_limit, gemm_tactic (0 custom / 1 auto / 2 cublaslt). Drops the cached programs (their scratch sizes may change)."""
         with self._lock:
             self._eng.set_option(name, int(value))
             self.clear_cache()
 
     def get_option(self, name: str) -> int:
         return int(self._eng.get_option(name))
+
+    def gemm_tactics(self) -> list[dict]:
+        """The executor's per-layer tactic decisions so far (one dict per distinct conv problem:
+        shape, chosen, note, custom_us / cublaslt_us, custom_err / cublaslt_err; see
+        csrc/cuda/cuda_ops.h GemmTacticReport)."""
+        return list(self._eng.gemm_tactics())
 
     # -- programs ------------------------------------------------------------------------------
     def bucket(self, n: int, mode: str) -> int:

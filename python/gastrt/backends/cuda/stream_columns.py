@@ -22,7 +22,7 @@ class CudaStreamColumns:
         self.plan, self.geo, self.nv = plan, geo, int(nv)
         self._dtype = backend.dtype_code
         self._eng = backend.new_executor()
-        for opt in ("gast_fused", "gast_scratch_budget"):  # the engine's choices (set_option) hold here too
+        for opt in ("gast_fused", "gast_scratch_budget", "gemm_tactic"):  # the engine's choices (set_option) hold here too
             self._eng.set_option(opt, backend.get_option(opt))
         self._wids, _ = upload_weights(self._eng, {"pos": plan}, weights)
         self.ring_bytes = sum(ring_nbytes(b, self.nv, dtype_bytes(self._dtype)) for b in geo.bufs if b.hist > 1)
