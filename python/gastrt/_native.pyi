@@ -145,6 +145,11 @@ def cuda_program_layout() -> dict[str, dict[str, Any]]:
 def cuda_program_constants() -> dict[str, int]:
     """ref_none, ref_input, ref_output (buffer references), stream_table_cols, max_conv_group."""
 
+def cuda_lt_conv_calls(fields: dict[str, int]) -> tuple[list[dict[str, int]], str | None]:
+    """The cuBLASLt matmuls of one conv record given by field name (csrc/cuda/gemm_tactic.h):
+    ([{m, n, k, a_offset, lda, b_offset, ldb, b_batch_stride, ldd, d_batch_stride, batch,
+    accumulate, epilogue}, ...], None), or ([], why) when the custom kernel must run it."""
+
 # ---- CUDA builds only (build_config()["cuda"] is True); see csrc/cuda/cuda_ops.h -------------------
 # Device pointers and stream handles are Python ints.
 
@@ -154,6 +159,10 @@ def cuda_malloc(device: int, bytes: int) -> int: ...
 def cuda_free(device: int, ptr: int) -> None: ...
 def cuda_memcpy_htod(device: int, dst: int, src: npt.NDArray[np.uint8]) -> None: ...
 def cuda_memcpy_dtoh(device: int, dst: npt.NDArray[np.uint8], src: int) -> None: ...
+def cuda_cublaslt_load(path: str = "") -> str:
+    """Loads libcublasLt once per process (a file, or '' for the soname): '' on success, else why not."""
+def cuda_cublaslt_status() -> str: ...   # "cuBLASLt 13.x.y (path)" or why unavailable
+def cuda_cublaslt_built() -> bool: ...   # compiled with the cuBLASLt headers
 
 class CudaEngine:
     """GPU executor: weights, one device arena, programs (bytecode lowered by backends/cuda),
@@ -184,4 +193,7 @@ class CudaEngine:
     def gast_scratch_bytes(self, n: int, j: int, t: int, c: int, heads: int, gc: int) -> int: ...
     def gast_fused(self, j: int, c: int, heads: int, gc: int) -> bool: ...
     def set_option(self, name: str, value: int) -> None: ...
-    def get_option(self, name: str) -> int: ...
+    def get_option(self, name: str) -> int: ...   # gast_fused, gast_scratch_budget, arena_limit, gemm_tactic
+    def gemm_tactics(self) -> list[dict[str, Any]]:
+        """Per distinct conv problem: shape, chosen ('custom' | 'cublaslt'), note, custom_us,
+        cublaslt_us, custom_err, cublaslt_err (-1: not measured)."""

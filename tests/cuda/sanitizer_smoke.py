@@ -47,6 +47,19 @@ def main():
                     st.push(np.stack([q[f]] * 3), present=np.array([True, f % 2 == 0, f > 2]))
                 st.flush()
             print(f"{key} {precision}: ok", flush=True)
+    # the cuBLASLt tactic forced wherever it is correct (its matmuls, per-tap accumulation, bias copy)
+    from gastrt.backends.cuda import CudaBackend
+    for key in ("gast17", "vp3d"):
+        path = engine_file(d, key, precision="fp16")
+        cpu = gastrt.load(path, backend="numpy")
+        be = CudaBackend(cpu.plans, cpu.weights, 0, "fp16", gemm_tactic="cublaslt")
+        w = keypoints(rng, 3, cpu.receptive_field, cpu.num_joints)
+        worst = max(worst, rel_err(be.run("pos", w, "window")[:, 0], cpu.lift(w)))
+        s = keypoints(rng, 2, cpu.receptive_field + 9, cpu.num_joints)
+        be.run("pos", s, "sequence")
+        lt = sum(t["chosen"] == "cublaslt" for t in be.gemm_tactics())
+        print(f"{key} fp16 cublaslt tactic ({be.cublaslt_status}): {lt} layer shapes on cuBLASLt: ok", flush=True)
+        be.close()
     try:
         import torch
         if torch.cuda.is_available():
