@@ -147,22 +147,35 @@ function(gastrt_add_cuda target)
     GASTRT_WITH_CUDA=1
     GASTRT_CUDA_ARCHS="${_archs_csv}"
     GASTRT_CUDA_VERSION="${_cuda_ver}")
-  # cuBLASLt tactic: only its headers are needed here (cublaslt.cu dlopens the library).
+  # cuBLASLt tactic: only its headers are needed here (cublaslt.cu dlopens libcublasLt.so.13, so
+  # headers of another major, with another ABI, do not count).
+  set(_lt_dir "")
+  set(_lt_why "no cublasLt.h; set GASTRT_CUBLASLT_INCLUDE")
   if(NOT GASTRT_CUBLASLT STREQUAL "OFF")
     find_path(GASTRT_CUBLASLT_INCLUDE_DIR cublasLt.h
               HINTS "${GASTRT_CUBLASLT_INCLUDE}" ${CUDAToolkit_INCLUDE_DIRS} NO_DEFAULT_PATH)
     if(GASTRT_CUBLASLT_INCLUDE_DIR)
+      file(STRINGS "${GASTRT_CUBLASLT_INCLUDE_DIR}/cublas_api.h" _lt_major REGEX "#define CUBLAS_VER_MAJOR ")
+      string(REGEX MATCH "[0-9]+" _lt_major "${_lt_major}")
+      if(_lt_major STREQUAL "13")
+        set(_lt_dir "${GASTRT_CUBLASLT_INCLUDE_DIR}")
+      else()
+        set(_lt_why "cuBLAS ${_lt_major} headers in ${GASTRT_CUBLASLT_INCLUDE_DIR}; the tactic needs 13")
+        unset(GASTRT_CUBLASLT_INCLUDE_DIR CACHE)
+      endif()
+    endif()
+    if(_lt_dir)
       set_property(SOURCE "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/cublaslt.cu"
-                   APPEND PROPERTY INCLUDE_DIRECTORIES "${GASTRT_CUBLASLT_INCLUDE_DIR}")
+                   APPEND PROPERTY INCLUDE_DIRECTORIES "${_lt_dir}")
       set_property(SOURCE "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/cublaslt.cu"
                    APPEND PROPERTY COMPILE_DEFINITIONS GASTRT_WITH_CUBLASLT=1)
       set(GASTRT_CUBLASLT_ENABLED ON PARENT_SCOPE)
-      message(STATUS "gastrt: cuBLASLt tactic ON (headers: ${GASTRT_CUBLASLT_INCLUDE_DIR})")
+      message(STATUS "gastrt: cuBLASLt tactic ON (headers: ${_lt_dir})")
     elseif(GASTRT_CUBLASLT STREQUAL "ON")
-      message(FATAL_ERROR "GASTRT_CUBLASLT=ON but cublasLt.h was not found: set GASTRT_CUBLASLT_INCLUDE to the "
-                          "nvidia-cublas wheel's nvidia/cu13/include")
+      message(FATAL_ERROR "GASTRT_CUBLASLT=ON but no usable cuBLASLt headers (${_lt_why}): set "
+                          "GASTRT_CUBLASLT_INCLUDE to the nvidia-cublas 13.x wheel's nvidia/cu13/include")
     else()
-      message(STATUS "gastrt: cuBLASLt tactic OFF (no cublasLt.h; set GASTRT_CUBLASLT_INCLUDE)")
+      message(STATUS "gastrt: cuBLASLt tactic OFF (${_lt_why})")
     endif()
   endif()
   # Static cudart: the extension imports on machines without the CUDA toolkit; only the driver

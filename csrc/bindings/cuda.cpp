@@ -2,6 +2,8 @@
 // it) and, in a CUDA build, the CUDA executor's functions and CudaEngine (csrc/cuda/cuda_ops.h).
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "bindings/common.h"
 #include "cuda/gemm_tactic.h"
@@ -38,7 +40,7 @@ void bind_cuda(py::module_& m) {
     d["max_conv_group"] = gc::kMaxConvGroup;
     return d;
   }, "The CUDA program's buffer references and limits (csrc/cuda/program_records.h).");
-  m.def("cuda_lt_conv_calls", [](const py::dict& fields) {
+  m.def("cuda_lt_conv_calls", [](const py::dict& fields, int64_t dtype) {
     // fields: a conv record by field name (every field of ConvRecord)
     gc::ConvRecord r{};
     int64_t* words = reinterpret_cast<int64_t*>(&r);
@@ -48,7 +50,7 @@ void bind_cuda(py::module_& m) {
     }
     gc::LtGemmCall calls[gc::kLtMaxCalls];
     const char* why = nullptr;
-    const int n = gc::lt_conv_calls(r, calls, &why);
+    const int n = gc::lt_conv_calls(r, dtype, calls, &why);
     py::list out;
     for (int i = 0; i < n; ++i) {
       const gc::LtGemmCall& c = calls[i];
@@ -69,8 +71,9 @@ void bind_cuda(py::module_& m) {
       out.append(d);
     }
     return py::make_tuple(out, why != nullptr ? py::object(py::str(why)) : py::object(py::none()));
-  }, py::arg("fields"),
-     "The cuBLASLt matmuls of one conv record (csrc/cuda/gemm_tactic.h): ([call dicts], None), or "
+  }, py::arg("fields"), py::arg("dtype") = 0,
+     "The cuBLASLt matmuls of one conv record of an engine of dtype (0 fp32, 1 fp16, 2 bf16; "
+     "csrc/cuda/gemm_tactic.h): ([call dicts], None), or "
      "([], why) when the custom kernel must run it.");
 
   // ---- CUDA executor (API: csrc/cuda/cuda_ops.h) ----
@@ -83,6 +86,7 @@ void bind_cuda(py::module_& m) {
 
     m.def("cuda_device_name", &gc::device_name, py::arg("device"));
     m.def("cuda_cublaslt_load", &gc::cublaslt_load, py::arg("path") = std::string(),
+          py::call_guard<py::gil_scoped_release>(),
           "Loads libcublasLt (a file path, or '' for the soname on the loader's path) once per process; "
           "'' when loaded, else why not.");
     m.def("cuda_cublaslt_status", &gc::cublaslt_status);
@@ -179,8 +183,13 @@ void bind_cuda(py::module_& m) {
              py::call_guard<py::gil_scoped_release>())
         .def("get_option", &gc::Engine::get_option, py::arg("name"))
         .def("gemm_tactics", [](const gc::Engine& e) {
+               std::vector<gc::GemmTacticReport> reps;
+               {
+                 py::gil_scoped_release nogil;  // the engine lock may be held by a running call
+                 reps = e.gemm_tactics();
+               }
                py::list out;
-               for (const gc::GemmTacticReport& r : e.gemm_tactics()) {
+               for (const gc::GemmTacticReport& r : reps) {
                  py::dict d;
                  d["shape"] = r.shape;
                  d["chosen"] = r.chosen;

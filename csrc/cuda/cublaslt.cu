@@ -182,11 +182,12 @@ LtRuntime::~LtRuntime() {
 }
 
 std::shared_ptr<const LtConvPlan> LtRuntime::plan(const ConvRecord& r, DType dtype, const float* host_bias,
-                                                  int align_x, int align_w, int align_y, std::string* why) {
+                                                  int align_x, int align_w, int align_y, cudaStream_t stream,
+                                                  std::string* why) {
   const LtApi& f = api();
   LtGemmCall calls[kLtMaxCalls];
   const char* reason = nullptr;
-  const int n = lt_conv_calls(r, calls, &reason);
+  const int n = lt_conv_calls(r, static_cast<int64_t>(dtype), calls, &reason);
   if (n == 0) {
     if (why) *why = reason;
     return nullptr;
@@ -207,7 +208,10 @@ std::shared_ptr<const LtConvPlan> LtRuntime::plan(const ConvRecord& r, DType dty
       reinterpret_cast<__nv_bfloat16*>(hb.data())[i] = __float2bfloat16_rn(host_bias[i]);
   }
   GASTRT_CHECK_CUDA(cudaMalloc(&p->bias, hb.size()));
-  GASTRT_CHECK_CUDA(cudaMemcpy(p->bias, hb.data(), hb.size(), cudaMemcpyHostToDevice));
+  // On the engine's (non-blocking) stream, then waited for: a legacy-stream copy would not be
+  // ordered before the first launch that reads it.
+  GASTRT_CHECK_CUDA(cudaMemcpyAsync(p->bias, hb.data(), hb.size(), cudaMemcpyHostToDevice, stream));
+  GASTRT_CHECK_CUDA(cudaStreamSynchronize(stream));
 
   const cudaDataType_t t = lt_type(dtype);
   const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // no TF32: fp32 engines stay fp32-exact
@@ -307,7 +311,7 @@ bool lt_built() { return false; }
 LtRuntime::LtRuntime(int) { GASTRT_CHECK(false, lt_status()); }
 LtRuntime::~LtRuntime() = default;
 std::shared_ptr<const LtConvPlan> LtRuntime::plan(const ConvRecord&, DType, const float*, int, int, int,
-                                                  std::string* why) {
+                                                  cudaStream_t, std::string* why) {
   if (why) *why = lt_status();
   return nullptr;
 }

@@ -39,10 +39,10 @@ class LtRuntime {
 
   // Plans record r's calls (gemm_tactic.h) for dtype: layouts, epilogue, the heuristic's best
   // algorithm for pointers aligned to align_{x,w,y} bytes, and a device copy of the bias in the
-  // engine dtype (cuBLASLt's bias type is the output type). nullptr + *why when cuBLASLt
-  // declines any of the calls.
+  // engine dtype (cuBLASLt's bias type is the output type), uploaded on `stream` and waited for.
+  // nullptr + *why when cuBLASLt declines any of the calls.
   std::shared_ptr<const LtConvPlan> plan(const ConvRecord& r, DType dtype, const float* host_bias, int align_x,
-                                         int align_w, int align_y, std::string* why);
+                                         int align_w, int align_y, cudaStream_t stream, std::string* why);
   // Runs the plan: x, w, y as the record's (device pointers). Graph-capture safe.
   void launch(const LtConvPlan& p, const void* x, const void* w, void* y, cudaStream_t stream) const;
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -54,11 +55,13 @@ struct Engine::Impl {
   int gast_fused_mode = -1;
   int64_t gast_budget = int64_t(256) << 20;
 
-  // GEMM tactics (tactic.cu): mode, the cuBLASLt context (made on first need), one decision per
-  // distinct conv problem, and the decisions in the order they were made.
+  // GEMM tactics (tactic.cu): mode, the cuBLASLt context (made on first need), one timed
+  // decision per class of conv problems (tactic_class), the plans of exact problems, and the
+  // timed decisions in the order they were made.
   int gemm_tactic = 1;
   std::unique_ptr<LtRuntime> lt;
-  std::map<std::string, TacticChoice> tactic_cache;
+  std::map<std::string, bool> tactic_decisions;  // class -> cuBLASLt wins
+  std::map<std::string, std::shared_ptr<const LtConvPlan>> tactic_plans;  // exact problem -> plan
   std::vector<GemmTacticReport> tactic_log;
 
   // Every entry point holds it: the bindings release the GIL, and the stream, its events, the
@@ -77,7 +80,8 @@ struct Engine::Impl {
     for (auto& kv : progs)
       if (kv.second.exec != nullptr) cudaGraphExecDestroy(kv.second.exec);
     progs.clear();
-    tactic_cache.clear();  // the plans' bias copies live on this device
+    tactic_plans.clear();  // the plans' bias copies live on this device
+    tactic_decisions.clear();
     lt.reset();
     for (void* p : {arena, wdev, d_in, d_out})
       if (p != nullptr) cudaFree(p);
@@ -273,18 +277,29 @@ struct Engine::Impl {
     return lt.get();
   }
 
-  // Everything the decision depends on: the geometry, the weight ids (a plan holds its bias
-  // copy), the buffers' alignment, and the mode.
-  std::string tactic_key(const ConvRecord& r) const {
+  // A class of conv problems shares one timed decision: everything but the batch / sequence
+  // extent, whose row count is rounded up to a power of two (sequence mode creates a program per
+  // exact (n, T), which must not re-time every layer). The exact key adds the extent back.
+  std::string tactic_class(const ConvRecord& r) const {
     std::ostringstream os;
     auto place = [](int64_t ref) { return ref < 0 ? ref : ref % 256; };
+    int64_t rows = 1;
+    while (rows < r.n_seq * r.t_out) rows <<= 1;
+    const bool merged = r.n_seq == 1 || (r.t_in == r.t_out * r.stride && r.t_ypitch == r.t_out);
     os << gemm_tactic << ':' << place(r.x) << ':' << r.w << ':' << r.b << ':' << (r.res != kRefNone) << ':'
-       << place(r.y) << ':' << r.n_seq << ':' << r.t_in << ':' << r.t_out << ':' << r.t_ypitch << ':' << r.ci << ':'
-       << r.co << ':' << r.k << ':' << r.stride << ':' << r.dilation << ':' << r.ldy << ':' << r.act;
+       << place(r.y) << ':' << r.ci << ':' << r.co << ':' << r.k << ':' << r.stride << ':' << r.dilation << ':'
+       << r.ldy << ':' << r.act << ':' << merged << ':' << rows;
+    return os.str();
+  }
+  std::string tactic_exact(const ConvRecord& r, const std::string& cls) const {
+    std::ostringstream os;
+    os << cls << '|' << r.n_seq << ':' << r.t_in << ':' << r.t_out << ':' << r.t_ypitch;
     return os.str();
   }
 
-  // Picks each conv problem's tactic (after prepare: the weights are on the device).
+  // Picks each conv problem's tactic (after prepare: the weights are on the device). Probe
+  // failures are never cached (a later program retries); a plan for a new exact problem of a
+  // class cuBLASLt won is made without timing.
   void assign_tactics(Program& p) {
     if (gemm_tactic == 0) return;
     const TacticContext tc{dtype, caps, stream, t0, t1, lt_runtime(), static_cast<const char*>(wdev), &wrecs,
@@ -295,18 +310,36 @@ struct Engine::Impl {
       s.lt.assign(convs.size(), nullptr);
       bool any = false;
       for (size_t i = 0; i < convs.size(); ++i) {
-        const std::string key = tactic_key(convs[i]);
-        auto it = tactic_cache.find(key);
-        if (it == tactic_cache.end()) {
-          TacticChoice ch = choose_conv_tactic(convs[i], tc);
+        const ConvRecord& r = convs[i];
+        const std::string cls = tactic_class(r), exact = tactic_exact(r, cls);
+        auto dit = tactic_decisions.find(cls);
+        if (dit == tactic_decisions.end()) {
+          TacticChoice ch = choose_conv_tactic(r, tc);
           tactic_log.push_back(ch.report);
-          it = tactic_cache.emplace(key, std::move(ch)).first;
+          if (ch.definitive) tactic_decisions[cls] = static_cast<bool>(ch.lt);
+          if (ch.lt) tactic_plans[exact] = ch.lt;
+          s.lt[i] = ch.lt;
+        } else if (dit->second) {
+          auto pit = tactic_plans.find(exact);
+          if (pit == tactic_plans.end()) {
+            std::shared_ptr<const LtConvPlan> plan;
+            try {
+              plan = plan_conv(r, tc, nullptr);
+            } catch (const std::exception&) {
+              plan = nullptr;  // our kernel runs this one
+            }
+            pit = tactic_plans.emplace(exact, plan).first;
+          }
+          s.lt[i] = pit->second;
         }
-        s.lt[i] = it->second.lt;
         any = any || static_cast<bool>(s.lt[i]);
       }
       if (!any) s.lt.clear();
     }
+    // Plans no program holds any more (sequence lengths come and go): bounded.
+    if (tactic_plans.size() > 512)
+      for (auto it = tactic_plans.begin(); it != tactic_plans.end();)
+        it = it->second.use_count() <= 1 ? tactic_plans.erase(it) : std::next(it);
   }
 };
 

@@ -122,11 +122,15 @@ struct TacticContext {
 struct TacticChoice {
   std::shared_ptr<const LtConvPlan> lt;  // nullptr: our kernel
   GemmTacticReport report;
+  bool definitive = true;  // false: a passing condition (no library yet, no memory, a failed probe)
 };
 // Relative error a tactic may show against the float64 reference, per engine dtype.
 double tactic_tolerance(DType t);
 // Times and checks both tactics of one conv problem on scratch buffers (never the arena).
+// Never throws: a failed probe keeps our kernel, with a note.
 TacticChoice choose_conv_tactic(const ConvRecord& r, const TacticContext& c);
+// The cuBLASLt plan of record r for this engine (no timing), or nullptr + *why.
+std::shared_ptr<const LtConvPlan> plan_conv(const ConvRecord& r, const TacticContext& c, std::string* why);
 
 }  // namespace cuda
 }  // namespace gastrt

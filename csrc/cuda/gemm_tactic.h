@@ -10,7 +10,9 @@
 //   D = Y^T  [co x rows] at y, ldd = ldy
 // A conv whose im2col rows are contiguous (k == 1, or dilation 1 with stride >= k) is one matmul;
 // any other conv (dilated, sequence mode) is one matmul per tap, accumulated in y (beta = 1),
-// the bias + ReLU epilogue on the last tap only.
+// the bias + ReLU epilogue on the last tap only: fp32 engines only, since fp16 / bf16 partial
+// sums stored in y would be rounded (and could overflow) k-1 times where the custom kernel
+// accumulates in fp32.
 #pragma once
 #include <cstdint>
 
@@ -38,11 +40,12 @@ struct LtGemmCall {
   int64_t epilogue;    // LtEpilogue
 };
 
-// Fills calls[0, count) for record r and returns count, or returns 0 and sets *why (a static
-// string) when the custom kernel must run it: a residual epilogue (cuBLASLt applies C before the
-// activation, the model adds the residual after it), a leaky ReLU (no cuBLASLt epilogue), or more
-// taps than kLtMaxCalls.
-inline int lt_conv_calls(const ConvRecord& r, LtGemmCall* calls, const char** why) {
+// Fills calls[0, count) for record r of an engine of `dtype` (0 fp32, 1 fp16, 2 bf16) and returns
+// count, or returns 0 and sets *why (a static string) when the custom kernel must run it: a
+// residual epilogue (cuBLASLt applies C before the activation, the model adds the residual after
+// it), a leaky ReLU (no cuBLASLt epilogue), a per-tap conv in 16 bits, or more taps than
+// kLtMaxCalls.
+inline int lt_conv_calls(const ConvRecord& r, int64_t dtype, LtGemmCall* calls, const char** why) {
   const char* reason = nullptr;
   if (r.res != kRefNone)
     reason = "residual epilogue (the custom kernel fuses it)";
@@ -51,6 +54,8 @@ inline int lt_conv_calls(const ConvRecord& r, LtGemmCall* calls, const char** wh
   else if (r.k < 1 || r.ci < 1 || r.co < 1 || r.t_out < 1 || r.n_seq < 1 || r.stride < 1 || r.dilation < 1)
     reason = "empty problem";
   const bool single = r.k == 1 || (r.dilation == 1 && r.stride >= r.k);
+  if (reason == nullptr && !single && dtype != 0)
+    reason = "per-tap conv in 16 bits (partial sums would be rounded between taps)";
   if (reason == nullptr && !single && r.k > kLtMaxCalls) reason = "more taps than kLtMaxCalls";
   if (reason != nullptr) {
     if (why != nullptr) *why = reason;

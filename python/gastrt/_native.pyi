@@ -145,8 +145,9 @@ def cuda_program_layout() -> dict[str, dict[str, Any]]:
 def cuda_program_constants() -> dict[str, int]:
     """ref_none, ref_input, ref_output (buffer references), stream_table_cols, max_conv_group."""
 
-def cuda_lt_conv_calls(fields: dict[str, int]) -> tuple[list[dict[str, int]], str | None]:
-    """The cuBLASLt matmuls of one conv record given by field name (csrc/cuda/gemm_tactic.h):
+def cuda_lt_conv_calls(fields: dict[str, int], dtype: int = 0) -> tuple[list[dict[str, int]], str | None]:
+    """The cuBLASLt matmuls of one conv record given by field name, for an engine of dtype
+    (0 fp32, 1 fp16, 2 bf16; csrc/cuda/gemm_tactic.h):
     ([{m, n, k, a_offset, lda, b_offset, ldb, b_batch_stride, ldd, d_batch_stride, batch,
     accumulate, epilogue}, ...], None), or ([], why) when the custom kernel must run it."""
 

@@ -135,7 +135,7 @@ class SimEngine:
         key = (mode,) + tuple(sorted((k, (v if v < 0 else v % 256) if k in ("x", "y") else v)
                                      for k, v in g.items() if k not in ("res",))) + ((g["res"] != REF_NONE),)
         if key not in self._tactics:
-            calls, why = native_module().cuda_lt_conv_calls(g)
+            calls, why = native_module().cuda_lt_conv_calls(g, self._dt)
             if why is None and (g["x"] < 0 or g["y"] < 0):
                 calls, why = [], "reads or writes the caller's arrays (prologue / epilogue)"
             if why is None and mode == 1:

@@ -93,7 +93,7 @@ def test_lt_calls_compute_the_conv(r):
     x = rng.standard_normal(r["n_seq"] * r["t_in"] * r["ci"])
     w = rng.standard_normal(r["k"] * r["ci"] * r["co"])
     b = rng.standard_normal(r["co"])
-    calls, why = MOD.cuda_lt_conv_calls(r)
+    calls, why = MOD.cuda_lt_conv_calls(r, 0)
     assert why is None and 1 <= len(calls) <= r["k"]
     single = r["k"] == 1 or (r["dilation"] == 1 and r["stride"] >= r["k"])
     assert len(calls) == (1 if single else r["k"])
@@ -113,21 +113,29 @@ def test_lt_calls_compute_the_conv(r):
     assert np.isnan(y[~written]).all() and np.isfinite(y[written]).all()
 
 
-@pytest.mark.parametrize("kw, why", [
-    (dict(res=4096), "residual"),
-    (dict(act=2), "leaky ReLU"),
-    (dict(k=17, dilation=2, t_in=40), "taps"),
+@pytest.mark.parametrize("kw, dtype, why", [
+    (dict(res=4096), 0, "residual"),
+    (dict(act=2), 0, "leaky ReLU"),
+    (dict(k=17, dilation=2, t_in=40), 0, "taps"),
+    (dict(k=3, dilation=2, t_in=7, t_out=3, t_ypitch=3), 1, "16 bits"),
+    (dict(k=3, dilation=1, stride=1, t_in=5, t_out=3, t_ypitch=3), 2, "16 bits"),
 ])
-def test_lt_declines_what_the_custom_kernel_fuses(kw, why):
-    calls, reason = MOD.cuda_lt_conv_calls(_record(**kw))
+def test_lt_declines_what_the_custom_kernel_does_better(kw, dtype, why):
+    calls, reason = MOD.cuda_lt_conv_calls(_record(**kw), dtype)
     assert calls == [] and why in reason
+
+
+@pytest.mark.parametrize("dtype", [1, 2])
+def test_lt_takes_single_matmul_convs_in_16_bits(dtype):
+    calls, why = MOD.cuda_lt_conv_calls(_record(k=3, stride=3, t_in=9, t_out=3, t_ypitch=3, ci=4, co=5, ldy=5), dtype)
+    assert why is None and len(calls) == 1 and calls[0]["k"] == 12
 
 
 def test_lt_calls_need_every_field():
     r = _record()
     del r["ldy"]
     with pytest.raises(ValueError, match="ldy"):
-        MOD.cuda_lt_conv_calls(r)
+        MOD.cuda_lt_conv_calls(r, 0)
 
 
 def test_tactic_names(monkeypatch):

@@ -128,6 +128,8 @@ class CudaBackend(Backend):
         """Executor options (see cuda_ops.h): gast_fused (-1 auto / 0 / 1), gast_scratch_budget,
         arena_limit, gemm_tactic (0 custom / 1 auto / 2 cublaslt). Drops the cached programs (their scratch sizes may change)."""
         with self._lock:
+            if name == "gemm_tactic" and int(value) != 0 and self.cublaslt_status != "simulator":
+                self.cublaslt_status = cublaslt.load(self._mod)  # a backend made with gemm_tactic=custom
             self._eng.set_option(name, int(value))
             self.clear_cache()
 

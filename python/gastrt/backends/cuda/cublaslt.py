@@ -52,20 +52,22 @@ def library_candidates() -> list[str]:
 
 
 def load(mod) -> str:
-    """Loads cuBLASLt into the extension once per process; returns its status line
-    ("cuBLASLt 13.x.y (path)", or why it is unavailable: the custom kernels then run)."""
+    """Loads cuBLASLt into the extension (once per process: a success, or a build without it, is
+    final; a failure is retried by the next call, e.g. after $GASTRT_CUBLASLT_LIBRARY is set).
+    Returns the status line: "cuBLASLt 13.x.y (path)", or why it is unavailable (the custom
+    kernels then run)."""
     global _status
     with _lock:
-        if _status is None:
-            if not mod.cuda_cublaslt_built():
+        if _status is not None:
+            return _status
+        if not mod.cuda_cublaslt_built():
+            _status = mod.cuda_cublaslt_status()
+            return _status
+        errors = []
+        for path in library_candidates():
+            err = mod.cuda_cublaslt_load(path)
+            if not err:
                 _status = mod.cuda_cublaslt_status()
-            else:
-                errors = []
-                for path in library_candidates():
-                    err = mod.cuda_cublaslt_load(path)
-                    if not err:
-                        errors = []
-                        break
-                    errors.append(err)
-                _status = "; ".join(errors) if errors else mod.cuda_cublaslt_status()
-        return _status
+                return _status
+            errors.append(err)
+        return "; ".join(errors)
