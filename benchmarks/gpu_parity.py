@@ -50,25 +50,18 @@ def main() -> int:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    import torch
-    from gastrt.reference.factory import PRESETS as P, make_checkpoint
+    from gpu_headline import Models  # the same checkpoints / engine files (and cache) as the headline
 
     gpu = gastrt.cuda_available() and not args.dry_run
     tmp = args.cache or tempfile.mkdtemp(prefix="gastrt-parity-")
     os.makedirs(tmp, exist_ok=True)
+    models = Models(tmp)
     rng = np.random.default_rng(0)
     cols = ("window", "flip", "sequence", "stream", "stream+flip", "tactic=custom", "tactic=cublaslt")
     print(f"{'model':<17} {'prec':<5} " + " ".join(f"{c:>15}" for c in cols) + "   goal", flush=True)
     missed = 0
     for preset in args.presets.split(","):
-        fam, cfg = P[preset]
-        ck = os.path.join(tmp, preset + ".bin")
-        if not os.path.exists(ck):
-            torch.save(make_checkpoint(fam, cfg, seed=0), ck)
-        path32 = os.path.join(tmp, f"{preset}.fp32.gastrt")
-        if not os.path.exists(path32):
-            gastrt.build(ck, path32, precision="fp32")
-        oracle = gastrt.load(path32, backend="numpy")
+        oracle = gastrt.load(models.engine_file(preset, "fp32"), backend="numpy")
         rf, j = oracle.receptive_field, oracle.num_joints
         win = (rng.standard_normal((5, rf, j, 2)) * 0.3).astype(np.float32)
         seq = (rng.standard_normal((rf + 40, j, 2)) * 0.3).astype(np.float32)
@@ -82,9 +75,7 @@ def main() -> int:
             cells = []
             worst = 0.0
             try:
-                path = os.path.join(tmp, f"{preset}.{precision}.gastrt")
-                if not os.path.exists(path):
-                    gastrt.build(ck, path, precision=precision)
+                path = models.engine_file(preset, precision)
                 if not gpu:
                     cells = ["skipped"] * len(cols)
                 else:
