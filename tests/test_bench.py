@@ -123,7 +123,9 @@ def test_docstring_schema_is_complete():
 def test_cli_tiny_checkpoint(tiny_run):
     doc, out, err = tiny_run
     validate(doc)
-    assert err == ""  # not a TTY: no progress bar
+    # not a TTY: no bar, one line per batch
+    assert err.splitlines() == [ln for ln in err.splitlines() if ln.startswith("bench: batch ")] and \
+        [ln.split(":")[1] for ln in err.splitlines()] == [" batch 1", " batch 3"] and "\r" not in err
     c = doc["config"]
     assert c["target_kind"] == "checkpoint" and c["family"] == "gast" and c["receptive_field"] == 9
     assert c["batches"] == [1, 3] and c["compare"] == ["eager"] and c["threads"] == 1 and c["repeat"] == 3
@@ -139,6 +141,10 @@ def test_cli_tiny_checkpoint(tiny_run):
         assert r["achieved_flops"] == pytest.approx(r["throughput_fps"] * r["flops_per_frame"])
         assert r["peak_mem_source"] in ("rss_hwm", "maxrss_delta") and r["peak_mem_bytes"] >= 0
         assert r["speedup_vs_eager"] > 0
+        assert r["block"] >= 1 and r["latency_ms"]["p10"] <= lat["p50"]
+        lo, hi = r["speedup_spread"]
+        assert 0 < lo <= hi
+    assert c["interleaved"] is True and doc["interrupted"] is False
     eng = gastrt.load(c["engine_path"], backend="numpy") if os.path.exists(c["engine_path"]) else None
     assert eng is None  # the temporary engine of a checkpoint target is cleaned up
     assert rows[1]["speedup_vs_eager"] == pytest.approx(1.0)
@@ -213,7 +219,7 @@ def test_compile_failure_is_reported(tiny_ckpt, monkeypatch):
         raise RuntimeError("no C++ compiler\nlong traceback text")
 
     monkeypatch.setattr(torch, "compile", broken)
-    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1)
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1, full=True)
     validate(doc)
     comp = [r for r in doc["rows"] if r["contender"] == "compile"]
     assert len(comp) == 2 and all(r["status"] == "skipped" for r in comp)
@@ -228,7 +234,7 @@ def test_compile_failure_is_reported(tiny_ckpt, monkeypatch):
         return f
 
     monkeypatch.setattr(torch, "compile", lazy)
-    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1)
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=2, warmup=0.0, threads=1, full=True)
     validate(doc)
     comp = [r for r in doc["rows"] if r["contender"] == "compile"]
     assert [r["status"] for r in comp] == ["failed", "skipped"]
@@ -240,7 +246,7 @@ def test_compile_failure_is_reported(tiny_ckpt, monkeypatch):
 @pytest.mark.skipif(not os.environ.get("GASTRT_TEST_COMPILE"),
                     reason="torch.compile takes minutes on a small CPU; set GASTRT_TEST_COMPILE=1")
 def test_real_compile(tiny_ckpt):
-    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=3, warmup=0.05, threads=1)
+    doc = bench.run_bench(tiny_ckpt, batches=[1, 2], repeat=3, warmup=0.05, threads=1, compare=["eager", "compile"])
     validate(doc)
     comp = [r for r in doc["rows"] if r["contender"] == "compile"]
     assert comp and all(r["status"] == "ok" for r in comp), comp
@@ -412,7 +418,8 @@ def test_interleaved_rounds_blocks_and_stats():
     t = measure.interleaved({"a": fn("a", 0.01), "b": fn("b", 1.0)}, warmup=2, block_s=0.05, min_rounds=4,
                             max_rounds=4, timer=clock)
     assert calls[:4] == ["a", "a", "b", "b"]                   # warm-up: 2 calls each, untimed
-    assert calls[4:] == (["a"] * 5 + ["b"]) * 4                # rounds take turns, warm-up excluded
+    # rounds take turns (the first one rotating), warm-up excluded
+    assert calls[4:] == (["a"] * 5 + ["b"] + ["b"] + ["a"] * 5) * 2
     assert (t["a"].block, t["b"].block) == (5, 1) and t["a"].rounds == t["b"].rounds == 4
     assert t["a"].median == pytest.approx(0.01) and t["b"].median == pytest.approx(1.0)
     assert t["a"].spread == pytest.approx(0.0, abs=1e-9) and t["b"].ms == pytest.approx([1e3] * 4)
@@ -550,3 +557,45 @@ def test_tensorrt_build_args():
     assert c.build_args(3) == dict(sequence=False, min_batch=1, opt_batch=600, max_batch=600)
     assert c.build_args(64)["max_batch"] == contenders.SEQ_CHUNK
     c.close()
+
+
+# ---- interleaving, --full, Ctrl-C -----------------------------------------------------------------
+
+def test_rounds_take_turns_and_rotate():
+    from gastrt.bench.measure import CpuTimer, time_rounds
+    order = []
+    fns = {k: (lambda k=k: order.append(k)) for k in ("a", "b", "c")}
+    t = time_rounds(fns, CpuTimer(), max_rounds=3, min_rounds=3, budget=0.0)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {k: len(v) for k, v in t.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_full_selects_the_long_sweep(tiny_ckpt):
+    doc = bench.run_bench(tiny_ckpt, batches=[1], compare=["eager"], warmup=0.0, repeat=2, threads=1, full=True)
+    from gastrt.bench import run as R
+    assert doc["config"]["max_time_s"] == R.FULL_MAX_TIME and doc["config"]["repeat"] == 2
+    quick = bench.run_bench(tiny_ckpt, batches=[1], compare=[], warmup=0.0, repeat=2, threads=1)
+    assert quick["config"]["max_time_s"] == R.DEFAULT_MAX_TIME
+    assert R.DEFAULT_COMPARE == "eager" and R.FULL_COMPARE is None  # compile only in the long sweep
+
+
+def test_ctrl_c_keeps_the_batches_measured(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from gastrt.bench import run as R
+    from gastrt.cli import main
+    real, calls = R.time_cells, []
+
+    def interrupt_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(R, "time_cells", interrupt_second)
+    out = tmp_path / "partial.json"
+    rc = main(["bench", tiny_ckpt, "--batch", "1,2,4", "--compare", "eager", "--repeat", "2", "--warmup", "0",
+               "--threads", "1", "--json", str(out)])
+    assert rc == 130
+    doc = json.load(open(out))
+    validate(doc)
+    assert doc["interrupted"] is True and {r["batch"] for r in doc["rows"]} == {1}
+    assert any("interrupted" in n for n in doc["notes"])
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().out

@@ -50,21 +50,28 @@ call -> B * seq_len frames per call. ``stream``: batch = stream slots; one call 
 gastrt does, the window model on the B newest windows. On CUDA a push stays host to host (NumPy
 frames in, poses out, one graph replay; the events bracket a synchronous call) while the torch
 contenders get device tensors. Default batch sizes depend on the
-device and mode (``DEFAULT_BATCHES``): a 4096-window batch of gast-27 is 1.5 TFLOP, minutes on
-a laptop CPU.
+device and mode (``DEFAULT_BATCHES``, about a minute in all on a 2-core CPU; ``full=True`` /
+``--full``: ``FULL_BATCHES``, with torch.compile): a 4096-window batch of gast-27 is 1.5 TFLOP,
+minutes on a laptop CPU.
 
-Timing. Per (batch, contender) cell: the first call is timed on its own (``first_call_s``:
-torch.compile compiles there), then warm-up calls run for ``--warmup`` seconds (untimed), then
-``--repeat`` timed calls, stopping early once ``--max-time`` seconds have passed and at least
-``min(repeat, 3)`` calls are in. Inputs rotate among up to 8 pre-generated random input sets.
-The loop is ``gastrt.bench.measure`` (whose ``interleaved`` the
-``benchmarks/`` scripts time with). CPU: ``time.perf_counter`` around each call. CUDA: ``torch.cuda.Event`` pairs on the current
-stream, synchronised after each call (latency, not pipelined throughput). Latency percentiles
-are NumPy's linear-interpolation percentiles of the timed calls; throughput = frames per call /
+Timing. Per batch size, each contender first runs alone: its first call is timed on its own
+(``first_call_s``: torch.compile compiles there), then warm-up calls run for ``--warmup`` seconds
+(untimed; its memory is measured over these), and its last warm-up call sizes its block (as many
+back-to-back calls as fill ``config.block_s``). Then the contenders take turns in rounds, each
+round one block of each (the first contender rotating), for at most ``--repeat`` rounds, stopping
+once ``--max-time`` seconds have passed and at least ``min(repeat, 3)`` rounds are in: a busy
+machine slows every contender alike, so the ratios hold. A round's time per call is its block's
+time / block size. Inputs rotate among up to 8 pre-generated random input sets.
+The loop is ``gastrt.bench.measure`` (whose ``interleaved`` the ``benchmarks/`` scripts time
+with). CPU: ``time.perf_counter`` around each block. CUDA: ``torch.cuda.Event`` pairs on the
+current stream, synchronised after each block (latency, not pipelined throughput). Latency
+percentiles are NumPy's linear-interpolation percentiles of the rounds; throughput = frames per call /
 median latency; achieved FLOP/s = analytic FLOPs per frame (``plan.flops_per_frame``, doubled
 with flip; stream: ``Stream.flops_per_push``) * frames / median latency. The same analytic count
 is used for the torch contenders (the work the model needs, not what torch happens to execute).
-Speed-up = eager median / contender median, same batch, same run.
+Speed-up = eager median / contender median, same batch, same run; ``speedup_spread`` = the
+10th and 90th percentiles of the per-round ratios. Ctrl-C ends the run with the batches measured
+so far (``interrupted`` true; the CLI prints and saves them and exits 130).
 
 Memory (``peak_mem_bytes``). Host: the growth of the process's peak RSS during the cell over its
 RSS at the start of the cell (peak reset through ``/proc/self/clear_refs``; source
@@ -91,6 +98,7 @@ agreement         object|null      [agreement]: gastrt vs eager outputs on one i
 agreement_tensorrt object|null     [agreement_tensorrt]: TensorRT vs eager (or gastrt), or null
 notes             list             strings: why a comparison is missing, load warnings, ...
 rows              list             [row], one per contender per batch size, in run order
+interrupted       bool             true when Ctrl-C ended the run (rows: the batches finished before)
 
 [machine]
 platform          str              platform.platform()
@@ -128,10 +136,12 @@ torch_dtype       str|null         dtype of the torch contenders; null without t
 compare           list             contenders asked for besides gastrt: "eager", "compile", "tensorrt"
 flip              bool             flip test-time augmentation
 warmup_s          float            warm-up seconds per cell
-repeat            int              timed calls per cell (at most)
-max_time_s        float            seconds per cell after which timing stops (3 calls at least)
+repeat            int              interleaved rounds per batch (at most)
+max_time_s        float            seconds of rounds per batch after which timing stops (3 rounds at least)
 threads           int              CPU threads for every contender
 input_sets        int              pre-generated input sets rotated per cell (at most)
+interleaved       bool             true: contenders timed in turns, round by round
+block_s           float            seconds one contender's block aims at
 
 [agreement]
 batch             int              batch size of the check
@@ -150,7 +160,8 @@ status            str              "ok", "failed" (error says why) or "skipped"
 error             str|null         why the row has no numbers
 frames_per_call   int              output frames one call produces
 flops_per_frame   float            analytic FLOPs per output frame this contender needs
-n                 int|null         timed calls
+n                 int|null         timed rounds
+block             int|null         calls per round (one timed block)
 first_call_s      float|null       seconds of the first call (compilation included)
 build_s           float|null       seconds building this row's TensorRT engine; null for the others
 latency_ms        object|null      [latency_ms]
@@ -160,9 +171,11 @@ peak_mem_bytes    int|null         see Memory above
 peak_mem_source   str|null         "rss_hwm", "maxrss_delta", "cuda_max_allocated", "arena+cuda_max_allocated"
 workspace_bytes   int|null         engine-reported workspace (gastrt rows only)
 speedup_vs_eager  float|null       eager median / this median (same batch); null without eager
+speedup_spread    list|null        [p10, p90] of the per-round eager / this ratios
 
 [latency_ms]
-p50               float            median call latency, milliseconds
+p50               float            median call latency, milliseconds (of the rounds)
+p10               float            10th percentile
 p90               float            90th percentile
 p99               float            99th percentile
 mean              float            mean

@@ -7,7 +7,8 @@ from typing import Any
 from .measure import MIN_TIMED
 from .presets import PRESETS
 from .report import check_out_dir, format_table, require_matplotlib, write_json, write_plot
-from .run import DEFAULT_BATCHES, DEFAULT_MAX_TIME, DEFAULT_REPEAT, DEFAULT_SEQ_LEN, DEFAULT_WARMUP, run_bench
+from .run import (DEFAULT_BATCHES, DEFAULT_COMPARE, DEFAULT_MAX_TIME, DEFAULT_REPEAT, DEFAULT_SEQ_LEN, DEFAULT_WARMUP,
+                  FULL_BATCHES, FULL_MAX_TIME, FULL_REPEAT, FULL_WARMUP, run_bench)
 from .schema import MODES, PRECISIONS
 
 
@@ -20,25 +21,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(args.target, device=args.device, batches=args.batch, mode=args.mode, seq_len=args.seq_len,
                        precision=args.precision, compare=args.compare, flip=args.flip, warmup=args.warmup,
                        repeat=args.repeat, max_time=args.max_time, threads=args.threads, backend=args.backend,
-                       causal=args.causal, progress=None)
+                       causal=args.causal, progress=None, full=args.full)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and result["rows"]:
         write_plot(result, args.plot)
         print(f"wrote {args.plot}")
-    return 0
+    return 130 if result.get("interrupted") else 0
 
 
 def add_parsers(subparsers: Any) -> None:
     """Register ``bench`` on an argparse subparsers object (``func(args) -> int``)."""
     p = subparsers.add_parser(
-        "bench", help="latency / throughput of an engine vs eager PyTorch and torch.compile",
-        description="Measure latency (p50/p90/p99), throughput and achieved FLOP/s of a gastrt engine and, "
-                    "in the same run, of the eager PyTorch reference model and torch.compile of it.",
+        "bench", help="latency / throughput of an engine vs eager PyTorch (and torch.compile)",
+        description="Measure latency, throughput and achieved FLOP/s of a gastrt engine and, in the same run "
+                    "and in interleaved rounds, of the eager PyTorch reference model (and torch.compile of it). "
+                    "The default run takes about a minute on a 2-core CPU; --full runs the longer sweep. "
+                    "Progress goes to stderr; Ctrl-C prints (and saves) the batches measured so far.",
         epilog=f"presets: {', '.join(PRESETS)}. Default batch sizes: "
-               + "; ".join(f"{d} {m}: {','.join(map(str, v))}" for (d, m), v in DEFAULT_BATCHES.items()) + ".")
+               + "; ".join(f"{d} {m}: {','.join(map(str, v))}" for (d, m), v in DEFAULT_BATCHES.items())
+               + ". With --full: " + "; ".join(f"{d} {m}: {','.join(map(str, v))}" for (d, m), v in FULL_BATCHES.items())
+               + ".")
     p.add_argument("target", help="engine file, checkpoint, or a built-in preset (e.g. gast-27)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch", default=None, metavar="B1,B2,...",
@@ -51,14 +56,20 @@ def add_parsers(subparsers: Any) -> None:
                    help="engine precision for presets / checkpoints (default fp32; an engine file's own)")
     p.add_argument("--compare", default=None, metavar="LIST",
                    help="contenders besides gastrt: eager, compile, tensorrt (GPU only), a comma-separated "
-                        "subset, or none (default: eager,compile, plus tensorrt on a GPU where it is installed)")
+                        f"subset, or none (default: {DEFAULT_COMPARE}; with --full: eager,compile, plus tensorrt "
+                        "on a GPU where it is installed)")
+    p.add_argument("--full", action="store_true",
+                   help=f"the longer sweep: more batch sizes, torch.compile, up to {FULL_REPEAT} rounds and "
+                        f"{FULL_MAX_TIME:g} s per batch (minutes)")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation for every contender")
-    p.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, metavar="S",
-                   help=f"warm-up seconds per cell after the first call (default {DEFAULT_WARMUP})")
-    p.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, metavar="N",
-                   help=f"timed calls per cell (default {DEFAULT_REPEAT})")
-    p.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME, metavar="S",
-                   help=f"stop timing a cell after S seconds, once {MIN_TIMED} calls are in (default {DEFAULT_MAX_TIME})")
+    p.add_argument("--warmup", type=float, default=None, metavar="S",
+                   help=f"warm-up seconds per contender and batch after its first call (default {DEFAULT_WARMUP}, "
+                        f"--full {FULL_WARMUP})")
+    p.add_argument("--repeat", type=int, default=None, metavar="N",
+                   help=f"interleaved rounds per batch at most (default {DEFAULT_REPEAT}, --full {FULL_REPEAT})")
+    p.add_argument("--max-time", type=float, default=None, metavar="S",
+                   help=f"stop the rounds of a batch after S seconds, once {MIN_TIMED} are in "
+                        f"(default {DEFAULT_MAX_TIME:g}, --full {FULL_MAX_TIME:g})")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for gastrt and torch alike (default: all available cores)")
     p.add_argument("--backend", choices=("auto", "native", "numpy"), default="auto",

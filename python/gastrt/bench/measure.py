@@ -1,6 +1,6 @@
 """How bench times and sizes one piece of work: the timed round loop, timers (CPU clock, CUDA
 events), memory probes and the progress bar. ``gastrt bench`` measures its cells with
-:func:`measure_cell`; the scripts under ``benchmarks/`` time their callables with
+:func:`warm_up_cell` / :func:`time_cells`; the scripts under ``benchmarks/`` time their callables with
 :func:`interleaved` (the same round loop, several callables taking turns).
 
     from gastrt.bench.measure import interleaved
@@ -70,9 +70,12 @@ def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, mi
     default 1), timed as one; stops after ``max_rounds``, or once ``budget`` seconds have
     passed and ``min_rounds`` are in. -> name -> seconds per call, one entry per round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
     start = time.perf_counter()
     for r in range(max_rounds):
-        for name, fn in fns.items():
+        # each round starts with the next callable: none always runs right after the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
             n = blocks[name] if blocks else 1
             timer.start()
             for _ in range(n):
@@ -156,16 +159,26 @@ class Runner:
 def latency_ms(times: list[float]) -> dict:
     """Seconds per call -> the row's [latency_ms] (NumPy's linear-interpolation percentiles)."""
     ms = np.asarray(times, dtype=np.float64) * 1e3
-    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(ms.mean()), "min": float(ms.min()),
+    p10, p50, p90, p99 = (float(v) for v in np.percentile(ms, [10, 50, 90, 99]))
+    return {"p50": p50, "p10": p10, "p90": p90, "p99": p99, "mean": float(ms.mean()), "min": float(ms.min()),
             "max": float(ms.max())}
 
 
-def measure_cell(run: Runner, *, warmup: float, repeat: int, max_time: float, timer, mem,
-                 progress: "Progress", what: str) -> dict:
-    """First call (timed alone), ``warmup`` seconds of untimed calls, then up to ``repeat``
-    timed calls (stopping after ``max_time`` seconds once MIN_TIMED are in) -> the numeric
-    fields of a row."""
+@dataclass
+class Warm:
+    """A cell after its warm-up: the first call's seconds, the peak memory of first call +
+    warm-up, and the calls per timed block."""
+    first_call_s: float
+    peak: int | None
+    peak_source: str
+    block: int
+
+
+def warm_up_cell(run: Runner, *, warmup: float, block_s: float, timer, mem, progress: "Progress",
+                 what: str) -> Warm:
+    """First call (timed alone), then ``warmup`` seconds of untimed calls, on this contender alone:
+    the memory it needs is measured here, not while the others take turns. The last warm-up
+    call sizes the block (calls filling ``block_s`` seconds, 1 to MAX_BLOCK)."""
     inputs = itertools.cycle(run.inputs)
     if not run.compiles:
         mem.start()
@@ -176,14 +189,34 @@ def measure_cell(run: Runner, *, warmup: float, repeat: int, max_time: float, ti
     if run.compiles:  # torch.compile compiles in its first call: not the model's memory
         mem.start()
     end = time.perf_counter() + warmup
-    while time.perf_counter() < end:
+    last = first
+    while True:
+        timer.start()
         run.call(next(inputs))
+        last = timer.stop()
         progress.show(f"{what} warm-up")
-    timer.sync()
-    times = time_rounds({"call": lambda: run.call(next(inputs))}, timer, max_rounds=repeat,
-                        min_rounds=min(repeat, MIN_TIMED), budget=max_time,
-                        on_round=lambda r: progress.show(f"{what} {r + 1}/{repeat}"))["call"]
+        if time.perf_counter() >= end:
+            break
     peak, source = mem.stop()
+    block = max(1, min(MAX_BLOCK, int(block_s / max(last, 1e-6))))
+    return Warm(first, peak, source, block)
+
+
+def time_cells(runs: dict[str, Runner], warm: dict[str, Warm], *, timer, max_rounds: int, min_rounds: int,
+               budget: float, progress: "Progress", what: str) -> dict[str, list[float]]:
+    """Every contender in turn, one block per round (:func:`time_rounds`): a busy machine slows
+    them alike, so their ratio holds. -> name -> seconds per call, one entry per round."""
+    fns = {}
+    for name, run in runs.items():
+        inputs = itertools.cycle(run.inputs)
+        fns[name] = (lambda r, it: lambda: r.call(next(it)))(run, inputs)
+    return time_rounds(fns, timer, max_rounds=max_rounds, min_rounds=min_rounds, budget=budget,
+                       blocks={k: w.block for k, w in warm.items()},
+                       on_round=lambda r: progress.show(f"{what} round {r + 1}/{max_rounds}"))
+
+
+def cell_fields(run: Runner, w: Warm, times: list[float]) -> dict:
+    """The numeric fields of a row from its warm-up and its rounds."""
     lat = latency_ms(times)
     fps = run.frames_per_call / (lat["p50"] / 1e3)
     ws = None
@@ -193,9 +226,9 @@ def measure_cell(run: Runner, *, warmup: float, repeat: int, max_time: float, ti
         except Exception:  # a size report must not cost the row its timings
             ws = None
     return {
-        "n": len(times), "first_call_s": first, "latency_ms": lat,
+        "n": len(times), "block": w.block, "first_call_s": w.first_call_s, "latency_ms": lat,
         "throughput_fps": fps, "achieved_flops": fps * run.flops_per_frame,
-        "peak_mem_bytes": None if peak is None else int(peak), "peak_mem_source": source,
+        "peak_mem_bytes": None if w.peak is None else int(w.peak), "peak_mem_source": w.peak_source,
         "workspace_bytes": None if ws is None else int(ws),
     }
 
@@ -290,15 +323,18 @@ class CudaMemProbe:
 # ---- progress ----------------------------------------------------------------------------------------
 
 class Progress:
-    """A one-line stderr progress bar; silent when stderr is not a TTY."""
+    """Progress on stderr: a one-line bar on a TTY; elsewhere (a log, CI) one line per finished
+    cell (:meth:`note`). ``enabled`` False: silent; None: the bar only on a TTY, lines otherwise."""
 
     def __init__(self, total: int, stream=None, enabled: bool | None = None, width: int = 24):
         self.stream = sys.stderr if stream is None else stream
+        self.lines = False
         if enabled is None:
             try:
                 enabled = bool(self.stream.isatty())
             except (AttributeError, ValueError):
                 enabled = False
+            self.lines = not enabled
         self.enabled, self.total, self.width = enabled, max(1, total), width
         self.done = 0
         self._last = 0.0
@@ -320,6 +356,16 @@ class Progress:
 
     def step(self) -> None:
         self.done += 1
+
+    def note(self, text: str) -> None:
+        """A finished cell: its own line (above the bar on a TTY; alone in a log)."""
+        if self.lines:
+            self.stream.write(f"bench: {text}\n")
+            self.stream.flush()
+        elif self.enabled:
+            self.close()
+            self.stream.write(f"bench: {text}\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self.enabled and self._len:

@@ -50,7 +50,8 @@ def format_table(result: dict) -> str:
             f"{_si(v, 'FLOP')} ({k})" for k, v in fpf.items()
             if k == "gastrt" or v != fpf.get("gastrt")))
     batch_word = {"window": "batch", "sequence": "seqs", "stream": "slots"}[c["mode"]]
-    cols = [batch_word, "contender", "p50 ms", "p90 ms", "p99 ms", "frames/s", "FLOP/s", "peak MB", "vs eager"]
+    cols = [batch_word, "contender", "p50 ms", "spread", "p90 ms", "frames/s", "FLOP/s", "peak MB", "vs eager",
+            "(p10-p90)"]
     body = []
     for r in result["rows"]:
         if r["status"] != "ok":
@@ -59,13 +60,17 @@ def format_table(result: dict) -> str:
         lat = r["latency_ms"]
         mem = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:,.1f}"
         sp = "-" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
-        body.append([str(r["batch"]), r["label"], _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]),
-                     f"{r['throughput_fps']:,.0f}", _flops_col(r["achieved_flops"]), mem, sp])
+        spr = r.get("speedup_spread")
+        sp_range = "" if not spr or r["contender"] == "eager" else f"{spr[0]:.2f}-{spr[1]:.2f}x"
+        p10 = lat.get("p10", lat["min"])
+        spread = f"±{50 * (lat['p90'] - p10) / lat['p50']:.0f}%" if lat["p50"] > 0 else "-"
+        body.append([str(r["batch"]), r["label"], _ms(lat["p50"]), spread, _ms(lat["p90"]),
+                     f"{r['throughput_fps']:,.0f}", _flops_col(r["achieved_flops"]), mem, sp, sp_range])
     widths = [len(h) for h in cols]
     for row in body:
         if len(row) == len(cols):
             widths = [max(w, len(x)) for w, x in zip(widths, row)]
-    right = {0, 2, 3, 4, 5, 6, 7, 8}
+    right = {0, 2, 3, 4, 5, 6, 7, 8, 9}
 
     def fmt(row):
         if len(row) != len(cols):
@@ -73,6 +78,14 @@ def format_table(result: dict) -> str:
         return "  ".join(x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
 
     lines = head + [""] + [fmt(cols)] + [fmt(r) for r in body]
+    if c.get("interleaved"):
+        lines.append("")
+        rounds = max([r.get("n") or 0 for r in result["rows"]] + [0])
+        lines.append(f"contenders timed in interleaved rounds (up to {rounds} per batch): spread = half the "
+                     "p10-p90 range of the rounds around p50; vs eager = ratio of medians, (p10-p90) = range of "
+                     "the per-round ratios")
+    if result.get("interrupted"):
+        lines.append("interrupted (Ctrl-C): the table holds the batches measured before it")
     if result.get("agreement"):
         a = result["agreement"]
         lines.append("")

@@ -15,13 +15,23 @@ from ..backends.native import default_threads
 from ..engine import load
 from ..errors import GastrtError
 from . import contenders as ct
-from .measure import CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress, measure_cell
+from .measure import (MIN_TIMED, CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress, cell_fields,
+                      time_cells, warm_up_cell)
 from .presets import Target, import_torch, resolve_target
 from ..engine_file import check_precision
 from .schema import (CONTENDERS, LABELS, MODES, TORCH_CONTENDERS, label, machine_info, new_document,
                      new_row)
 
+# The default run (about a minute on a 2-core CPU) and --full (the longer sweep).
 DEFAULT_BATCHES = {
+    ("cpu", "window"): (1, 64),
+    ("cpu", "sequence"): (1,),
+    ("cpu", "stream"): (1, 8),
+    ("cuda", "window"): (1, 64, 4096),
+    ("cuda", "sequence"): (1, 8),
+    ("cuda", "stream"): (1, 64),
+}
+FULL_BATCHES = {
     ("cpu", "window"): (1, 8, 64, 512),
     ("cpu", "sequence"): (1, 4),
     ("cpu", "stream"): (1, 8, 64),
@@ -29,10 +39,14 @@ DEFAULT_BATCHES = {
     ("cuda", "sequence"): (1, 8, 64),
     ("cuda", "stream"): (1, 64, 1024),
 }
+DEFAULT_COMPARE = "eager"          # torch.compile compiles per batch size: --full, or --compare
+FULL_COMPARE = None                # eager, compile (+ tensorrt on a GPU where installed)
 DEFAULT_SEQ_LEN = 1000
-DEFAULT_WARMUP = 0.5
-DEFAULT_REPEAT = 50
-DEFAULT_MAX_TIME = 3.0
+DEFAULT_WARMUP = 0.3
+DEFAULT_REPEAT = 40                # rounds per batch at most
+DEFAULT_MAX_TIME = 6.0             # seconds of rounds per batch (all contenders together)
+FULL_WARMUP, FULL_REPEAT, FULL_MAX_TIME = 0.5, 60, 10.0
+BLOCK_S = 0.05                     # one contender's turn in a round, about
 MAX_INPUT_SETS = 8
 INPUT_SET_BYTES = 256 << 20
 
@@ -98,21 +112,29 @@ def _short(e: BaseException, limit: int = 240) -> str:
 
 def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window",
               seq_len: int = DEFAULT_SEQ_LEN, precision: str | None = None, compare=None,
-              flip: bool = False, warmup: float = DEFAULT_WARMUP, repeat: int = DEFAULT_REPEAT,
-              max_time: float = DEFAULT_MAX_TIME, threads: int | None = None, backend: str | None = None,
-              causal: bool = False, progress: bool | None = False, seed: int = 0) -> dict:
+              flip: bool = False, warmup: float | None = None, repeat: int | None = None,
+              max_time: float | None = None, threads: int | None = None, backend: str | None = None,
+              causal: bool = False, progress: bool | None = False, seed: int = 0, full: bool = False) -> dict:
     """Benchmark ``target`` (engine file, checkpoint or preset name; see the package doc) and
     return the JSON document described there. ``compare``: contenders besides gastrt ("eager",
-    "compile", "tensorrt"; default eager and compile, plus TensorRT on a GPU where it is
-    installed; [] for gastrt alone). ``backend``: CPU backend ("native" or
-    "numpy"; default native when built). ``progress``: True/None shows the stderr bar (None: only
-    on a TTY), False never."""
+    "compile", "tensorrt"; [] for gastrt alone; default eager, and with ``full`` eager and
+    compile, plus TensorRT on a GPU where it is installed). ``full``: the longer sweep (more
+    batch sizes, rounds and time). ``backend``: CPU backend ("native" or "numpy"; default native
+    when built). ``progress``: None shows a bar on a TTY and one line per cell elsewhere, True the
+    bar, False nothing. Ctrl-C stops the run and returns the batches already measured
+    (``interrupted`` true)."""
+    if compare is None:
+        compare = FULL_COMPARE if full else DEFAULT_COMPARE
+    warmup = (FULL_WARMUP if full else DEFAULT_WARMUP) if warmup is None else warmup
+    repeat = (FULL_REPEAT if full else DEFAULT_REPEAT) if repeat is None else repeat
+    max_time = (FULL_MAX_TIME if full else DEFAULT_MAX_TIME) if max_time is None else max_time
     # ---- validate everything before any expensive work
     dev_kind, dev_index = parse_device(device)
     device = "cpu" if dev_kind == "cpu" else f"cuda:{dev_index}"
     if mode not in MODES:
         raise GastrtError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    batches = parse_batches(batches) if batches is not None else list(DEFAULT_BATCHES[(dev_kind, mode)])
+    batches = parse_batches(batches) if batches is not None else \
+        list((FULL_BATCHES if full else DEFAULT_BATCHES)[(dev_kind, mode)])
     seq_len = require_positive_int(seq_len, "--seq-len")
     repeat = require_positive_int(repeat, "--repeat")
     warmup = require_positive_number(warmup, "--warmup", allow_zero=True)
@@ -240,6 +262,7 @@ def _run(tgt: Target, target, torch, created, notes, *, device, dev_kind, dev_in
         "torch_dtype": None if dtype is None else str(dtype).replace("torch.", ""),
         "compare": list(compare), "flip": flip, "warmup_s": float(warmup), "repeat": int(repeat),
         "max_time_s": float(max_time), "threads": int(threads), "input_sets": MAX_INPUT_SETS,
+        "interleaved": True, "block_s": BLOCK_S,
     }
     result = new_document(created, machine, config, notes)
 
@@ -262,9 +285,15 @@ def _run(tgt: Target, target, torch, created, notes, *, device, dev_kind, dev_in
         rng = np.random.default_rng(seed)
         if torch is not None:
             stack.enter_context(torch.inference_mode())
-        _bench_loop(result, eng, torch, contenders, models, failed, geom, bar, rng, batches=batches,
-                    mode=mode, seq_len=seq_len, on_cuda=on_cuda, dev_index=dev_index, dtype=dtype,
-                    warmup=warmup, repeat=repeat, max_time=max_time, flip=flip, be_name=be_name)
+        try:
+            _bench_loop(result, eng, torch, contenders, models, failed, geom, bar, rng, batches=batches,
+                        mode=mode, seq_len=seq_len, on_cuda=on_cuda, dev_index=dev_index, dtype=dtype,
+                        warmup=warmup, repeat=repeat, max_time=max_time, flip=flip, be_name=be_name)
+        except KeyboardInterrupt:
+            done = sorted({r["batch"] for r in result["rows"]})
+            result["interrupted"] = True
+            notes.append("interrupted (Ctrl-C): " + (f"batches {', '.join(map(str, done))} were measured"
+                                                      if done else "no batch was measured"))
     for why in failed.values():
         if why.startswith("torch.compile unavailable"):
             notes.append(why)
@@ -323,6 +352,9 @@ def _forget_compiled(torch, models: dict) -> None:
 def _bench_loop(result, eng, torch, contenders, models, failed, geom: ct.Geom, bar: Progress, rng, *,
                 batches, mode, seq_len, on_cuda, dev_index, dtype, warmup, repeat, max_time, flip,
                 be_name) -> None:
+    """Per batch size: every contender set up and warmed up on its own, then timed in
+    interleaved rounds (one block each per round), so the machine's noise hits them alike and the
+    ratios hold. A batch's rows land in ``result`` once all its contenders are timed."""
     plan = eng.plans["pos"]
     j, f, rf = plan.in_joints, plan.in_features, plan.receptive_field
     mult = 2 if flip else 1
@@ -332,7 +364,6 @@ def _bench_loop(result, eng, torch, contenders, models, failed, geom: ct.Geom, b
     timer = CudaTimer(torch, tdev) if on_cuda else CpuTimer()
     host_mem = None if on_cuda else HostMemProbe()
     prime_done: set = set()
-    eager_p50: dict[int, float] = {}
 
     for b in batches:
         # shared numpy input sets for this batch size
@@ -346,15 +377,15 @@ def _bench_loop(result, eng, torch, contenders, models, failed, geom: ct.Geom, b
         frames = b * seq_len if mode == "sequence" else b
         result["config"]["input_sets"] = min(result["config"]["input_sets"],
                                              min(len(v) for v in sets.values()))
-
+        rows: dict[str, dict] = {}
+        runs: dict[str, Any] = {}
+        warm: dict[str, Any] = {}
         for name in contenders:
             what = f"{LABELS.get(name, name)} b={b}"
             bar.show(what, force=True)
-            row = new_row(name, label(name, be_name), b, frames, fpf)
+            row = rows[name] = new_row(name, label(name, be_name), b, frames, fpf)
             if name in failed:
                 row["status"], row["error"] = "skipped", failed[name]
-                result["rows"].append(row)
-                bar.step()
                 continue
             try:
                 run = ct.make_runner(name, eng, torch, models, geom,
@@ -367,32 +398,72 @@ def _bench_loop(result, eng, torch, contenders, models, failed, geom: ct.Geom, b
                     ct.prime(result, run, eng, torch, models, geom, sets, shapes, mode, b, on_cuda, tdev, dtype)
                     prime_done.add(name)
                 mem = CudaMemProbe(torch, tdev, run.device_bytes) if on_cuda else host_mem
-                row.update(measure_cell(run, warmup=warmup, repeat=repeat, max_time=max_time, timer=timer,
-                                        mem=mem, progress=bar, what=what))
+                warm[name] = warm_up_cell(run, warmup=warmup, block_s=BLOCK_S, timer=timer, mem=mem, progress=bar,
+                                          what=what)
+                runs[name] = run
             except KeyboardInterrupt:
                 raise
             except Exception as e:
-                # a gastrt bug fails the run on the CPU (tested there); on a GPU (whose paths have
-                # not all run yet) the cell is reported failed and the rows so far are kept
-                oom = _is_oom(e, torch)
-                if name == "gastrt" and not oom and not on_cuda:
-                    raise
-                row["status"] = "failed"
-                row["error"] = "out of memory" if oom else _short(e)
-                failed[name] = f"{'out of memory' if oom else 'failed'} at batch {b}"
-                if name == "eager":
-                    failed.setdefault("compile", f"eager failed at batch {b}")
-                if on_cuda:
-                    try:
-                        torch.cuda.empty_cache()
-                    except Exception:
-                        pass
-            if row["status"] == "ok" and name == "eager":
-                eager_p50[b] = row["latency_ms"]["p50"]
-            result["rows"].append(row)
+                _fail(row, name, e, b, torch, on_cuda, failed)
+        if runs:
+            try:
+                times = time_cells(runs, warm, timer=timer, max_rounds=repeat, min_rounds=min(repeat, MIN_TIMED),
+                                   budget=max_time, progress=bar, what=f"b={b}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one contender broke mid-rounds: this batch has no timings
+                for name in runs:
+                    _fail(rows[name], name, e, b, torch, on_cuda, failed)
+            else:
+                for name, run in runs.items():
+                    rows[name].update(cell_fields(run, warm[name], times[name]))
+                _speedups(rows, times)
+        for name in contenders:
+            result["rows"].append(rows[name])
             bar.step()
-        for row in result["rows"]:
-            if row["batch"] == b and row["status"] == "ok" and b in eager_p50:
-                row["speedup_vs_eager"] = eager_p50[b] / row["latency_ms"]["p50"]
+        bar.note(_batch_line(b, rows))
         del sets
         eng.backend.clear_cache()   # drop this batch size's workspaces
+
+
+def _fail(row: dict, name: str, e: Exception, b: int, torch, on_cuda: bool, failed: dict) -> None:
+    """A contender's cell failed: a gastrt bug fails the run on the CPU (tested there); on a GPU
+    (whose paths have not all run yet) and for the other contenders the row says why."""
+    oom = _is_oom(e, torch)
+    if name == "gastrt" and not oom and not on_cuda:
+        raise e
+    row["status"] = "failed"
+    row["error"] = "out of memory" if oom else _short(e)
+    failed[name] = f"{'out of memory' if oom else 'failed'} at batch {b}"
+    if name == "eager":
+        failed.setdefault("compile", f"eager failed at batch {b}")
+    if on_cuda:
+        try:
+            torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+
+def _speedups(rows: dict, times: dict) -> None:
+    """vs eager: the ratio of medians, and the p10-p90 range of the per-round ratios (each round
+    times both under the same machine state)."""
+    if "eager" not in times or rows["eager"]["status"] != "ok":
+        return
+    e = np.asarray(times["eager"])
+    for name, t in times.items():
+        if rows[name]["status"] != "ok":
+            continue
+        rows[name]["speedup_vs_eager"] = rows["eager"]["latency_ms"]["p50"] / rows[name]["latency_ms"]["p50"]
+        r = e / np.asarray(t)
+        rows[name]["speedup_spread"] = [float(np.percentile(r, 10)), float(np.percentile(r, 90))]
+
+
+def _batch_line(b: int, rows: dict) -> str:
+    parts = []
+    for r in rows.values():
+        if r["status"] != "ok":
+            parts.append(f"{r['label']} {r['status']}")
+            continue
+        sp = f" ({r['speedup_vs_eager']:.2f}x eager)" if r["speedup_vs_eager"] and r["contender"] != "eager" else ""
+        parts.append(f"{r['label']} {r['latency_ms']['p50']:.3g} ms{sp}")
+    return f"batch {b}: " + ", ".join(parts)

@@ -14,7 +14,7 @@ from ..backends import build_config, native_module
 from ..engine_file import PRECISIONS  # noqa: F401  (re-exported: bench.PRECISIONS)
 
 SCHEMA = "gastrt-bench"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MODES = ("window", "sequence", "stream")
 TORCH_CONTENDERS = ("eager", "compile")
@@ -30,7 +30,8 @@ def label(contender: str, backend_name: str) -> str:
 def new_document(created: str, machine: dict, config: dict, notes: list) -> dict:
     """The [top] section, rows still to come."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": created, "machine": machine,
-            "config": config, "agreement": None, "agreement_tensorrt": None, "notes": notes, "rows": []}
+            "config": config, "agreement": None, "agreement_tensorrt": None, "notes": notes, "rows": [],
+            "interrupted": False}
 
 
 def new_row(contender: str, label: str, batch: int, frames_per_call: int, flops_per_frame: float) -> dict:
@@ -39,7 +40,7 @@ def new_row(contender: str, label: str, batch: int, frames_per_call: int, flops_
             "frames_per_call": frames_per_call, "flops_per_frame": flops_per_frame,
             "n": None, "first_call_s": None, "build_s": None, "latency_ms": None, "throughput_fps": None,
             "achieved_flops": None, "peak_mem_bytes": None, "peak_mem_source": None,
-            "workspace_bytes": None, "speedup_vs_eager": None}
+            "workspace_bytes": None, "speedup_vs_eager": None, "speedup_spread": None, "block": None}
 
 
 # ---- [machine] -------------------------------------------------------------------------------------
