@@ -284,7 +284,7 @@ def test_plot_without_matplotlib(tiny_engine, tmp_path, monkeypatch, capsys):
     png = str(tmp_path / "t.png")
     assert main(["bench", tiny_engine, "--plot", png] + FAST) == 2
     err = capsys.readouterr().err
-    assert "pip install gastrt[render]" in err and err.count("\n") == 1
+    assert "pip install 'gastrt[render]'" in err and err.count("\n") == 1
     assert not os.path.exists(png)
 
 

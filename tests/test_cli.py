@@ -31,10 +31,19 @@ def test_build_and_info(tmp_path, ckpt_cache, capsys):
     assert main(["info", out]) == 0
     text = capsys.readouterr().out
     assert "FLOPs/frame window" in text and "n/a" in text  # RIE has no sequence form
+    # the two parameter counts (checkpoint vs folded engine) are both named and explained
+    assert "trainable in the checkpoint" in text and "folding each BatchNorm" in text
     assert main(["info", out, "--json"]) == 0
     import json
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == "rie" and info["causal"] and info["flops_per_frame"]["window"] > 0
+    assert 0 < info["stored_weight_count"] != info["parameter_count"]
+
+
+def test_cli_messages_use_cli_words():
+    from gastrt.cli import cli_words
+    assert cli_words("no CUDA GPU is visible; use device='cpu'") == "no CUDA GPU is visible; use --device cpu"
+    assert cli_words("plain message") == "plain message"
 
 
 @pytest.mark.parametrize("args, needle", [

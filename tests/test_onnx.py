@@ -263,7 +263,7 @@ def test_missing_onnx_extra(engines, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)     # `import onnx` now raises ImportError
     with pytest.raises(gastrt.GastrtError, match=r"pip install gastrt\[onnx\]"):
         export_onnx(eng, str(tmp_path / "m.onnx"))
-    _one_line_error(capsys, ["export", path, "-o", str(tmp_path / "m.onnx")], "pip install gastrt[onnx]")
+    _one_line_error(capsys, ["export", path, "-o", str(tmp_path / "m.onnx")], "pip install 'gastrt[onnx]'")
     assert not (tmp_path / "m.onnx").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(gastrt.GastrtError, match=r"pip install gastrt\[onnx\]"):

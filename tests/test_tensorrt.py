@@ -21,7 +21,7 @@ from gastrt.cli import main  # noqa: E402
 from trt_emulator import Emulator  # noqa: E402
 
 
-MISSING = "TensorRT is not installed: pip install gastrt[tensorrt]"
+MISSING = "TensorRT is not installed: pip install 'gastrt[tensorrt]'"
 
 CONFIGS = {
     "gast-17": ("gast", {"num_joints": 17, "filter_widths": [3, 3], "channels": 16}),

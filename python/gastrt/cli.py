@@ -96,6 +96,7 @@ def cmd_info(args) -> int:
         m = {k: v for k, v in meta.items() if k != "plans"}
         m["flops_per_frame"] = {mode: eng.flops_per_frame(mode) for mode in ("window", "sequence")}
         m["file_bytes"] = os.path.getsize(args.engine)
+        m["stored_weight_count"] = _stored_weights(eng)
         print(json.dumps(m, indent=2, sort_keys=True))
         return 0
     h = meta["hyper"]
@@ -108,7 +109,8 @@ def cmd_info(args) -> int:
         ("receptive field", f"{meta['receptive_field']} frames, widths {h['filter_widths']}, "
          f"{'causal (shift ' + str(meta['causal_shift']) + ')' if meta['causal'] else 'symmetric'}"),
         ("channels", str(h["channels"])),
-        ("parameters", f"{meta['parameter_count']:,}"),
+        ("parameters", f"{meta['parameter_count']:,} trainable in the checkpoint; {_stored_weights(eng):,} values "
+                       "stored after folding each BatchNorm into its convolution (what `gastrt export` counts)"),
         ("precision", meta["precision"]),
         ("FLOPs/frame window", _fmt_count(eng.flops_per_frame("window"))),
         ("FLOPs/frame sequence", _fmt_count(eng.flops_per_frame("sequence")) if seq_ok
@@ -121,6 +123,23 @@ def cmd_info(args) -> int:
     for k, v in rows:
         print(f"{k:<{w}}  {v}")
     return 0
+
+
+def _stored_weights(eng) -> int:
+    """Values the engine stores (BatchNorm folded into the convolutions, GAST projections packed)."""
+    return int(sum(int(w.size) for w in eng.weights.values()))
+
+
+# Python-API words in library messages, and what a command-line user types instead.
+_CLI_WORDS = (("device='cpu'", "--device cpu"), ("device=\"cpu\"", "--device cpu"),
+              ("gastrt.build_config()['cuda'] is False", "`python -c \"import gastrt; print(gastrt.build_config())\"` "
+                                                         "shows cuda: false"))
+
+
+def cli_words(msg: str) -> str:
+    for api, cli in _CLI_WORDS:
+        msg = msg.replace(api, cli)
+    return msg
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -169,7 +188,7 @@ def main(argv=None) -> int:
         msg = str(e) or e.__class__.__name__
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg = f"{e.filename}: {msg}"
-        print(f"gastrt: error: {msg}", file=sys.stderr)
+        print(f"gastrt: error: {cli_words(msg)}", file=sys.stderr)
         return 2
     except NativeError as e:  # a failure inside the compiled runtime: one line, no traceback
         print(f"gastrt: error: {e}", file=sys.stderr)

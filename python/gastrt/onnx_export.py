@@ -23,7 +23,7 @@ What the graph is made of:
   types are explicit, which is what TensorRT's strongly typed networks (TRT 10 STRONGLY_TYPED,
   always on in TRT 11) need.
 
-Needs the ``onnx`` extra (``pip install gastrt[onnx]``); onnxruntime only for ``--verify``.
+Needs the ``onnx`` extra (``pip install 'gastrt[onnx]'``); onnxruntime only for ``--verify``.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def require_onnx():
         import onnx  # noqa: F401
         from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     except ImportError:
-        raise GastrtError("ONNX export needs the onnx extra: pip install gastrt[onnx]") from None
+        raise GastrtError("ONNX export needs the onnx extra: pip install 'gastrt[onnx]'") from None
     return onnx
 
 
@@ -67,7 +67,7 @@ def require_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise GastrtError("running ONNX models needs the onnx extra: pip install gastrt[onnx]") from None
+        raise GastrtError("running ONNX models needs the onnx extra: pip install 'gastrt[onnx]'") from None
     return onnxruntime
 
 
@@ -619,7 +619,7 @@ def add_parsers(subparsers) -> None:
     e = subparsers.add_parser("export", help="engine -> ONNX model",
                               description="Export an engine's network as an ONNX model built from its plan "
                                           "(folded BatchNorm, precomputed adjacency, GEMM layout). Needs "
-                                          "pip install gastrt[onnx].")
+                                          "pip install 'gastrt[onnx]'.")
     e.add_argument("engine", help="engine file (.gastrt)")
     e.add_argument("-o", "--output", help="ONNX path (default: ENGINE with .onnx)")
     e.add_argument("--mode", choices=MODES, default="window",

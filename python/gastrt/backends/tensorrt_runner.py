@@ -48,7 +48,7 @@ ALIGN = 256
 INPUT_NAME = "keypoints"
 OUTPUT_NAME = "poses"
 _MAX_HEADER = 64 << 20
-TENSORRT_MISSING = "TensorRT is not installed: pip install gastrt[tensorrt]"
+TENSORRT_MISSING = "TensorRT is not installed: pip install 'gastrt[tensorrt]'"
 
 
 # ---- optional imports ---------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def require_cudart():
         try:
             from cuda import cudart
         except ImportError:
-            raise GastrtError("TensorRT plans need cuda-python: pip install gastrt[tensorrt]") from None
+            raise GastrtError("TensorRT plans need cuda-python: pip install 'gastrt[tensorrt]'") from None
     return cudart
 
 

@@ -78,7 +78,7 @@ def preset_engine(name: str, precision: str = "fp32", notes: list | None = None)
     torch = import_torch()
     if torch is None:
         raise GastrtError(f"preset {name!r} needs torch to generate its weights, which is not installed "
-                          "(pip install gastrt[torch]); or bench an engine file")
+                          "(pip install 'gastrt[torch]'); or bench an engine file")
     from ..builder import build
     try:
         os.makedirs(d, exist_ok=True)

@@ -117,7 +117,7 @@ def write_json(result: dict, path: str) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-_NO_MPL = "--plot needs matplotlib, which is not installed: pip install gastrt[render]"
+_NO_MPL = "--plot needs matplotlib, which is not installed: pip install 'gastrt[render]'"
 
 
 def require_matplotlib():

@@ -158,7 +158,7 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     need_torch = bool(torch_compare) or dev_kind == "cuda" or not os.path.exists(os.fspath(target))
     torch = import_torch() if need_torch else None
     if torch_compare and torch is None:
-        notes.append("no eager / torch.compile comparison: torch is not installed (pip install gastrt[torch])")
+        notes.append("no eager / torch.compile comparison: torch is not installed (pip install 'gastrt[torch]')")
 
     tgt = resolve_target(target, precision, bool(causal), bool(torch_compare), torch, notes)
     try:
@@ -191,7 +191,7 @@ def _contenders(tgt: Target, torch, notes: list, *, compare, device, on_cuda, pr
                              f"fp32 too; its {precision} engine rounds the weights only)")
     if on_cuda and torch is None:
         raise GastrtError("benchmarking on CUDA needs torch (device tensors and CUDA events); "
-                          "pip install gastrt[torch]")
+                          "pip install 'gastrt[torch]'")
     if on_cuda and not torch.cuda.is_available():
         raise GastrtError(f"benchmarking on CUDA needs a CUDA build of torch (device tensors and CUDA events); "
                           f"this torch {torch.__version__} has none")
