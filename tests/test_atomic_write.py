@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from gastrt.errors import GastrtError
 from gastrt_testutil import assert_no_temp_files, temp_files
 
 
@@ -138,7 +139,7 @@ def test_writer_leaves_output_or_nothing(tmp_path, monkeypatch, name):
     failed = tmp_path / "failed"
     failed.mkdir()
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(GastrtError, match="injected"):  # a write failure names the path
         write(str(failed))
     assert len(seen) == 1, seen                                  # it did go through a temp file
     assert not os.path.exists(failed / os.path.basename(out))
@@ -148,7 +149,7 @@ def test_writer_leaves_output_or_nothing(tmp_path, monkeypatch, name):
     broken = tmp_path / "broken"
     broken.mkdir()
     monkeypatch.setattr(os, "unlink", lambda *a, **k: None)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(GastrtError, match="injected"):  # a write failure names the path
         write(str(broken))
     monkeypatch.undo()
     assert os.replace is real_replace

@@ -68,23 +68,66 @@ def test_failed_build_leaves_no_file(tmp_path):
     assert_no_temp_files(tmp_path)
 
 
-def test_failed_write_leaves_no_temp_file(tmp_path, ckpt_cache):
-    """The build succeeds and the write fails at its last step (the output path is a folder, so
-    the rename fails): one-line error, the temp file is removed."""
-    from gastrt.engine_file import temp_prefix
-
+def test_failed_write_leaves_no_temp_file(tmp_path, ckpt_cache, monkeypatch, capsys):
+    """The build succeeds and the write fails at its last step (the rename): one-line error
+    naming the output, the temp file is removed."""
     out = tmp_path / "out.gastrt"
-    out.mkdir()
     ck = ckpt_cache("gast", {"num_joints": 17, "filter_widths": [3], "channels": 8}, seed=4)
-    r = run_cli("build", ck, "-o", str(out))
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("gastrt: error:") and "directory" in r.stderr.lower(), r.stderr
-    assert temp_prefix(out) in r.stderr, r.stderr      # it failed after the temp file was written
-    assert out.is_dir() and not os.listdir(out)
-    assert_no_temp_files(tmp_path, out)
+    seen = []
+
+    def failing_replace(src, dst, *a, **k):
+        seen.append(src)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "replace", failing_replace)
+    assert main(["build", ck, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gastrt: error:") and str(out) in err and "cannot write" in err and err.count("\n") == 1
+    assert len(seen) == 1 and not os.path.exists(seen[0])   # it had written a temp file, then removed it
+    assert not out.exists()
     assert_no_temp_files(tmp_path)
 
 
 def test_usage_error_exit_code():
     r = run_cli("build")
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_build_never_replaces_its_checkpoint_or_a_device(tmp_path, ckpt_cache, capsys):
+    ck = ckpt_cache(*SMALL, seed=5)
+    import shutil
+    mine = tmp_path / "ck.bin"
+    shutil.copy(ck, mine)
+    before = mine.read_bytes()
+    assert main(["build", str(mine), "-o", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite an input" in err and err.count("\n") == 1
+    assert mine.read_bytes() == before
+    link = tmp_path / "alias.gastrt"  # the same file under another name
+    os.link(mine, link)
+    assert main(["build", str(mine), "-o", str(link)]) == 2
+    assert mine.read_bytes() == before
+    if os.path.exists("/dev/null"):
+        assert main(["build", str(mine), "-o", "/dev/null"]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+        assert not os.path.isfile("/dev/null")  # still the device node
+    assert main(["build", str(mine), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_broken_pipe_exits_quietly(tmp_path, ckpt_cache):
+    ck = ckpt_cache(*SMALL, seed=6)
+    out = str(tmp_path / "e.gastrt")
+    assert main(["build", ck, "-o", out]) == 0
+    # a reader that leaves at once: info's output hits a closed pipe
+    p = subprocess.Popen([sys.executable, "-m", "gastrt", "info", out, "--json"], env=subprocess_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    rc = p.wait()
+    assert rc == 0 and "Broken pipe" not in err and "Traceback" not in err, (rc, err)
+
+
+def test_checkpoint_errors_are_gastrt_errors():
+    from gastrt.checkpoint import CheckpointError
+    from gastrt.errors import GastrtError
+    assert issubclass(CheckpointError, GastrtError)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._version import __version__
 from .checkpoint import load_state_dicts
-from .engine_file import cast_weight, check_precision, write_engine
+from .engine_file import cast_weight, check_output_path, check_precision, write_engine
 from .families import detect_and_lower
 
 
@@ -47,6 +47,7 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
     checkpoint = os.fspath(checkpoint)
     check_precision(precision)
     output = os.fspath(output) if output is not None else default_output_path(checkpoint)
+    check_output_path(output, [checkpoint])  # before the work: never replace the checkpoint
     lowered, info, nparams = lower_checkpoint(checkpoint, causal)
     pos = lowered.plans["pos"]
     pad = pos.pad
@@ -74,5 +75,5 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
         "plans": {name: p.to_json() for name, p in lowered.plans.items()},
     }
     tensors = {name: cast_weight(a, precision) for name, a in lowered.weights.items()}
-    write_engine(output, meta, tensors)
+    write_engine(output, meta, tensors, inputs=[checkpoint])
     return output

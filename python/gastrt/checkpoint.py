@@ -32,6 +32,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .errors import GastrtError
+
 __all__ = ["CheckpointError", "read_torch_file", "load_state_dicts"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -39,7 +41,7 @@ _LEGACY_PROTOCOL = 1001
 _NOT_TORCH = "not a PyTorch checkpoint (expected a torch.save file: zip archive or legacy pickle)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GastrtError):
     """A checkpoint file could not be read; the message names the file and the problem."""
 
 

@@ -184,6 +184,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gastrt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gastrt info x | head`: the reader left; nothing to report
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        except (OSError, ValueError):
+            pass
+        return 0
     except (ValueError, OSError) as e:  # GastrtError, CheckpointError and friends are ValueErrors
         msg = str(e) or e.__class__.__name__
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:

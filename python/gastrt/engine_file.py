@@ -73,14 +73,39 @@ def temp_prefix(path: str) -> str:
     return TEMP_PREFIX + os.path.basename(path) + "."
 
 
-def atomic_write(path: str, write_fn) -> None:
+def check_output_path(path: str, inputs=()) -> None:
+    """An output may replace a regular file, never an input of the same command (``inputs``:
+    their paths) and never something else (a device node, a FIFO, a directory)."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path):
+        raise GastrtError(f"{path}: is a directory, expected an output file path")
+    if not os.path.isfile(path):
+        raise GastrtError(f"{path}: exists and is not a regular file (a device, FIFO or socket): "
+                          "refusing to replace it; choose another output path")
+    for i in inputs:
+        try:
+            same = os.path.samefile(path, i)
+        except OSError:  # the input is gone / unreadable: not the same file
+            same = False
+        if same:
+            raise GastrtError(f"{path}: is the input {i}; refusing to overwrite an input "
+                              "(choose another output path)")
+
+
+def atomic_write(path: str, write_fn, inputs=()) -> None:
     """Write through a temp file in the destination folder, then rename: never a partial file.
     ``write_fn(f)`` gets a binary file. The result has the usual umask permissions (mkstemp's
-    are 0600)."""
+    are 0600). ``inputs``: files the output must not replace (check_output_path). A failure to
+    write (full disk, no permission) is a GastrtError naming the path."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(d):
         raise GastrtError(f"{path}: output directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=d)
+    check_output_path(path, inputs)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=d)
+    except OSError as e:
+        raise GastrtError(f"{path}: cannot write here ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -90,16 +115,19 @@ def atomic_write(path: str, write_fn) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise GastrtError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
-def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
-    """tensors: name -> (safetensors dtype, array already in that dtype)."""
+def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray]], inputs=()) -> None:
+    """tensors: name -> (safetensors dtype, array already in that dtype); ``inputs``: files the
+    engine must not replace (the checkpoint)."""
     header: dict = {}
     off = 0
     blobs = []
@@ -123,7 +151,7 @@ def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray
         for b in blobs:
             f.write(b)
 
-    atomic_write(path, write)
+    atomic_write(path, write, inputs)
 
 
 def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mmap.mmap:
