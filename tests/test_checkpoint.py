@@ -488,3 +488,63 @@ def test_out_of_bounds_view_is_refused(tmp_path):
     data[i + 1] = 200
     (tmp_path / "oob.pt").write_bytes(bytes(data))
     _raises(tmp_path / "oob.pt", "needs 200 elements")
+
+
+# ---- hostile files: bounded depth, opcodes and inflation (issue #15) -------------------------------
+
+def _legacy_file(path, obj_pickle: bytes) -> str:
+    """A legacy torch.save layout around a hand-made object pickle."""
+    with open(path, "wb") as f:
+        for o in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            f.write(pickle.dumps(o, protocol=2))
+        f.write(obj_pickle)
+        f.write(pickle.dumps([], protocol=2))
+    return str(path)
+
+
+@pytest.mark.parametrize("depth", [150, 1000, 1_000_000])
+def test_deeply_nested_objects_are_refused_not_crashed(tmp_path, depth):
+    """A dict keyed by a tuple nested `depth` deep: the C unpickler / hashing would recurse on the
+    C stack (SIGSEGV at 10^6); the pre-scan refuses it, at once."""
+    key = b"N" + b"\x85" * depth                       # None, then TUPLE1 `depth` times
+    path = _legacy_file(tmp_path / "deep.bin", b"\x80\x02}" + key + b"Ns.")
+    t0 = time.perf_counter()
+    _raises(path, "nested more than 100 levels")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_nesting_within_the_limit_still_loads(tmp_path):
+    obj = {"model_pos": collections.OrderedDict(w=torch.zeros(2)), "extra": ((((1,),),),)}
+    path = tmp_path / "ok.bin"
+    torch.save(obj, path)
+    pos, _, _ = load_state_dicts(path)
+    assert list(pos) == ["w"]
+
+
+def test_zip_members_cannot_inflate_past_what_they_hold(tmp_path):
+    # data.pkl inflating to 300 MB from a 300 kB archive
+    bomb = tmp_path / "bomb.bin"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00." + b"\x00" * (300 << 20))
+    assert os.path.getsize(bomb) < 1 << 20
+    _raises(str(bomb), "declares 314,572,806 bytes")
+    # a storage member larger than its record says (2 floats declared, 64 MiB stored)
+    good = tmp_path / "good.bin"
+    torch.save({"model_pos": {"w": torch.zeros(2)}}, good)
+    evil = tmp_path / "evil.bin"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if "/data/" in info.filename:
+                data = bytes(64 << 20)
+            zout.writestr(info.filename, data)
+    _raises(str(evil), "for a storage of 8 bytes")
+    # a byteorder record is a word, not megabytes
+    bo = tmp_path / "bo.bin"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bo, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("byteorder"):
+                data = b"little" + bytes(1 << 20)
+            zout.writestr(info.filename, data)
+    _raises(str(bo), "byteorder")

@@ -454,6 +454,61 @@ class _Unpickler(pickle.Unpickler):
 
 
 _MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
+# A state dict nests 3-6 levels (checkpoint dict -> state dict -> tensor rebuild args -> size
+# tuples); anything near this is hostile: the C unpickler, hashing and freeing recurse on the C
+# stack, and a few hundred thousand levels crash the process.
+MAX_PICKLE_DEPTH = 100
+MAX_PICKLE_OPS = 20_000_000  # ~30 opcodes per tensor: far above any real checkpoint
+MAX_PICKLE_BYTES = 256 << 20  # an object pickle (data.pkl) is kilobytes to a few megabytes
+
+
+class _DepthScan:
+    """Nesting depth of the objects a pickle builds, from its opcodes alone (the stack effects
+    pickletools documents): each value is tracked by the depth of the deepest container in it."""
+
+    def __init__(self):
+        self.stack: list = []   # depths, or None for a MARK
+        self.memo: dict = {}
+
+    def _pop_to_mark(self) -> list:
+        out = []
+        while self.stack and self.stack[-1] is not None:
+            out.append(self.stack.pop())
+        if self.stack:
+            self.stack.pop()  # the mark
+        return out
+
+    def step(self, op, arg) -> int:
+        """Applies one opcode; returns the depth of what it pushed (0: nothing)."""
+        if op.name in _MEMO_PUT or op.name == "MEMOIZE":
+            key = len(self.memo) if op.name == "MEMOIZE" else arg
+            self.memo[key] = self.stack[-1] if self.stack and self.stack[-1] is not None else 1
+            return 0
+        if op.name in _MEMO_GET:
+            d = self.memo.get(arg, 1)
+            self.stack.append(d)
+            return d
+        popped: list = []
+        before = list(op.stack_before)
+        while before:
+            item = before.pop()
+            if item is pickletools.stackslice:
+                continue  # with the markobject before it: everything down to the mark
+            if item is pickletools.markobject:
+                popped += self._pop_to_mark()
+            elif self.stack:
+                v = self.stack.pop()
+                popped.append(1 if v is None else v)
+        depth = 0
+        for item in op.stack_after:
+            if item is pickletools.markobject:
+                self.stack.append(None)
+                continue
+            depth = 1 + max(popped) if popped else 1
+            self.stack.append(depth)
+        return depth
 
 
 def _unpickle(src, start, load_storage=None):
@@ -467,12 +522,18 @@ def _unpickle(src, start, load_storage=None):
     stream = io.BytesIO(src) if isinstance(src, bytes) else src
     stream.seek(start)
     n_ops = 0
+    scan = _DepthScan()
     for op, arg, pos in pickletools.genops(stream):
         n_ops += 1
+        if n_ops > MAX_PICKLE_OPS:
+            raise _corrupt(f"pickle has more than {MAX_PICKLE_OPS:,} opcodes")
         if op.name in _MEMO_OPS and not 0 <= int(arg) < n_ops:
             raise _corrupt(f"pickle memo index {arg} at byte {pos}")
         if op.name in ("NEXT_BUFFER", "READONLY_BUFFER"):  # out-of-band buffers: never written by torch
             raise _corrupt(f"unexpected pickle opcode {op.name} at byte {pos}")
+        if scan.step(op, arg) > MAX_PICKLE_DEPTH:
+            raise _Problem(f"objects nested more than {MAX_PICKLE_DEPTH} levels deep (at byte {pos}): "
+                           "not a state dict")
     end = stream.tell()
     obj = _Unpickler(io.BytesIO(src[start:end]), load_storage).load()
     return obj, end
@@ -491,9 +552,22 @@ def _check_storage_args(storage_type, key, numel):
 # --------------------------------------------------------------------------- containers
 
 
-def _zip_record(zf, buf, name):
-    """A zip member's bytes as a uint8 array; stored members are viewed in place (no copy)."""
+def _zip_member(zf, name, limit, what):
+    """A zip member read whole, after checking the size it declares (zipfile reads no more than
+    that): a small archive must not inflate to gigabytes."""
     info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise _corrupt(f"{name} declares {info.file_size:,} bytes, more than {what} can hold ({limit:,})")
+    return zf.read(name)
+
+
+def _zip_record(zf, buf, name, nbytes):
+    """A zip member's bytes as a uint8 array; stored members are viewed in place (no copy).
+    ``nbytes``: what the storage record says it holds; a member declaring more (beyond a page of
+    slack) is refused before it is inflated."""
+    info = zf.getinfo(name)
+    if info.file_size > nbytes + 4096:
+        raise _corrupt(f"{name} declares {info.file_size:,} bytes for a storage of {nbytes:,} bytes")
     if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
         start = info.header_offset
         if buf[start:start + 4] == b"PK\x03\x04":
@@ -501,7 +575,7 @@ def _zip_record(zf, buf, name):
             start += 30 + name_len + extra_len  # torch pads the extra field to align data
             if start + info.file_size <= len(buf):
                 return np.frombuffer(buf, dtype=np.uint8, count=info.file_size, offset=start)
-    return np.frombuffer(zf.read(name), dtype=np.uint8)  # compressed or odd: let zipfile do it
+    return np.frombuffer(_zip_member(zf, name, nbytes + 4096, "its storage"), dtype=np.uint8)
 
 
 def _read_zip(fh, buf):
@@ -513,7 +587,7 @@ def _read_zip(fh, buf):
     prefix = pkls[0][: -len("data.pkl")]
     big_endian = False
     if prefix + "byteorder" in names:
-        order = zf.read(prefix + "byteorder").strip()
+        order = _zip_member(zf, prefix + "byteorder", 64, "a byteorder record").strip()
         if order not in (b"little", b"big"):
             raise _corrupt(f"unknown byteorder record {order[:20]!r}")
         big_endian = order == b"big"
@@ -526,7 +600,7 @@ def _read_zip(fh, buf):
         key = _check_storage_args(storage_type, key, numel)
         if key not in storages:
             try:
-                raw = _zip_record(zf, buf, f"{prefix}data/{key}")
+                raw = _zip_record(zf, buf, f"{prefix}data/{key}", numel * storage_type.dtype.itemsize)
             except KeyError:
                 raise _corrupt(f"storage record {prefix}data/{key} is missing") from None
             st = _Storage(key, storage_type.dtype, numel)
@@ -534,7 +608,7 @@ def _read_zip(fh, buf):
             storages[key] = st
         return storages[key]
 
-    obj, _ = _unpickle(zf.read(pkls[0]), 0, load_storage)
+    obj, _ = _unpickle(_zip_member(zf, pkls[0], MAX_PICKLE_BYTES, "an object pickle"), 0, load_storage)
     return obj, big_endian
 
 
