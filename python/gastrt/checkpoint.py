@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import GastrtError
 
-__all__ = ["CheckpointError", "read_torch_file", "load_state_dicts"]
+__all__ = ["CheckpointError", "read_torch_file", "load_state_dicts", "scan_pickle"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -511,16 +511,8 @@ class _DepthScan:
         return depth
 
 
-def _unpickle(src, start, load_storage=None):
-    """Unpickle the pickle at ``src[start:]`` (bytes or mmap) -> (object, end offset).
-
-    The opcodes are scanned first (pure Python, bounded reads) because the C unpickler
-    trusts the stream: a corrupt LONG_BINPUT index makes it allocate and zero a memo
-    table of up to 2**32 entries, and length fields make it pre-allocate buffers.
-    Scanning also tells where the pickle ends, so only its own bytes are copied.
-    """
-    stream = io.BytesIO(src) if isinstance(src, bytes) else src
-    stream.seek(start)
+def _scan(stream) -> None:
+    """The opcode pre-scan of one pickle from ``stream``'s position (raises _Problem)."""
     n_ops = 0
     scan = _DepthScan()
     for op, arg, pos in pickletools.genops(stream):
@@ -532,8 +524,32 @@ def _unpickle(src, start, load_storage=None):
         if op.name in ("NEXT_BUFFER", "READONLY_BUFFER"):  # out-of-band buffers: never written by torch
             raise _corrupt(f"unexpected pickle opcode {op.name} at byte {pos}")
         if scan.step(op, arg) > MAX_PICKLE_DEPTH:
-            raise _Problem(f"objects nested more than {MAX_PICKLE_DEPTH} levels deep (at byte {pos}): "
-                           "not a state dict")
+            raise _Problem(f"objects nested more than {MAX_PICKLE_DEPTH} levels deep (at byte {pos})")
+
+
+def scan_pickle(stream, what: str) -> None:
+    """Checks a pickle before any unpickler sees it (other readers of untrusted pickles use it
+    too): nesting depth, opcode count and memo indices bounded. Raises GastrtError naming
+    ``what``."""
+    try:
+        _scan(stream)
+    except _Problem as e:
+        raise GastrtError(f"{what}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a malformed opcode stream
+        raise GastrtError(f"{what}: malformed pickle ({type(e).__name__}: {e})") from None
+
+
+def _unpickle(src, start, load_storage=None):
+    """Unpickle the pickle at ``src[start:]`` (bytes or mmap) -> (object, end offset).
+
+    The opcodes are scanned first (pure Python, bounded reads) because the C unpickler
+    trusts the stream: a corrupt LONG_BINPUT index makes it allocate and zero a memo
+    table of up to 2**32 entries, and length fields make it pre-allocate buffers.
+    Scanning also tells where the pickle ends, so only its own bytes are copied.
+    """
+    stream = io.BytesIO(src) if isinstance(src, bytes) else src
+    stream.seek(start)
+    _scan(stream)
     end = stream.tell()
     obj = _Unpickler(io.BytesIO(src[start:end]), load_storage).load()
     return obj, end

@@ -15,11 +15,12 @@ from .errors import NativeError
 def _subcommand_registrars() -> tuple:
     """add_parsers(subparsers) of the modules that contribute subcommands, in help order."""
     from .bench import add_parsers as bench
+    from .evaluation import add_parsers as evaluate
     from .lifting import add_parsers as lift
     from .onnx_export import add_parsers as export
     from .render import add_parsers as render
     from .stream.jsonl import add_parsers as stream
-    return (lift, render, bench, export, stream)
+    return (lift, render, bench, evaluate, export, stream)
 
 
 def _fmt_count(n: float) -> str:
@@ -35,7 +36,8 @@ def cmd_build(args) -> int:
     if args.backend == "tensorrt":
         from .tensorrt_builder import build_tensorrt_cli
         return build_tensorrt_cli(args)
-    out = build(args.checkpoint, args.output, causal=args.causal, precision=args.precision)
+    out = build(args.checkpoint, args.output, causal=args.causal, precision=args.precision,
+                allow_nonfinite=args.allow_nonfinite)
     from .engine_file import read_engine
     meta, _ = read_engine(out, verify=False)
     h = meta["hyper"]
@@ -154,6 +156,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="engine path (default: CHECKPOINT with .gastrt)")
     b.add_argument("--causal", action="store_true", help="the checkpoint was trained with causal convolutions")
     b.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    b.add_argument("--allow-nonfinite", action="store_true",
+                   help="build even when weights hold NaN / inf (the engine then outputs NaN)")
     b.add_argument("--backend", choices=("gastrt", "tensorrt"), default="gastrt",
                    help="gastrt engine file (default) or a TensorRT plan")
     b.add_argument("--min-batch", type=int, default=1)
