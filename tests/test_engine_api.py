@@ -33,7 +33,7 @@ def test_metadata_and_api_names(small):
     assert (eng.family, eng.receptive_field, eng.num_joints, eng.causal, eng.precision) == \
         ("gast", 9, 17, False, "fp32")
     meta, tensors = read_engine(path)
-    assert meta["format_version"] == 1 and meta["hyper"]["channels"] == 16
+    assert meta["format_version"] == 2 and meta["hyper"]["channels"] == 16 and len(meta["content_sha256"]) == 64
     assert meta["source_sha256"] and meta["gastrt_version"] == gastrt.__version__
     sd = torch.load(ck, weights_only=True)["model_pos"]
     trainable = sum(v.numel() for k, v in sd.items()
@@ -152,6 +152,78 @@ def _corrupt(path, tmp_path, how):
         data = b"hello world, this is not an engine file at all" * 3
     out.write_bytes(bytes(data))
     return str(out)
+
+
+def _edit_header(path, tmp_path, name, edit):
+    """The engine with its JSON header changed by edit(header, meta) (same length or not)."""
+    data = open(path, "rb").read()
+    hlen = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + hlen])
+    meta = json.loads(header["__metadata__"]["gastrt"])
+    edit(header, meta)
+    header["__metadata__"]["gastrt"] = json.dumps(meta, sort_keys=True)
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-(len(hb) + 8) % 8)
+    out = tmp_path / f"{name}.gastrt"
+    out.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + hlen:])
+    return str(out)
+
+
+def _first_tensor(header):
+    return next(k for k in header if k != "__metadata__")
+
+
+@pytest.mark.parametrize("name, edit", [
+    # one digit of an offset: loaded fine and gave outputs off by 7.7e36 before the header checksum
+    ("offset-digit", lambda h, m: h[_first_tensor(h)]["data_offsets"].__setitem__(
+        0, h[_first_tensor(h)]["data_offsets"][0] + 4)),
+    ("causal-flag", lambda h, m: m.__setitem__("causal", not m["causal"])),
+    ("flip-joints", lambda h, m: m.__setitem__("kps_left", m["kps_left"][::-1])),
+    ("plan-edit", lambda h, m: m["plans"]["pos"].__setitem__("pad", 0)),
+])
+def test_header_edits_fail_the_checksum(small, tmp_path, name, edit):
+    with pytest.raises(gastrt.EngineFileError, match="header checksum"):
+        gastrt.load(_edit_header(small[1], tmp_path, name, edit), backend="numpy")
+
+
+def test_every_loader_failure_is_an_engine_file_error(small, tmp_path):
+    """Without verification the header is trusted: damage still surfaces as EngineFileError,
+    never KeyError / TypeError / OverflowError."""
+    cases = {
+        "offsets-out-of-range": lambda h, m: h[_first_tensor(h)].__setitem__("data_offsets", [0, 10**12]),
+        "offset-misaligned": lambda h, m: h[_first_tensor(h)].__setitem__(
+            "data_offsets", [h[_first_tensor(h)]["data_offsets"][0] + 1, h[_first_tensor(h)]["data_offsets"][1] + 1]),
+        "shape-not-a-list": lambda h, m: h[_first_tensor(h)].__setitem__("shape", 5),
+        "huge-shape": lambda h, m: h[_first_tensor(h)].__setitem__("shape", [2**62, 2**62]),
+        "plans-garbage": lambda h, m: m.__setitem__("plans", {"pos": [1, 2]}),
+        "dtype-unknown": lambda h, m: h[_first_tensor(h)].__setitem__("dtype", "C64"),
+    }
+    for name, edit in cases.items():
+        with pytest.raises(gastrt.EngineFileError):
+            gastrt.load(_edit_header(small[1], tmp_path, name, edit), backend="numpy", verify=False)
+
+
+def test_a_loaded_engine_holds_no_file_descriptor(small):
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    before = fds()
+    engines = [gastrt.load(small[1], backend="numpy") for _ in range(20)]
+    assert fds() - before <= 1, "an fd per engine (1018 loads hit the fd limit)"
+    del engines
+
+
+def test_offsets_are_element_aligned_without_holes(small):
+    meta, tensors = read_engine(small[1])
+    data = open(small[1], "rb").read()
+    hlen = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + hlen])
+    spans = sorted(tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
+    assert spans[0][0] == 0 and spans[-1][1] == meta["data_bytes"]
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no holes (safetensors' rule)
+    for k, v in header.items():
+        if k != "__metadata__":
+            assert v["data_offsets"][0] % tensors[k].dtype.itemsize == 0
 
 
 @pytest.mark.parametrize("how, match", [

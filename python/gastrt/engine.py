@@ -14,7 +14,7 @@ import numpy as np
 from .argtypes import DEVICES_HELP, parse_device  # noqa: F401  (public: gastrt.engine.parse_device)
 from .builder import build, default_output_path, lower_checkpoint  # noqa: F401  (public: gastrt.engine.build)
 from .engine_file import PRECISIONS, read_model  # noqa: F401  (PRECISIONS: public here too)
-from .errors import GastrtError
+from .errors import EngineFileError, GastrtError, OutOfMemoryError
 from .plan import Plan, flops_per_frame
 from .backends import Backend, find_loader, make_cuda_backend, make_native_backend, make_numpy_backend
 from .skeletons import flip_joints, flip_permutation, merge_flipped
@@ -51,7 +51,15 @@ def load(path, device: str | None = None, threads: int | None = None, backend: s
         raise GastrtError(f"threads must be a positive integer, got {threads!r}")
     model = read_model(path, verify=verify)
     meta, plans, weights = model.metadata, model.plans, model.weights
-    be = _make_backend(backend, dev, index, plans, weights, threads, meta.get("precision", "fp32"))
+    try:
+        be = _make_backend(backend, dev, index, plans, weights, threads, meta.get("precision", "fp32"))
+    except (GastrtError, OutOfMemoryError):
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as e:
+        # a plan that passed the file checks (verify=False, or a crafted file with valid hashes)
+        # but that a backend cannot take: still the file's fault, still one error type
+        raise EngineFileError(f"{path}: the engine's plans cannot be set up ({type(e).__name__}: "
+                              f"{str(e)[:160]})") from None
     return Engine(path, meta, plans, weights, be, f"{dev}:{index}" if dev == "cuda" else "cpu")
 
 

@@ -1,13 +1,15 @@
 """The `.gastrt` engine file: the safetensors layout (u64 header length, JSON header, raw
 little-endian tensors), so any safetensors reader can open it; gastrt's metadata lives in
-`__metadata__["gastrt"]` as a JSON string. No pickle anywhere; memory-mapped on load; the data
-section carries a SHA-256 so truncation and corruption are caught with a clear error."""
+`__metadata__["gastrt"]` as a JSON string. No pickle anywhere; read whole on load (no file
+descriptor stays open); a SHA-256 over the data and one over the header (tensor table and
+metadata, plans included) catch truncation and any changed byte with a clear error."""
 from __future__ import annotations
 
 import hashlib
 import json
 import mmap
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -19,7 +21,10 @@ from .errors import EngineFileError, GastrtError
 from .plan import Plan
 
 FORMAT_NAME = "gastrt-engine"
-FORMAT_VERSION = 1
+# 2: tensors ordered by element size (fp32 first), so every offset is a multiple of its element
+# size with no holes (safetensors' rule); content_sha256 covers the header (tensor table and
+# metadata, plans included) and the data, so no byte of the file goes unchecked.
+FORMAT_VERSION = 2
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 _MAX_HEADER = 64 << 20
 
@@ -132,7 +137,7 @@ def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray
     off = 0
     blobs = []
     h = hashlib.sha256()
-    for name in sorted(tensors):
+    for name in sorted(tensors, key=lambda n: (-np.dtype(_DTYPES[tensors[n][0]]).itemsize, n)):
         dt, a = tensors[name]
         raw = np.ascontiguousarray(a).astype(np.dtype(_DTYPES[dt]).newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
@@ -141,6 +146,7 @@ def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray
         h.update(raw)
     meta = dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, data_sha256=h.hexdigest(),
                 data_bytes=off)
+    meta["content_sha256"] = _content_sha256(header, meta, h)
     header["__metadata__"] = {"gastrt": json.dumps(meta, sort_keys=True)}
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-(len(hb) + 8) % 8)
@@ -152,6 +158,16 @@ def write_engine(path: str, meta: dict, tensors: dict[str, tuple[str, np.ndarray
             f.write(b)
 
     atomic_write(path, write, inputs)
+
+
+def _content_sha256(table: dict, meta: dict, data_hash) -> str:
+    """One hash over everything a reader acts on: the tensor table, the metadata (plans, flip
+    joints, causal ...) except this field, and the data's own hash."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"tensors": table, "meta": {k: v for k, v in meta.items() if k != "content_sha256"}},
+                        sort_keys=True, separators=(",", ":")).encode())
+    h.update(data_hash.digest())
+    return h.hexdigest()
 
 
 def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mmap.mmap:
@@ -169,14 +185,44 @@ def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mma
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+def _read_whole(path: str, expected: str, min_size: int, too_short: str) -> bytes:
+    """The file's bytes (read, then closed: a loaded engine holds no file descriptor)."""
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise EngineFileError(f"{path}: is a directory, expected {expected}") from None
+    except OSError as e:
+        raise EngineFileError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise EngineFileError(f"{path}: not a regular file, expected {expected}")
+        if st.st_size < min_size:
+            raise EngineFileError(f"{path}: {too_short}")
+        try:
+            return f.read()
+        except OSError as e:
+            raise EngineFileError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """-> (metadata, name -> array in its stored dtype; bf16 as uint16 bits). Arrays are views
-    of a read-only memory map."""
+    """-> (metadata, name -> array in its stored dtype; bf16 as uint16 bits), read-only views of
+    the file's bytes. Any damage is an EngineFileError naming the file."""
+    try:
+        return _read_engine(path, verify)
+    except EngineFileError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, ZeroDivisionError, AttributeError,
+            struct.error) as e:
+        raise EngineFileError(f"{path}: corrupted engine file ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def _read_engine(path: str, verify: bool) -> tuple[dict, dict[str, np.ndarray]]:
     def bad(why: str) -> EngineFileError:
         return EngineFileError(f"{path}: {why}")
 
-    mm = map_readonly(path, "a .gastrt engine file", 8,
-                      "not a gastrt engine (file too short; expected a .gastrt file written by `gastrt build`)")
+    mm = _read_whole(path, "a .gastrt engine file", 8,
+                     "not a gastrt engine (file too short; expected a .gastrt file written by `gastrt build`)")
     size = len(mm)
     (hlen,) = struct.unpack("<Q", mm[:8])
     if hlen > min(size - 8, _MAX_HEADER):
@@ -192,24 +238,33 @@ def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndar
     if not isinstance(ver, int) or ver > FORMAT_VERSION:
         raise bad(f"engine format version {ver} is newer than this gastrt reads ({FORMAT_VERSION}); "
                   "upgrade gastrt or rebuild the engine")
+    if ver < FORMAT_VERSION:
+        raise bad(f"engine format version {ver} was written by an older gastrt without a checksum over "
+                  "its header: rebuild it with `gastrt build`")
     base = 8 + hlen
-    if size != base + meta.get("data_bytes", -1):
-        raise bad(f"truncated or corrupted ({size} bytes, expected {base + meta.get('data_bytes', 0)})")
-    if verify and hashlib.sha256(memoryview(mm)[base:]).hexdigest() != meta.get("data_sha256"):
-        raise bad("corrupted: weight checksum mismatch")
+    data_bytes = meta.get("data_bytes")
+    if not isinstance(data_bytes, int) or size != base + data_bytes:
+        raise bad(f"truncated or corrupted ({size} bytes, expected {base} + data_bytes {data_bytes!r})")
+    if verify:
+        dh = hashlib.sha256(memoryview(mm)[base:])
+        if dh.hexdigest() != meta.get("data_sha256"):
+            raise bad("corrupted: weight checksum mismatch")
+        if _content_sha256(header, meta, dh) != meta.get("content_sha256"):
+            raise bad("corrupted: header checksum mismatch (the tensor table or the metadata was changed)")
     tensors = {}
     for name, info in header.items():
         try:
-            dt = _DTYPES[info["dtype"]]
-            b, e = info["data_offsets"]
+            dt = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+            b, e = (int(v) for v in info["data_offsets"])
             shape = tuple(int(s) for s in info["shape"])
         except (KeyError, TypeError, ValueError):
-            raise bad(f"corrupted header entry {name!r}") from None
-        a = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"), count=(e - b) // np.dtype(dt).itemsize,
-                          offset=base + b)
-        if a.size != int(np.prod(shape)):
-            raise bad(f"corrupted header entry {name!r} (size does not match shape)")
-        tensors[name] = a.reshape(shape)
+            raise bad(f"corrupted header entry {str(name)[:80]!r}") from None
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(s < 0 for s in shape) or not 0 <= b <= e <= data_bytes or e - b != count * dt.itemsize:
+            raise bad(f"corrupted header entry {str(name)[:80]!r} (offsets {b}..{e} do not hold shape {shape})")
+        if b % dt.itemsize:  # the native kernels read whole elements
+            raise bad(f"corrupted header entry {str(name)[:80]!r} (offset {b} not a multiple of {dt.itemsize})")
+        tensors[name] = np.frombuffer(mm, dtype=dt, count=count, offset=base + b).reshape(shape)
     return meta, tensors
 
 
@@ -246,9 +301,9 @@ def read_model(path: str, verify: bool = True) -> EngineModel:
     meta, tensors = read_engine(path, verify=verify)
     try:
         plans = {name: Plan.from_json(p) for name, p in meta["plans"].items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise GastrtError(f"{path}: corrupted engine metadata ({e})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
+        raise EngineFileError(f"{path}: corrupted engine metadata ({type(e).__name__}: {str(e)[:160]})") from None
     missing = [n for p in plans.values() for n in p.weight_names() if n not in tensors]
     if missing:
-        raise GastrtError(f"{path}: corrupted engine (weight {missing[0]!r} missing)")
+        raise EngineFileError(f"{path}: corrupted engine (weight {missing[0]!r} missing)")
     return EngineModel(meta, plans, weights_as_float32(tensors))

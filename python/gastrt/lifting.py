@@ -21,6 +21,8 @@ import numpy as np
 from .argtypes import positive_int
 from .engine import load
 from .engine_file import atomic_write
+from .errors import GastrtError
+from .skeletons import skeleton_for
 from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, engine_input_layout,
                         fill_missing, guess_format, nonzero_frames, normalize_screen, parse_size,
                         plan_layout, present_mask, read_keypoints, rebase_height)
@@ -128,26 +130,44 @@ def lift_keypoints(engine: Any, keypoints_2d: np.ndarray, *, flip: bool = True) 
     return out
 
 
-def _load_engine(engine_or_path: Any) -> tuple[Any, str | None]:
+def _load_engine(engine_or_path: Any, device: str | None = None) -> tuple[Any, str | None]:
     if not isinstance(engine_or_path, (str, os.PathLike)):
         return engine_or_path, None
     path = os.fspath(engine_or_path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: engine file not found")
-    return load(path), path
+    return load(path, device=device), path
+
+
+# What an output file records about its poses (the model's training data: Human3.6M and
+# HumanEva are in metres; poses are relative to the root joint, joint 0, which sits at 0).
+UNITS = "m"
+COORDINATE_FRAME = "camera (x right, y down, z forward), root-relative: joint 0 at the origin"
+WORLD_FRAME = "world (demo camera->world rotation, z up), each person's lowest joint at z = 0"
+_ENGINE_KEYS = ("family", "hyper", "receptive_field", "causal", "precision", "skeleton", "num_joints",
+                "num_joints_out", "parameter_count", "source_name", "source_sha256", "gastrt_version")
+
+
+def _joint_names(n: int) -> list[str] | None:
+    try:
+        return list(skeleton_for(n).names) or None
+    except GastrtError:  # a joint count without a known skeleton
+        return None
 
 
 def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = "auto",
               size: Any = None, flip: bool = True, people: int | None = None,
               world: bool = False, progress: Progress | None = None,
-              video: str | None = None) -> LiftResult:
+              video: str | None = None, device: str | None = None) -> LiftResult:
     """Lift a 2D keypoint file (GAST-Net JSON, OpenPose JSON dir/file, MMPose JSON,
     VideoPose3D npz, .npy/.npz array) with an engine (object or ``.gastrt`` path).
 
     fmt: 'auto' or a layout in FORMATS; size: (w, h) or 'WxH' when the file has none;
     flip: test-time flip augmentation; people: at most N people; world: also return
     poses_world (demo camera->world rotation, lowest z of each person's sequence -> 0);
-    progress(stage, done, total); video: which video of a multi-video VideoPose3D npz.
+    progress(stage, done, total); video: which video of a multi-video VideoPose3D npz; device:
+    where a path's engine runs ("cpu", "cuda", "cuda:N"). The metadata records joint names,
+    units, the coordinate frame and the engine's own metadata.
     Raises UserError (a ValueError) for bad input. -> LiftResult
     """
     input_path = os.fspath(input_path)
@@ -156,7 +176,7 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     if not os.path.exists(input_path):
         raise UserError(f"{input_path}: no such file or directory")
     parse_size(size)
-    engine, engine_path = _load_engine(engine_or_path)
+    engine, engine_path = _load_engine(engine_or_path, device)
     raw = read_keypoints(input_path, video=video, progress=progress)
     engine_input = engine_input_layout(engine)
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
@@ -188,8 +208,17 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
         "world": bool(world),
         "people": prep.people,
         "frames": int(T),
+        # video frame (0-based) of result frame 0: every reader lays frames out from the
+        # video's first frame (GAST-Net frame_index 1 -> 0), gaps included
+        "frame_start": 0,
         "valid_frames": int(prep.valid.sum()),
         "warnings": prep.warnings,
+        "joint_names": _joint_names(int(poses.shape[2])),
+        "units": UNITS,
+        "coordinate_frame": COORDINATE_FRAME,
+        "world_frame": WORLD_FRAME if world else None,
+        "engine_metadata": {k: _plain(engine.metadata.get(k)) for k in _ENGINE_KEYS}
+        if isinstance(getattr(engine, "metadata", None), dict) else None,
     }
     meta.update({k: _plain(v) for k, v in raw.extra.items() if v is not None})
     return LiftResult(poses, prep.valid, prep.keypoints_2d, meta, poses_world)
@@ -332,7 +361,7 @@ def _cmd_lift(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", LiftWarning)
             result = lift_file(args.engine, args.input, fmt=args.format, size=args.size,
                                flip=args.flip, people=args.people, world=args.world,
-                               progress=bar, video=args.video)
+                               progress=bar, video=args.npz_video, device=args.device)
     finally:
         bar.close()
     _print_warnings(caught)
@@ -363,5 +392,17 @@ def add_parsers(subparsers: Any) -> None:
                    help="lift at most N people (default: all)")
     p.add_argument("--world", action="store_true",
                    help="also write poses_world: demo camera->world rotation, feet on z=0")
-    p.add_argument("--video", help="video name inside a multi-video VideoPose3D npz")
+    p.add_argument("--npz-video", metavar="NAME",
+                   help="which video of a multi-video VideoPose3D npz (its key); to draw over a video "
+                        "file use `gastrt render --overlay`")
+    p.add_argument("--video", action=_RenamedVideo, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help="where the engine runs: cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=_cmd_lift)
+
+
+class _RenamedVideo(argparse.Action):
+    """`lift --video` chose a video inside an npz, which read like an overlay: renamed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("--video was renamed --npz-video (a video inside a VideoPose3D npz); to draw the poses "
+                     "over a video file: gastrt render RESULT --overlay VIDEO")

@@ -21,6 +21,7 @@ class Skeleton:
     joints_left: tuple[int, ...]
     joints_right: tuple[int, ...]
     distal: tuple[int, ...]  # GAST-Net's distal joints (2nd-order neighbourhood)
+    names: tuple[str, ...] = ()  # joint names, in joint order (what output files record)
 
     @property
     def num_joints(self) -> int:
@@ -32,22 +33,31 @@ H36M_17 = Skeleton(
     (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15),
     (4, 5, 6, 11, 12, 13), (1, 2, 3, 14, 15, 16),
     (3, 6, 10, 13, 16),
+    ("Hip", "RHip", "RKnee", "RFoot", "LHip", "LKnee", "LFoot", "Spine", "Thorax", "Neck/Nose", "Head",
+     "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist"),
 )
 H36M_TOES_19 = Skeleton(
     "Human3.6M+toes-19",
     (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 10, 13, 14, 10, 16, 17),
     (5, 6, 7, 8, 13, 14, 15), (1, 2, 3, 4, 16, 17, 18),
     (3, 4, 7, 8, 12, 15, 18),
+    ("Hip", "RHip", "RKnee", "RAnkle", "RToe", "LHip", "LKnee", "LAnkle", "LToe", "Spine", "Thorax",
+     "Neck/Nose", "Head", "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist"),
 )
 HUMANEVA_15 = Skeleton(
     "HumanEva-15",
     (-1, 0, 1, 2, 3, 1, 5, 6, 0, 8, 9, 0, 11, 12, 1),
     (2, 3, 4, 8, 9, 10), (5, 6, 7, 11, 12, 13),
     (4, 7, 10, 13),
+    ("Pelvis", "Thorax", "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist", "LHip", "LKnee",
+     "LAnkle", "RHip", "RKnee", "RAnkle", "Head"),
 )
 
 # COCO-17 keypoint symmetry (left, right), for models whose inputs are raw COCO detections
 COCO_17_LR = ((1, 3, 5, 7, 9, 11, 13, 15), (2, 4, 6, 8, 10, 12, 14, 16))
+# COCO-17 bones (child, parent), for drawing COCO-ordered 2D input
+COCO_17_BONES = ((1, 0), (2, 0), (3, 1), (4, 2), (6, 5), (7, 5), (9, 7), (8, 6), (10, 8),
+                 (11, 5), (12, 6), (12, 11), (13, 11), (15, 13), (14, 12), (16, 14))
 
 _BY_JOINTS = {s.num_joints: s for s in (H36M_17, H36M_TOES_19, HUMANEVA_15)}
 

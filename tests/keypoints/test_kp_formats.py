@@ -122,7 +122,7 @@ def test_videopose3d_npz(tmp_path):
     assert r.size == (1280, 720) and r.fmt_hint == "coco" and r.extra["video"] == "clip.mp4"
     np.testing.assert_array_equal(r.keypoints[0], seq)
     p2 = _write_vp3d(tmp_path / "two.npz", {"a": (seq, 640, 480), "b": (seq[:3], 320, 240)})
-    with pytest.raises(ValueError, match="--video"):
+    with pytest.raises(ValueError, match="--npz-video"):
         read_keypoints(p2)
     rb = read_keypoints(p2, video="b")
     assert rb.size == (320, 240) and rb.num_frames == 3

@@ -159,7 +159,7 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(np, "savez_compressed", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ValueError, match="disk full"):  # GastrtError naming the path
         save_result(r, tmp_path / "out.npz")
     assert os.listdir(tmp_path) == ["k.json"]               # no output, no temp file
     with pytest.raises(ValueError, match=r"\.npz or \.json"):
@@ -223,8 +223,9 @@ def _parser():
 def fake_load(monkeypatch):
     engines = []
 
-    def load(path):
+    def load(path, device=None):
         eng = FakeEngine(17)
+        eng.device_asked = device
         engines.append(eng)
         return eng, os.fspath(path)
     monkeypatch.setattr(lifting, "_load_engine", load)
@@ -235,12 +236,16 @@ def test_cli_lift(tmp_path, fake_load, capsys):
     p = write_gast_json(tmp_path / "k.json", {t + 1: [coco_pose(t)] for t in range(4)})
     out = tmp_path / "o.json"
     args = _parser().parse_args(["lift", "m.gastrt", p, "-o", str(out), "--size", "1280x720",
-                                 "--no-flip", "--world", "--people", "1"])
+                                 "--no-flip", "--world", "--people", "1", "--device", "cuda:1"])
     assert args.func(args) == 0
     doc = json.loads(out.read_text())
     assert np.asarray(doc["poses_3d"]).shape == (1, 4, 17, 3)
     assert doc["metadata"]["flip"] is False and "poses_world" in doc
-    assert fake_load[0].calls[0][1] is False
+    assert fake_load[0].calls[0][1] is False and fake_load[0].device_asked == "cuda:1"
+    # what the numbers are: joint names, units, frames
+    m = doc["metadata"]
+    assert m["joint_names"][:4] == ["Hip", "RHip", "RKnee", "RFoot"] and len(m["joint_names"]) == 17
+    assert m["units"] == "m" and "root-relative" in m["coordinate_frame"] and "z = 0" in m["world_frame"]
     assert "wrote" in capsys.readouterr().out
 
 
@@ -333,6 +338,9 @@ def test_real_engine_integration(tmp_path, preset):
     assert r.poses_3d.shape == (2, 20, eng.num_joints_out, 3)
     assert not r.valid[:, 9].any() and r.valid[:, 8].all()
     assert r.metadata["family"] == eng.family and r.metadata["engine"] == os.fspath(eng_path)
+    em = r.metadata["engine_metadata"]
+    assert em["family"] == eng.family and em["receptive_field"] == eng.receptive_field and em["source_sha256"]
+    assert len(r.metadata["joint_names"]) == eng.num_joints_out and r.metadata["units"] == "m"
     if preset == "videopose3d-27-humaneva":  # COCO-17 input, no H36M conversion
         assert r.metadata["engine_input"] == "coco"
         np.testing.assert_allclose(r.keypoints_2d[0, 0], cv.normalize_screen(coco_pose(0), W, H),
@@ -342,3 +350,13 @@ def test_real_engine_integration(tmp_path, preset):
     pytest.importorskip("matplotlib")
     from gastrt.render import render_result
     assert os.path.exists(render_result(out, tmp_path / "r.png"))
+
+
+def test_cli_lift_video_was_renamed(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["lift", "m.gastrt", "k.json", "--video", "clip.mp4"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--npz-video" in err and "render RESULT --overlay" in err
+    args = _parser().parse_args(["lift", "m.gastrt", "k.json", "--npz-video", "S1"])
+    assert args.npz_video == "S1" and args.device == "cpu"

@@ -367,7 +367,7 @@ def read_videopose3d(path: str, video: str | None = None) -> RawKeypoints:
     if video is None:
         if len(positions) > 1:
             raise _err(path, f"holds {len(positions)} videos ({', '.join(sorted(positions))}); "
-                             f"pick one with --video")
+                             f"pick one with --npz-video (video= in Python)")
         video = next(iter(positions))
     if video not in positions:
         raise _err(path, f"no video {video!r} (has: {', '.join(sorted(positions))})")
