@@ -309,3 +309,25 @@ def test_runtime_does_not_import_torch(small):
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_lift_sequence_chunks_by_workspace_budget(small, monkeypatch):
+    """Long sequences run in chunks sized from a workspace budget (issue #15: a fixed 16384-frame
+    chunk of GAST-27 with flip was a 6.4 GiB workspace); the chunking is exact."""
+    eng = gastrt.load(small[1])
+    big = eng.sequence_chunk("pos", 1, True)
+    eng.workspace_budget = 8 << 20
+    small_chunk = eng.sequence_chunk("pos", 1, True)
+    assert 1 <= small_chunk < big <= eng.max_sequence_frames
+    ws = eng.backend.workspace_bytes("pos", 2, small_chunk + eng.receptive_field - 1, "sequence")
+    if ws is not None:
+        assert ws <= 1.2 * eng.workspace_budget
+    seq = (np.random.default_rng(3).standard_normal((3 * small_chunk + 7, 17, 2)) * 0.3).astype(np.float32)
+    y_small = eng.lift_sequence(seq, flip=True)
+    eng.workspace_budget = 1 << 40
+    np.testing.assert_allclose(y_small, eng.lift_sequence(seq, flip=True), rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", "256M")
+    assert gastrt.load(small[1], backend="numpy").workspace_budget == 256 << 20
+    monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", "12")
+    with pytest.raises(gastrt.GastrtError, match="GASTRT_WORKSPACE_BUDGET"):
+        gastrt.load(small[1], backend="numpy")

@@ -15,7 +15,7 @@ from .argtypes import DEVICES_HELP, parse_device  # noqa: F401  (public: gastrt.
 from .builder import build, default_output_path, lower_checkpoint  # noqa: F401  (public: gastrt.engine.build)
 from .engine_file import PRECISIONS, read_model  # noqa: F401  (PRECISIONS: public here too)
 from .errors import EngineFileError, GastrtError, OutOfMemoryError
-from .plan import Plan, flops_per_frame
+from .plan import Plan, flops_per_frame, infer_shapes
 from .backends import Backend, find_loader, make_cuda_backend, make_native_backend, make_numpy_backend
 from .skeletons import flip_joints, flip_permutation, merge_flipped
 
@@ -33,6 +33,24 @@ def _make_backend(kind: str, device: str, index: int, plans, weights, threads, p
     if kind in (None, "numpy"):
         return make_numpy_backend(plans, weights, threads)
     raise GastrtError(f"unknown backend {kind!r}: expected 'native' or 'numpy'")
+
+
+DEFAULT_WORKSPACE_BUDGET = 1 << 30   # bytes of CPU workspace per lift_sequence call
+
+
+def _budget_from_env() -> int:
+    """``GASTRT_WORKSPACE_BUDGET`` (bytes, or with a K/M/G suffix), else 1 GiB."""
+    v = os.environ.get("GASTRT_WORKSPACE_BUDGET", "").strip()
+    if not v:
+        return DEFAULT_WORKSPACE_BUDGET
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(v[-1:].upper(), 1)
+    try:
+        n = int(float(v[:-1] if mult > 1 else v) * mult)
+    except ValueError:
+        n = 0
+    if n < 1 << 20:
+        raise GastrtError(f"GASTRT_WORKSPACE_BUDGET={v!r}: expected bytes (at least 1M), e.g. 512M or 2G")
+    return n
 
 
 def load(path, device: str | None = None, threads: int | None = None, backend: str | None = None,
@@ -106,8 +124,11 @@ class Engine:
         self.kps_left = list(meta.get("kps_left", self.joints_left))
         self.kps_right = list(meta.get("kps_right", self.joints_right))
         self.has_trajectory = "traj" in plans
-        # output frames (summed over people) per backend call in lift_sequence; bounds memory
+        # lift_sequence runs long inputs in chunks: at most this many output frames (summed over
+        # people) per backend call, and on a CPU at most `workspace_budget` bytes of workspace
+        # (GAST-27 with flip needs ~0.4 MiB per frame: a 16384-frame chunk was 6.4 GiB)
         self.max_sequence_frames = 16384
+        self.workspace_budget = _budget_from_env()
 
     def __repr__(self):
         return (f"<gastrt.Engine {self.family} rf={self.receptive_field} joints={self.num_joints} "
@@ -200,7 +221,7 @@ class Engine:
             # long inputs run in pieces of `chunk` output frames (+ RF - 1 frames of context each):
             # exact, since every output frame depends on its own window only, and the workspace
             # stays bounded however long the video is
-            chunk = max(1, self.max_sequence_frames // p)
+            chunk = self.sequence_chunk(plan_name, p, flip)
             rf = plan.receptive_field
             y = np.concatenate([self.run_plan(plan_name, np.ascontiguousarray(x[:, s:s + min(chunk, t - s) + rf - 1]),
                                           "sequence", flip) for s in range(0, t, chunk)], axis=1)
@@ -211,6 +232,28 @@ class Engine:
             y = np.concatenate([self.run_plan(plan_name, np.ascontiguousarray(win[i:i + chunk]), "window", flip)
                                 for i in range(0, p * t, chunk)]).reshape(p, t, plan.out_joints, 3)
         return y[0] if single else y
+
+    def sequence_chunk(self, plan_name: str, people: int, flip: bool) -> int:
+        """Output frames per sequence in one lift_sequence call of the backend: at most
+        max_sequence_frames / people, and on a CPU as many as fit ``workspace_budget`` bytes of
+        workspace (measured from the backend's own workspace for a 256-frame piece; the
+        workspace grows linearly with the frames)."""
+        cap = max(1, self.max_sequence_frames // people)
+        if self.backend.capabilities.device != "cpu":
+            return cap  # a GPU's arena is sized against device memory by its own backend
+        plan = self.plans[plan_name]
+        probe = min(cap, 256)
+        n = people * (2 if flip else 1)
+        try:
+            ws = self.backend.workspace_bytes(plan_name, n, probe + plan.receptive_field - 1, "sequence")
+        except Exception:  # a size estimate must never fail the call
+            ws = None
+        if ws is None:  # the NumPy oracle keeps every intermediate: count them from the plan
+            shapes = infer_shapes(plan, (n, probe + plan.receptive_field - 1, plan.in_joints, plan.in_features),
+                                  lambda w: self._weights[w].shape, "sequence")
+            ws = 4 * sum(int(np.prod(s)) for s in shapes.values())
+        per_frame = max(1.0, ws / probe)
+        return max(1, min(cap, int(self.workspace_budget // per_frame)))
 
     def lift_sequence(self, seq, flip: bool = False) -> np.ndarray:
         """seq [T, J, 2] -> [T, J, 3] (or [P, T, J, 2] -> [P, T, J, 3] in one batched call).
