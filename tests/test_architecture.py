@@ -29,6 +29,7 @@ LAYERS = {
     "gastrt.builder": 4, "gastrt.engine": 4, "gastrt.stream": 4, "gastrt.onnx_export": 4,
     "gastrt.tensorrt_builder": 4,
     "gastrt.lifting": 5, "gastrt.render": 5, "gastrt.bench": 5, "gastrt.stream.jsonl": 5, "gastrt.evaluation": 5,
+    "gastrt.ray": 5,
     "gastrt.cli": 6, "gastrt.__main__": 6,
 }
 # the root re-exports the API (build, load, Engine, errors, build_config): it may import any

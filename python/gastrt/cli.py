@@ -18,9 +18,10 @@ def _subcommand_registrars() -> tuple:
     from .evaluation import add_parsers as evaluate
     from .lifting import add_parsers as lift
     from .onnx_export import add_parsers as export
+    from .ray.cli import add_parsers as serve  # imports no ray: its handlers do
     from .render import add_parsers as render
     from .stream.jsonl import add_parsers as stream
-    return (lift, render, bench, evaluate, export, stream)
+    return (lift, render, bench, evaluate, export, stream, serve)
 
 
 def _fmt_count(n: float) -> str:
@@ -177,6 +178,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     for add_parsers in _subcommand_registrars():
         add_parsers(sub)
+    from .ray.cli import wire_lift
+    wire_lift(sub.choices["lift"])  # several inputs / a folder / --out-dir: the corpus job on Ray
     return p
 
 
