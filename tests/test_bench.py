@@ -599,3 +599,18 @@ def test_ctrl_c_keeps_the_batches_measured(tiny_ckpt, tmp_path, monkeypatch, cap
     assert doc["interrupted"] is True and {r["batch"] for r in doc["rows"]} == {1}
     assert any("interrupted" in n for n in doc["notes"])
     assert "interrupted (Ctrl-C)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("vals", [(80.0, 85.0, 92.0), (81.0, 82.0, 83.0), (30.0, 200.0, 900.0), (10.0, 1e3, 1e5)])
+def test_plot_keeps_tick_labels_on_a_narrow_range(vals):
+    pytest.importorskip("matplotlib")
+    from gastrt.bench.report import plot_figure
+    rows = [{"status": "ok", "label": "gastrt", "batch": b, "throughput_fps": v} for b, v in zip((1, 8, 64), vals)]
+    doc = {"config": {"seq_len": None, "mode": "window", "target": "t", "precision": "fp32", "device": "cpu"},
+           "machine": {"gpu": None, "cpu_model": "x"}, "rows": rows}
+    fig = plot_figure(doc)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+    assert len(labels) >= 2, labels  # a narrow range lost its labels before

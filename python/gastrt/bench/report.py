@@ -132,7 +132,15 @@ def require_matplotlib():
 
 def write_plot(result: dict, path: str) -> None:
     """Throughput (frames/s) vs batch size, log-log, one line per contender (Agg, no pyplot)."""
+    fig = plot_figure(result)
+    ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=ext))
+
+
+def plot_figure(result: dict):
+    """The --plot figure (a matplotlib Figure on the Agg canvas)."""
     Figure, FigureCanvasAgg = require_matplotlib()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
     c = result["config"]
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
@@ -151,7 +159,17 @@ def write_plot(result: dict, path: str) -> None:
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
         if len(xs) > 1:
-            ax.minorticks_off()
+            ax.xaxis.set_minor_locator(NullLocator())
+    ys = [p[1] for pts in series.values() for p in pts if p[1] > 0]
+    if ys and max(ys) / min(ys) < 100:
+        # within a decade or two a log axis may hold no labelled power of ten: label 1-2-5 steps
+        narrow = max(ys) / min(ys) < 2.5
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        lo, hi = min(ys), max(ys)
+        if narrow:  # room for two labelled steps at least
+            ax.set_ylim(lo / 1.3, hi * 1.3)
     ax.set_xlabel({"window": "batch (windows per call)", "sequence": f"sequences of {c['seq_len']} frames per call",
                    "stream": "stream slots (frames per push)"}[c["mode"]])
     ax.set_ylabel("throughput (output frames / s)")
@@ -162,8 +180,7 @@ def write_plot(result: dict, path: str) -> None:
     if series:
         ax.legend()
     fig.tight_layout()
-    ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    atomic_write(path, lambda f: fig.savefig(f, format=ext))
+    return fig
 
 
 # ---- RESULTS.md ----------------------------------------------------------------------------------
