@@ -574,8 +574,12 @@ def test_full_selects_the_long_sweep(tiny_ckpt):
     doc = bench.run_bench(tiny_ckpt, batches=[1], compare=["eager"], warmup=0.0, repeat=2, threads=1, full=True)
     from gastrt.bench import run as R
     assert doc["config"]["max_time_s"] == R.FULL_MAX_TIME and doc["config"]["repeat"] == 2
-    quick = bench.run_bench(tiny_ckpt, batches=[1], compare=[], warmup=0.0, repeat=2, threads=1)
+    quick = bench.run_bench(tiny_ckpt, batches=[1], compare=[], warmup=0.0, repeat=2)
     assert quick["config"]["max_time_s"] == R.DEFAULT_MAX_TIME
+    assert quick["config"]["threads"] == 1  # the default run: a busy machine slows every contender alike
+    from gastrt.backends.native import default_threads
+    full = bench.run_bench(tiny_ckpt, batches=[1], compare=[], warmup=0.0, repeat=1, full=True)
+    assert full["config"]["threads"] == default_threads()
     assert R.DEFAULT_COMPARE == "eager" and R.FULL_COMPARE is None  # compile only in the long sweep
 
 

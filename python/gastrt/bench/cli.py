@@ -71,7 +71,8 @@ def add_parsers(subparsers: Any) -> None:
                    help=f"stop the rounds of a batch after S seconds, once {MIN_TIMED} are in "
                         f"(default {DEFAULT_MAX_TIME:g}, --full {FULL_MAX_TIME:g})")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for gastrt and torch alike (default: all available cores)")
+                   help="CPU threads for gastrt and torch alike (default 1, so a busy machine slows every "
+                        "contender alike; with --full: all available cores)")
     p.add_argument("--backend", choices=("auto", "native", "numpy"), default="auto",
                    help="gastrt CPU backend (default: native when built)")
     p.add_argument("--causal", action="store_true", help="TARGET is a checkpoint trained with causal convolutions")

@@ -47,6 +47,7 @@ DEFAULT_REPEAT = 40                # rounds per batch at most
 DEFAULT_MAX_TIME = 6.0             # seconds of rounds per batch (all contenders together)
 FULL_WARMUP, FULL_REPEAT, FULL_MAX_TIME = 0.5, 60, 10.0
 BLOCK_S = 0.05                     # one contender's turn in a round, about
+DEFAULT_THREADS = 1                # the default run (see run_bench); --full: all available cores
 MAX_INPUT_SETS = 8
 INPUT_SET_BYTES = 256 << 20
 
@@ -139,7 +140,12 @@ def run_bench(target, *, device: str = "cpu", batches=None, mode: str = "window"
     repeat = require_positive_int(repeat, "--repeat")
     warmup = require_positive_number(warmup, "--warmup", allow_zero=True)
     max_time = require_positive_number(max_time, "--max-time")
-    threads = default_threads() if threads is None else require_positive_int(threads, "--threads")
+    # The default run is on one thread: with every core busy, a background process on a small
+    # machine stalls multi-threaded PyTorch far more than gastrt (2 cores, one busy: the
+    # batch-1 ratio went 3.9x -> 9.2x at 2 threads, 2.75x -> 2.69x at 1), so the ratio would
+    # depend on the machine's load. --full and --threads use more.
+    threads = (default_threads() if full else DEFAULT_THREADS) if threads is None \
+        else require_positive_int(threads, "--threads")
     if precision is not None:
         check_precision(precision)
     if backend not in (None, "auto", "native", "numpy"):
