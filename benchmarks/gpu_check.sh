@@ -138,8 +138,8 @@ if has install; then
   fi
   echo "install path: $INSTALL_PATH"
 fi
-# what the install step put in $SITE comes first (without it: whatever $PY imports already)
-has install && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# what the install step put in $SITE (this run's or an earlier one's) comes first
+if has install || [ -d "$SITE/gastrt" ]; then export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"; fi
 
 # ---- checks ----------------------------------------------------------------------------------------
 # From outside the tree, so `import gastrt` is the installed package.
@@ -160,7 +160,10 @@ assert gastrt.cuda_available() or $HAVE_GPU == 0, 'gastrt.cuda_available() is Fa
 \""
 fi
 if has tests; then
-  run_step tests 100 1 $PY -m pytest -q -rs -p no:cacheprovider tests/cuda --junitxml="$OUT/tests_cuda.xml"
+  # without a CUDA-enabled gastrt every CUDA test would skip and the step would pass: refuse that
+  run_step tests 100 1 bash -c "cd /tmp && $PY -c 'import gastrt, sys; sys.exit(0 if gastrt.cuda_available() else 3)' \
+    || { echo 'gastrt.cuda_available() is False: the CUDA tests would only skip (run the install step)'; exit 3; }; \
+    cd '$ROOT' && $PY -m pytest -q -rs -p no:cacheprovider tests/cuda --junitxml='$OUT/tests_cuda.xml'"
 fi
 if has parity; then
   run_step parity 70 1 bash -o pipefail -c "$PY benchmarks/gpu_parity.py --cache /tmp/gastrt-gpu-cache | tee '$OUT/parity.txt'"

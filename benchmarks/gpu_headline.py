@@ -10,8 +10,8 @@ command 1, runs this last; ~1-2 minutes on an H100):
 5. The per-layer tactic table (our GEMM kernel against cuBLASLt) of the engines above.
 
 Every section catches its own failure and the next one runs. A summary table comes last;
-``--json PATH`` writes every number. ``--dry-run`` (no GPU / no torch) only checks the script's
-plumbing: it prints each section as skipped.
+``--json PATH`` writes every number. ``--dry-run`` (no GPU needed) only checks the script's
+plumbing (it builds the engines, which needs torch, and prints each GPU section as skipped).
 """
 from __future__ import annotations
 

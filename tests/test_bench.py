@@ -618,3 +618,36 @@ def test_plot_keeps_tick_labels_on_a_narrow_range(vals):
     lo, hi = ax.get_ylim()
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
     assert len(labels) >= 2, labels  # a narrow range lost its labels before
+
+
+def test_a_contender_failing_mid_rounds_fails_only_its_row(tiny_ckpt, monkeypatch):
+    """eager raising inside the interleaved rounds: its row fails, gastrt's is timed without it."""
+    from gastrt.bench import contenders as C
+    real = C.make_runner
+    calls = {"n": 0}
+
+    def make_runner(name, *a, **k):
+        run = real(name, *a, **k)
+        if name == "eager":
+            inner = run.call
+
+            def flaky(x):
+                calls["n"] += 1
+                if calls["n"] > 3:   # fine through priming and warm-up, then it breaks in the rounds
+                    raise RuntimeError("eager exploded mid-run")
+                return inner(x)
+            run.call = flaky
+        return run
+    monkeypatch.setattr(C, "make_runner", make_runner)
+    doc = bench.run_bench(tiny_ckpt, batches=[1], compare=["eager"], repeat=5, warmup=0.0, threads=1)
+    rows = {r["contender"]: r for r in doc["rows"]}
+    assert rows["eager"]["status"] == "failed" and "exploded" in rows["eager"]["error"]
+    assert rows["gastrt"]["status"] == "ok" and rows["gastrt"]["n"] >= 1
+
+
+def test_json_output_may_not_replace_the_target(tiny_engine, capsys):
+    from gastrt.cli import main
+    before = open(tiny_engine, "rb").read()
+    assert main(["bench", tiny_engine, "--json", tiny_engine] + FAST) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert open(tiny_engine, "rb").read() == before

@@ -321,7 +321,8 @@ def test_lift_sequence_chunks_by_workspace_budget(small, monkeypatch):
     assert 1 <= small_chunk < big <= eng.max_sequence_frames
     ws = eng.backend.workspace_bytes("pos", 2, small_chunk + eng.receptive_field - 1, "sequence")
     if ws is not None:
-        assert ws <= 1.2 * eng.workspace_budget
+        assert ws <= eng.workspace_budget  # the fit counts the context frames and any fixed part
+    assert 1 <= eng.window_chunk("pos", True) <= 2048  # RIE's one-window-per-frame path is bounded too
     seq = (np.random.default_rng(3).standard_normal((3 * small_chunk + 7, 17, 2)) * 0.3).astype(np.float32)
     y_small = eng.lift_sequence(seq, flip=True)
     eng.workspace_budget = 1 << 40
@@ -329,5 +330,12 @@ def test_lift_sequence_chunks_by_workspace_budget(small, monkeypatch):
     monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", "256M")
     assert gastrt.load(small[1], backend="numpy").workspace_budget == 256 << 20
     monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", "12")
+    with pytest.raises(gastrt.GastrtError, match="GASTRT_WORKSPACE_BUDGET"):
+        gastrt.load(small[1], backend="numpy")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "infG", "abc", "-5G"])
+def test_bad_workspace_budget_is_one_error(small, monkeypatch, value):
+    monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", value)
     with pytest.raises(gastrt.GastrtError, match="GASTRT_WORKSPACE_BUDGET"):
         gastrt.load(small[1], backend="numpy")

@@ -59,7 +59,7 @@ def _lower(pos, traj, causal: bool, checkpoint: str):
                               f"({type(e).__name__}: {_short(str(e), 160)})") from None
 
 
-def smoke_run(lowered, checkpoint: str) -> None:
+def smoke_run(lowered, checkpoint: str, check_finite: bool = True) -> None:
     """'Builds' means 'runs': every plan once on a small random window with the NumPy oracle. A
     chain of layers whose channel counts disagree, or weights that compute NaN / inf, fail the
     build here instead of at the user's first lift."""
@@ -76,7 +76,7 @@ def smoke_run(lowered, checkpoint: str) -> None:
         except Exception as e:  # noqa: BLE001 - any failure here is the checkpoint's
             raise CheckpointError(f"{checkpoint}: the checkpoint's layers do not fit together ({name} model: "
                                   f"{_short(str(e), 160)})") from None
-        if not np.isfinite(y).all():
+        if check_finite and not np.isfinite(y).all():
             raise CheckpointError(f"{checkpoint}: the {name} model computes NaN / inf on a test input "
                                   "(overflowing or corrupt weights)")
 
@@ -107,8 +107,7 @@ def lower_checkpoint(checkpoint: str, causal: bool = False, allow_nonfinite: boo
     if traj is not None:
         check_weights(traj, checkpoint, allow_nonfinite)
     lowered = _lower(pos, traj, causal, checkpoint)
-    if not allow_nonfinite:
-        smoke_run(lowered, checkpoint)
+    smoke_run(lowered, checkpoint, check_finite=not allow_nonfinite)
     n = _param_count(pos) + (_param_count(traj) if traj is not None else 0)
     return lowered, info, n
 
@@ -149,5 +148,10 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
         "plans": {name: p.to_json() for name, p in lowered.plans.items()},
     }
     tensors = {name: cast_weight(a, precision) for name, a in lowered.weights.items()}
+    if precision == "fp16" and not allow_nonfinite:  # finite fp32 values past 65504 become inf
+        for name, (_, a) in tensors.items():
+            if a.dtype == np.float16 and not np.isfinite(a).all() and np.isfinite(lowered.weights[name]).all():
+                raise CheckpointError(f"{checkpoint}: weight {name} exceeds the fp16 range (|w| > 65504 after "
+                                      "BatchNorm folding): build it in bf16 or fp32")
     write_engine(output, meta, tensors, inputs=[checkpoint])
     return output

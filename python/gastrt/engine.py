@@ -14,7 +14,7 @@ import numpy as np
 from .argtypes import DEVICES_HELP, parse_device  # noqa: F401  (public: gastrt.engine.parse_device)
 from .builder import build, default_output_path, lower_checkpoint  # noqa: F401  (public: gastrt.engine.build)
 from .engine_file import PRECISIONS, read_model  # noqa: F401  (PRECISIONS: public here too)
-from .errors import EngineFileError, GastrtError, OutOfMemoryError
+from .errors import EngineFileError, GastrtError, NativeError
 from .plan import Plan, flops_per_frame, infer_shapes
 from .backends import Backend, find_loader, make_cuda_backend, make_native_backend, make_numpy_backend
 from .skeletons import flip_joints, flip_permutation, merge_flipped
@@ -46,7 +46,7 @@ def _budget_from_env() -> int:
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(v[-1:].upper(), 1)
     try:
         n = int(float(v[:-1] if mult > 1 else v) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "1e400"
         n = 0
     if n < 1 << 20:
         raise GastrtError(f"GASTRT_WORKSPACE_BUDGET={v!r}: expected bytes (at least 1M), e.g. 512M or 2G")
@@ -71,7 +71,7 @@ def load(path, device: str | None = None, threads: int | None = None, backend: s
     meta, plans, weights = model.metadata, model.plans, model.weights
     try:
         be = _make_backend(backend, dev, index, plans, weights, threads, meta.get("precision", "fp32"))
-    except (GastrtError, OutOfMemoryError):
+    except (GastrtError, NativeError):  # a CUDA / runtime failure is not the file's fault
         raise
     except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as e:
         # a plan that passed the file checks (verify=False, or a crafted file with valid hashes)
@@ -228,7 +228,7 @@ class Engine:
         else:  # RIE: one window per output frame
             win = np.lib.stride_tricks.sliding_window_view(x, plan.receptive_field, axis=1)
             win = win.transpose(0, 1, 4, 2, 3).reshape(p * t, plan.receptive_field, *x.shape[2:])
-            chunk = max(1, 4096 // (2 if flip else 1))
+            chunk = self.window_chunk(plan_name, flip)
             y = np.concatenate([self.run_plan(plan_name, np.ascontiguousarray(win[i:i + chunk]), "window", flip)
                                 for i in range(0, p * t, chunk)]).reshape(p, t, plan.out_joints, 3)
         return y[0] if single else y
@@ -242,18 +242,41 @@ class Engine:
         if self.backend.capabilities.device != "cpu":
             return cap  # a GPU's arena is sized against device memory by its own backend
         plan = self.plans[plan_name]
-        probe = min(cap, 256)
+        rf = plan.receptive_field
         n = people * (2 if flip else 1)
+        # workspace(t input frames) = a + b * t: fitted from two sizes, so the RF - 1 frames of
+        # context and any fixed part are counted, whatever the chunk
+        t1, t2 = rf + 256, rf + 2048  # the slope creeps up with t: measure it where chunks are
+        w1, w2 = (self._workspace(plan_name, (n, t, plan.in_joints, plan.in_features), "sequence") for t in (t1, t2))
+        b = max(1.0, (w2 - w1) / (t2 - t1))
+        a = max(0.0, w1 - b * t1)
+        return max(1, min(cap, int((0.97 * self.workspace_budget - a) / b) - (rf - 1)))
+
+    def window_chunk(self, plan_name: str, flip: bool) -> int:
+        """Windows per backend call when a sequence runs as one window per frame (RIE): at most
+        4096 (2048 with flip), and on a CPU as many as fit ``workspace_budget``."""
+        cap = 4096 // (2 if flip else 1)
+        if self.backend.capabilities.device != "cpu":
+            return cap
+        plan = self.plans[plan_name]
+        m = 2 if flip else 1
+        shape = lambda k: (k * m, plan.receptive_field, plan.in_joints, plan.in_features)  # noqa: E731
+        w1, w2 = self._workspace(plan_name, shape(1), "window"), self._workspace(plan_name, shape(65), "window")
+        b = max(1.0, (w2 - w1) / 64)
+        a = max(0.0, w1 - b)
+        return max(1, min(cap, int((self.workspace_budget - a) / b)))
+
+    def _workspace(self, plan_name: str, shape: tuple, mode: str) -> float:
+        """Bytes one backend call on ``shape`` needs: the backend's own count, else (the NumPy
+        oracle, which keeps every intermediate) the sum of the plan's buffers."""
         try:
-            ws = self.backend.workspace_bytes(plan_name, n, probe + plan.receptive_field - 1, "sequence")
+            ws = self.backend.workspace_bytes(plan_name, shape[0], shape[1], mode)
         except Exception:  # a size estimate must never fail the call
             ws = None
-        if ws is None:  # the NumPy oracle keeps every intermediate: count them from the plan
-            shapes = infer_shapes(plan, (n, probe + plan.receptive_field - 1, plan.in_joints, plan.in_features),
-                                  lambda w: self._weights[w].shape, "sequence")
+        if ws is None:
+            shapes = infer_shapes(self.plans[plan_name], shape, lambda w: self._weights[w].shape, mode)
             ws = 4 * sum(int(np.prod(s)) for s in shapes.values())
-        per_frame = max(1.0, ws / probe)
-        return max(1, min(cap, int(self.workspace_budget // per_frame)))
+        return float(ws)
 
     def lift_sequence(self, seq, flip: bool = False) -> np.ndarray:
         """seq [T, J, 2] -> [T, J, 3] (or [P, T, J, 2] -> [P, T, J, 3] in one batched call).

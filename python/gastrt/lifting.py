@@ -20,7 +20,7 @@ import numpy as np
 
 from .argtypes import positive_int
 from .engine import load
-from .engine_file import atomic_write
+from .engine_file import atomic_write, check_output_path
 from .errors import GastrtError
 from .skeletons import skeleton_for
 from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, engine_input_layout,
@@ -142,7 +142,8 @@ def _load_engine(engine_or_path: Any, device: str | None = None) -> tuple[Any, s
 # What an output file records about its poses (the model's training data: Human3.6M and
 # HumanEva are in metres; poses are relative to the root joint, joint 0, which sits at 0).
 UNITS = "m"
-COORDINATE_FRAME = "camera (x right, y down, z forward), root-relative: joint 0 at the origin"
+COORDINATE_FRAME = ("camera (x right, y down, z forward), root-relative as the model was trained "
+                    "(joint 0 near the origin; not enforced)")
 WORLD_FRAME = "world (demo camera->world rotation, z up), each person's lowest joint at z = 0"
 _ENGINE_KEYS = ("family", "hyper", "receptive_field", "causal", "precision", "skeleton", "num_joints",
                 "num_joints_out", "parameter_count", "source_name", "source_sha256", "gastrt_version")
@@ -208,8 +209,9 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
         "world": bool(world),
         "people": prep.people,
         "frames": int(T),
-        # video frame (0-based) of result frame 0: every reader lays frames out from the
-        # video's first frame (GAST-Net frame_index 1 -> 0), gaps included
+        # video frame (0-based) of result frame 0: the readers lay frames out from the video's
+        # first frame (GAST-Net frame_index 1 -> 0), gaps included; an OpenPose folder that
+        # starts later says so in raw.extra (applied below)
         "frame_start": 0,
         "valid_frames": int(prep.valid.sum()),
         "warnings": prep.warnings,
@@ -355,6 +357,7 @@ def _cmd_lift(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: output directory {out_dir} does not exist")
     if os.path.exists(args.input) and os.path.abspath(out) == os.path.abspath(args.input):
         raise UserError(f"{out}: output would overwrite the input")
+    check_output_path(out, [args.input, args.engine])  # before the work: symlinks, devices, the engine
     bar = ProgressBar()
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .engine_file import temp_prefix
+from .engine_file import check_output_path, temp_prefix
 from .errors import GastrtError
 from .keypoints import UserError, camera_to_world, image_coordinates
 from .lifting import LiftResult, ProgressBar, load_result
@@ -480,6 +480,7 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
         raise UserError(f"{out_path}: output directory {out_dir} does not exist")
+    check_output_path(out_path, [p for p in (result_path, overlay) if p is not None and os.path.exists(p)])
     _, animation = _matplotlib()
     res = load_result(result_path)
     scene = _make_scene(res, person=person, src=result_path)

@@ -168,3 +168,18 @@ def test_videopose3d_npz_refuses_code(tmp_path):
     with pytest.raises(ValueError, match="refusing to load"):
         read_videopose3d(str(path))
     assert not marker.exists()
+
+
+def test_openpose_folder_records_its_first_frame_number(tmp_path):
+    """A folder written with --frame_first 5 (or trimmed): frame 0 of the result is video frame 5,
+    which render --overlay needs to stay aligned."""
+    import json as _json
+
+    from gastrt.keypoints import read_keypoints
+    d = tmp_path / "op"
+    d.mkdir()
+    for f in (5, 6, 8):
+        person = {"pose_keypoints_2d": [float(v) for v in range(75)]}
+        (d / f"clip_{f:012d}_keypoints.json").write_text(_json.dumps({"people": [person]}))
+    raw = read_keypoints(str(d))
+    assert raw.extra["frame_start"] == 5 and raw.keypoints.shape[1] == 4  # frames 5..8, 7 missing

@@ -14,9 +14,9 @@ from .schema import MODES, PRECISIONS
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
-        check_out_dir(args.json, "--json")
+        check_out_dir(args.json, "--json", [args.target])
     if args.plot:
-        check_out_dir(args.plot, "--plot")
+        check_out_dir(args.plot, "--plot", [args.target])
         require_matplotlib()  # fail before measuring, not after
     result = run_bench(args.target, device=args.device, batches=args.batch, mode=args.mode, seq_len=args.seq_len,
                        precision=args.precision, compare=args.compare, flip=args.flip, warmup=args.warmup,

@@ -63,6 +63,14 @@ class CudaTimer:
 
 # ---- the round loop --------------------------------------------------------------------------------
 
+class ContenderError(Exception):
+    """A callable failed inside the rounds: ``name`` says which, ``error`` is what it raised."""
+
+    def __init__(self, name: str, error: BaseException):
+        super().__init__(f"{name}: {error}")
+        self.name, self.error = name, error
+
+
 def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, min_rounds: int,
                 budget: float, blocks: dict[str, int] | None = None,
                 on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
@@ -78,8 +86,11 @@ def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, mi
             fn = fns[name]
             n = blocks[name] if blocks else 1
             timer.start()
-            for _ in range(n):
-                fn()
+            try:
+                for _ in range(n):
+                    fn()
+            except Exception as e:  # which contender broke: the others can go on without it
+                raise ContenderError(name, e) from e
             times[name].append(timer.stop() / n)
         if on_round is not None:
             on_round(r)

@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from ..engine_file import atomic_write
+from ..engine_file import atomic_write, check_output_path
 from ..errors import GastrtError
 
 
@@ -104,11 +104,13 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def check_out_dir(path: str, flag: str) -> None:
-    """Fail before measuring when ``path``'s directory does not exist (``flag``: the option)."""
+def check_out_dir(path: str, flag: str, inputs=()) -> None:
+    """Fail before measuring when ``path`` cannot take the output (``flag``: the option): its
+    directory does not exist, or it is an input, a directory or a device (check_output_path)."""
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise GastrtError(f"{flag} {path}: directory {d} does not exist")
+    check_output_path(path, [i for i in inputs if os.path.exists(i)])
 
 
 def write_json(result: dict, path: str) -> None:

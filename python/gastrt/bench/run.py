@@ -15,8 +15,8 @@ from ..backends.native import default_threads
 from ..engine import load
 from ..errors import GastrtError
 from . import contenders as ct
-from .measure import (MIN_TIMED, CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress, cell_fields,
-                      time_cells, warm_up_cell)
+from .measure import (MIN_TIMED, ContenderError, CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress,
+                      cell_fields, time_cells, warm_up_cell)
 from .presets import Target, import_torch, resolve_target
 from ..engine_file import check_precision
 from .schema import (CONTENDERS, LABELS, MODES, TORCH_CONTENDERS, label, machine_info, new_document,
@@ -411,19 +411,20 @@ def _bench_loop(result, eng, torch, contenders, models, failed, geom: ct.Geom, b
                 raise
             except Exception as e:
                 _fail(row, name, e, b, torch, on_cuda, failed)
-        if runs:
+        times: dict = {}
+        while runs:
             try:
                 times = time_cells(runs, warm, timer=timer, max_rounds=repeat, min_rounds=min(repeat, MIN_TIMED),
                                    budget=max_time, progress=bar, what=f"b={b}")
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # one contender broke mid-rounds: this batch has no timings
-                for name in runs:
-                    _fail(rows[name], name, e, b, torch, on_cuda, failed)
-            else:
-                for name, run in runs.items():
-                    rows[name].update(cell_fields(run, warm[name], times[name]))
-                _speedups(rows, times)
+                break
+            except ContenderError as ce:  # that contender's row fails; the others are timed again
+                _fail(rows[ce.name], ce.name, ce.error, b, torch, on_cuda, failed)
+                runs.pop(ce.name)
+                warm.pop(ce.name)
+        for name, run in runs.items():
+            rows[name].update(cell_fields(run, warm[name], times[name]))
+        if runs:
+            _speedups(rows, times)
         for name in contenders:
             result["rows"].append(rows[name])
             bar.step()

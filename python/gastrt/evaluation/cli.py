@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+from ..engine_file import check_output_path
 from ..errors import GastrtError
 from .datasets import SPECS, load_eval_data, spec
 from .run import engine_predictor, evaluate, format_original, format_table, report_document, write_json
@@ -29,6 +30,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         d = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(d):   # fail before the evaluation, not after
             raise GastrtError(f"--json {args.json}: directory {d} does not exist")
+        check_output_path(args.json, [p for p in (args.engine, args.data_3d, args.data_2d) if os.path.exists(p)])
     subjects = _names(args.subjects) or list(sp.default_subjects)
     actions = _names(args.actions) if args.actions else (list(sp.default_actions) if sp.default_actions else None)
     by_subject = sp.default_by_subject if args.by_subject is None else args.by_subject

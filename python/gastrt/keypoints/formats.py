@@ -84,7 +84,9 @@ def _load_json(path: str) -> Any:
         raise _err(path, f"cannot read: {e.strerror or e}") from None
 
 
-def _openpose_frame_files(directory: str) -> list[tuple[int, str]]:
+def _openpose_frame_files(directory: str) -> tuple[list[tuple[int, str]], int]:
+    """(frame index from 0, file) of an OpenPose output folder, and the file number of frame 0
+    (a folder written with --frame_first N, or trimmed, does not start at 0)."""
     names = sorted(n for n in os.listdir(directory) if n.lower().endswith(".json"))
     if not names:
         raise _err(directory, "directory holds no .json files (expected OpenPose per-frame "
@@ -97,8 +99,9 @@ def _openpose_frame_files(directory: str) -> list[tuple[int, str]]:
         first = min(nums)
         pairs = sorted((v - first, os.path.join(directory, n)) for v, n in zip(nums, names))
     else:
+        first = 0
         pairs = [(i, os.path.join(directory, n)) for i, n in enumerate(names)]
-    return pairs
+    return pairs, first
 
 
 def detect_container(path: str) -> str:
@@ -232,7 +235,7 @@ def _openpose_people(obj: Any, path: str) -> list[np.ndarray]:
 def read_openpose(path: str, progress: Progress | None = None) -> RawKeypoints:
     """OpenPose JSON: a directory of per-frame files (frame number from the file name) or one
     frame file. Joints: BODY_25 (25) or COCO-18 (18). -> RawKeypoints (fmt_hint 'openpose')."""
-    files = _openpose_frame_files(path) if os.path.isdir(path) else [(0, path)]
+    files, first = _openpose_frame_files(path) if os.path.isdir(path) else ([(0, path)], 0)
     frames: list[tuple[int, list[np.ndarray], str]] = []
     for k, (t, f) in enumerate(files):
         frames.append((t, _openpose_people(_load_json(f), f), f))
@@ -256,7 +259,7 @@ def read_openpose(path: str, progress: Progress | None = None) -> RawKeypoints:
         for p, arr in enumerate(people):
             kp[p, t], sc[p, t] = arr[:, :2], arr[:, 2]
     return RawKeypoints(kp, sc, "openpose-json", path, "openpose", None,
-                        {"files": len(files)})
+                        {"files": len(files), "frame_start": first})
 
 
 # --- MMPose -------------------------------------------------------------------------------------
