@@ -183,3 +183,29 @@ def test_openpose_folder_records_its_first_frame_number(tmp_path):
         (d / f"clip_{f:012d}_keypoints.json").write_text(_json.dumps({"people": [person]}))
     raw = read_keypoints(str(d))
     assert raw.extra["frame_start"] == 5 and raw.keypoints.shape[1] == 4  # frames 5..8, 7 missing
+
+
+@pytest.mark.parametrize("indices", [[1, 10_000_000], [10_000_000], [3, 200_005]])
+def test_frame_numbers_far_apart_are_refused_not_allocated(tmp_path, indices):
+    """A 17 kB GAST-Net JSON whose frame_index jumps to 10^7 took 9 GB and hung (issue #15)."""
+    import json as _json
+    import resource
+
+    from gastrt.keypoints import read_keypoints
+    pose = [[float(j), float(j)] for j in range(17)]
+    doc = {"label": {}, "data": [{"frame_index": i, "skeleton": [{"pose": pose, "score": [1.0] * 17}]}
+                                 for i in indices]}
+    p = tmp_path / "far.json"
+    p.write_text(_json.dumps(doc))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"jumps from .* frames without data"):
+        read_keypoints(str(p))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing big allocated
+
+
+def test_infinite_frame_index_is_one_error(tmp_path):
+    from gastrt.keypoints import read_keypoints
+    p = tmp_path / "inf.json"
+    p.write_text('{"label": {}, "data": [{"frame_index": Infinity, "skeleton": []}]}')
+    with pytest.raises(ValueError, match="frame_index is not an integer"):
+        read_keypoints(str(p))

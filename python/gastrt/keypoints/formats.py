@@ -84,6 +84,23 @@ def _load_json(path: str) -> Any:
         raise _err(path, f"cannot read: {e.strerror or e}") from None
 
 
+# A file's frame numbers become a dense (P, T, J) array: a jump of millions of frames between two
+# detections (a corrupt or hostile file: 17 kB asking for 9 GB) is refused, naming the frames.
+MAX_FRAME_GAP = 100_000   # ~55 minutes at 30 fps without any detection
+
+
+def check_frame_numbers(path: str, numbers, what: str) -> None:
+    """Frame numbers (ints, any order) must not leave a gap wider than MAX_FRAME_GAP."""
+    s = sorted(set(int(v) for v in numbers))
+    if len(s) < 2:
+        return
+    d = np.diff(np.asarray(s, dtype=np.int64))
+    k = int(np.argmax(d))
+    if d[k] > MAX_FRAME_GAP:
+        raise _err(path, f"{what} jumps from {s[k]} to {s[k + 1]} ({int(d[k]) - 1:,} frames without data; at most "
+                         f"{MAX_FRAME_GAP:,} allowed): corrupt frame numbers?")
+
+
 def _openpose_frame_files(directory: str) -> tuple[list[tuple[int, str]], int]:
     """(frame index from 0, file) of an OpenPose output folder, and the file number of frame 0
     (a folder written with --frame_first N, or trimmed, does not start at 0)."""
@@ -96,6 +113,7 @@ def _openpose_frame_files(directory: str) -> tuple[list[tuple[int, str]], int]:
         m = re.search(r"(\d+)(?:_keypoints)?\.json$", n, re.IGNORECASE)
         nums.append(int(m.group(1)) if m else None)
     if all(v is not None for v in nums) and len(set(nums)) == len(nums):
+        check_frame_numbers(directory, nums, "the frame files' numbering")
         first = min(nums)
         pairs = sorted((v - first, os.path.join(directory, n)) for v, n in zip(nums, names))
     else:
@@ -168,7 +186,7 @@ def read_gast_json(path: str, obj: Any = None, progress: Progress | None = None)
             raise _err(path, f"data[{k}] lacks 'frame_index' or 'skeleton'")
         try:
             fi = int(fr["frame_index"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
             raise _err(path, f"data[{k}].frame_index is not an integer") from None
         if fi < 1:
             raise _err(path, f"data[{k}].frame_index is {fi}; GAST-Net frames count from 1")
@@ -200,6 +218,8 @@ def read_gast_json(path: str, obj: Any = None, progress: Progress | None = None)
     if num_joints is None:
         raise _err(path, "no skeleton in any frame: nothing to lift")
     P = 1 + max(e[1] for e in entries)
+    # frame 1 counts: the array starts at the video's first frame
+    check_frame_numbers(path, [1] + [int(fr["frame_index"]) for fr in data], "frame_index")
     kp = np.zeros((P, num_frames, num_joints, 2), dtype=np.float32)
     sc = np.zeros((P, num_frames, num_joints), dtype=np.float32)
     for t, p, pose, score in entries:
@@ -290,9 +310,10 @@ def read_mmpose(path: str, obj: Any = None, progress: Progress | None = None) ->
         fid = fr.get("frame_id", k + base)
         try:
             ids.append(int(fid))
-        except (TypeError, ValueError):
-            raise _err(path, f"frame {k}: frame_id {fid!r} is not an integer") from None
+        except (TypeError, ValueError, OverflowError):
+            raise _err(path, f"frame {k}: frame_id {str(fid)[:40]!r} is not an integer") from None
     base = min(base, min(ids))
+    check_frame_numbers(path, ids + [base], "frame_id")  # the array starts at base
     num_joints, entries = None, []
     for k, (fr, fid) in enumerate(zip(frames, ids)):
         for i, inst in enumerate(fr["instances"]):
