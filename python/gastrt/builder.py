@@ -4,7 +4,6 @@ checkpoint import (never unpickled as code) -> family detection + lowering -> pl
 engine file, written atomically. Needs neither torch nor the compiled runtime."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from ._version import __version__
 from .backends.numpy_backend import NumpyBackend
 from .checkpoint import CheckpointError, load_state_dicts
-from .engine_file import cast_weight, check_output_path, check_precision, write_engine
+from .engine_file import cast_weight, check_output_path, check_precision, file_sha256, write_engine
 from .errors import GastrtError
 from .families import detect_and_lower
 
@@ -81,14 +80,6 @@ def smoke_run(lowered, checkpoint: str, check_finite: bool = True) -> None:
                                   "(overflowing or corrupt weights)")
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _param_count(sd: dict) -> int:
     skip = (".running_mean", ".running_var", ".num_batches_tracked")
     return int(sum(np.asarray(v).size for k, v in sd.items() if not k.endswith(skip)))
@@ -143,7 +134,7 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
         "precision": precision,
         "parameter_count": nparams,
         "source_name": os.path.basename(checkpoint),
-        "source_sha256": _sha256_file(checkpoint),
+        "source_sha256": file_sha256(checkpoint),
         "source_format": info.get("format"),
         "plans": {name: p.to_json() for name, p in lowered.plans.items()},
     }

@@ -129,6 +129,7 @@ class Engine:
         # (GAST-27 with flip needs ~0.4 MiB per frame: a 16384-frame chunk was 6.4 GiB)
         self.max_sequence_frames = 16384
         self.workspace_budget = _budget_from_env()
+        self._workspace_lines: dict = {}  # (plan, mode, rows) -> (a, b): see _workspace_line
 
     def __repr__(self):
         return (f"<gastrt.Engine {self.family} rf={self.receptive_field} joints={self.num_joints} "
@@ -236,20 +237,12 @@ class Engine:
     def sequence_chunk(self, plan_name: str, people: int, flip: bool) -> int:
         """Output frames per sequence in one lift_sequence call of the backend: at most
         max_sequence_frames / people, and on a CPU as many as fit ``workspace_budget`` bytes of
-        workspace (measured from the backend's own workspace for a 256-frame piece; the
-        workspace grows linearly with the frames)."""
+        workspace (3% headroom; the RF - 1 frames of context and any fixed part counted)."""
         cap = max(1, self.max_sequence_frames // people)
         if self.backend.capabilities.device != "cpu":
             return cap  # a GPU's arena is sized against device memory by its own backend
-        plan = self.plans[plan_name]
-        rf = plan.receptive_field
-        n = people * (2 if flip else 1)
-        # workspace(t input frames) = a + b * t: fitted from two sizes, so the RF - 1 frames of
-        # context and any fixed part are counted, whatever the chunk
-        t1, t2 = rf + 256, rf + 2048  # the slope creeps up with t: measure it where chunks are
-        w1, w2 = (self._workspace(plan_name, (n, t, plan.in_joints, plan.in_features), "sequence") for t in (t1, t2))
-        b = max(1.0, (w2 - w1) / (t2 - t1))
-        a = max(0.0, w1 - b * t1)
+        rf = self.plans[plan_name].receptive_field
+        a, b = self._workspace_line(plan_name, "sequence", people * (2 if flip else 1))
         return max(1, min(cap, int((0.97 * self.workspace_budget - a) / b) - (rf - 1)))
 
     def window_chunk(self, plan_name: str, flip: bool) -> int:
@@ -258,13 +251,28 @@ class Engine:
         cap = 4096 // (2 if flip else 1)
         if self.backend.capabilities.device != "cpu":
             return cap
-        plan = self.plans[plan_name]
-        m = 2 if flip else 1
-        shape = lambda k: (k * m, plan.receptive_field, plan.in_joints, plan.in_features)  # noqa: E731
-        w1, w2 = self._workspace(plan_name, shape(1), "window"), self._workspace(plan_name, shape(65), "window")
-        b = max(1.0, (w2 - w1) / 64)
-        a = max(0.0, w1 - b)
+        a, b = self._workspace_line(plan_name, "window", 2 if flip else 1)
         return max(1, min(cap, int((self.workspace_budget - a) / b)))
+
+    def _workspace_line(self, plan_name: str, mode: str, rows: int) -> tuple[float, float]:
+        """One backend call's workspace as a + b * k, fitted from two sizes. sequence: k input
+        frames of ``rows`` sequences (measured at RF + 256 and RF + 2048 frames, where chunks are:
+        the slope creeps up with k); window: k windows of ``rows`` copies each (flip). Fitted
+        once per (plan, mode, rows): the backend builds and caches a schedule per probed shape,
+        and probing on every call would evict the shapes in real use."""
+        key = (plan_name, mode, rows)
+        if key not in self._workspace_lines:
+            plan = self.plans[plan_name]
+            rf, j, f = plan.receptive_field, plan.in_joints, plan.in_features
+            if mode == "sequence":
+                k1, k2 = rf + 256, rf + 2048
+                w1, w2 = (self._workspace(plan_name, (rows, k, j, f), mode) for k in (k1, k2))
+            else:
+                k1, k2 = 1, 65
+                w1, w2 = (self._workspace(plan_name, (k * rows, rf, j, f), mode) for k in (k1, k2))
+            b = max(1.0, (w2 - w1) / (k2 - k1))
+            self._workspace_lines[key] = (max(0.0, w1 - b * k1), b)
+        return self._workspace_lines[key]
 
     def _workspace(self, plan_name: str, shape: tuple, mode: str) -> float:
         """Bytes one backend call on ``shape`` needs: the backend's own count, else (the NumPy

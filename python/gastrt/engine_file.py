@@ -81,7 +81,11 @@ def temp_prefix(path: str) -> str:
 def check_output_path(path: str, inputs=()) -> None:
     """An output may replace a regular file, never an input of the same command (``inputs``:
     their paths) and never something else (a device node, a FIFO, a directory)."""
-    if not os.path.lexists(path):
+    if not os.path.lexists(path):  # an input of the same name that is missing too: still refused
+        for i in inputs:
+            if os.path.abspath(i) == os.path.abspath(path):
+                raise GastrtError(f"{path}: is the input {i}; refusing to overwrite an input "
+                                  "(choose another output path)")
         return
     if os.path.isdir(path):
         raise GastrtError(f"{path}: is a directory, expected an output file path")
@@ -170,35 +174,44 @@ def _content_sha256(table: dict, meta: dict, data_hash) -> str:
     return h.hexdigest()
 
 
-def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mmap.mmap:
-    """Memory-map a file read-only; a missing file, a directory or a file shorter than
-    ``min_size`` bytes -> EngineFileError naming the path (``expected``: what it should be)."""
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open_checked(path: str, expected: str, min_size: int, too_short: str, regular: bool = False):
+    """The file opened for reading; a missing file, a directory, a non-regular file (when
+    ``regular``) or one shorter than ``min_size`` bytes -> EngineFileError naming the path
+    (``expected``: what it should be)."""
     try:
         f = open(path, "rb")
     except IsADirectoryError:
         raise EngineFileError(f"{path}: is a directory, expected {expected}") from None
     except OSError as e:
         raise EngineFileError(f"{path}: cannot open ({e.strerror})") from None
-    with f:
-        if os.fstat(f.fileno()).st_size < min_size:
-            raise EngineFileError(f"{path}: {too_short}")
+    st = os.fstat(f.fileno())
+    if regular and not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise EngineFileError(f"{path}: not a regular file, expected {expected}")
+    if st.st_size < min_size:
+        f.close()
+        raise EngineFileError(f"{path}: {too_short}")
+    return f
+
+
+def map_readonly(path: str, expected: str, min_size: int, too_short: str) -> mmap.mmap:
+    """Memory-map a file read-only (errors as _open_checked)."""
+    with _open_checked(path, expected, min_size, too_short) as f:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _read_whole(path: str, expected: str, min_size: int, too_short: str) -> bytes:
     """The file's bytes (read, then closed: a loaded engine holds no file descriptor)."""
-    try:
-        f = open(path, "rb")
-    except IsADirectoryError:
-        raise EngineFileError(f"{path}: is a directory, expected {expected}") from None
-    except OSError as e:
-        raise EngineFileError(f"{path}: cannot open ({e.strerror})") from None
-    with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise EngineFileError(f"{path}: not a regular file, expected {expected}")
-        if st.st_size < min_size:
-            raise EngineFileError(f"{path}: {too_short}")
+    with _open_checked(path, expected, min_size, too_short, regular=True) as f:
         try:
             return f.read()
         except OSError as e:

@@ -480,7 +480,8 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
         raise UserError(f"{out_path}: output directory {out_dir} does not exist")
-    check_output_path(out_path, [p for p in (result_path, overlay) if p is not None and os.path.exists(p)])
+    inputs = [os.fspath(p) for p in (result_path, overlay) if p is not None]
+    check_output_path(out_path, inputs)  # before the work
     _, animation = _matplotlib()
     res = load_result(result_path)
     scene = _make_scene(res, person=person, src=result_path)
@@ -494,10 +495,7 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
         ext = ".gif"
         print(f"gastrt: warning: ffmpeg not found (PATH or imageio-ffmpeg); writing {out_path} "
               f"instead", file=sys.stderr)
-    inputs = [result_path] + ([os.fspath(overlay)] if overlay is not None else [])
-    for i in inputs:
-        if _same_file(i, out_path):
-            raise UserError(f"{out_path}: output would overwrite the input {i}")
+        check_output_path(out_path, inputs)  # the .gif beside it may be an input too
 
     video = _VideoFrames(overlay) if overlay is not None else None
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=temp_prefix(out_path), suffix=ext)
@@ -541,13 +539,6 @@ def render_result(result_path: str | os.PathLike, out_path: str | os.PathLike, *
         if video:
             video.close()
     return out_path
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return os.path.abspath(a) == os.path.abspath(b)
 
 
 # ---- CLI ------------------------------------------------------------------------------------------

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..engine import load
-from ..engine_file import atomic_write, check_output_path
+from ..engine_file import atomic_write, check_output_path, file_sha256
 from ..errors import GastrtError
 from ..keypoints import FORMATS, camera_to_world, parse_size, rebase_height
 from ..lifting import LiftResult, LiftWarning, lift_file, lift_keypoints, save_result
-from .inputs import expand_inputs, file_sha256, fingerprint, input_stat, output_names
+from .inputs import expand_inputs, fingerprint, input_stat, output_names
 
 MANIFEST_NAME = "manifest.parquet"
 # the manifest's columns, in order (one row per input)

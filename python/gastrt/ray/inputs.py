@@ -196,13 +196,6 @@ def input_stat(path: str) -> tuple[int, int]:
         return -1, -1
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def fingerprint(engine_sha: str, opts: dict, size: Iterable[int] | None, stat: tuple[int, int]) -> str:
     """What an output depends on: the engine's bytes, the per-file options, the input's size
