@@ -651,3 +651,57 @@ def test_json_output_may_not_replace_the_target(tiny_engine, capsys):
     assert main(["bench", tiny_engine, "--json", tiny_engine] + FAST) == 2
     assert "refusing to overwrite an input" in capsys.readouterr().err
     assert open(tiny_engine, "rb").read() == before
+
+
+# ---- ONNX Runtime / OpenVINO on the exported graph ----------------------------------------------
+
+@pytest.mark.parametrize("mode,flip", [("window", True), ("sequence", False), ("stream", False)])
+def test_onnx_peers_are_contenders(tiny_engine, mode, flip):
+    """--compare ort,openvino: each peer times its row next to gastrt, and its output on the
+    first input matches gastrt's (fp32, 1e-5) in agreement_peers; a missing runtime is a note."""
+    pytest.importorskip("onnx")
+    from gastrt.bench.onnx_peers import peer_unavailable
+
+    doc = bench.run_bench(tiny_engine, batches=[1, 3], mode=mode, seq_len=40, compare="ort,openvino",
+                          flip=flip, warmup=0.02, repeat=3, max_time=0.3, threads=1, progress=False)
+    validate(doc)
+    section = _doc_schema()["agreement_peers"]
+    for peer in ("ort", "openvino"):
+        why = peer_unavailable(peer)
+        rows = [r for r in doc["rows"] if r["contender"] == peer]
+        if why:
+            assert not rows and any(why in n for n in doc["notes"])
+            continue
+        assert [r["batch"] for r in rows] == [1, 3] and all(r["status"] == "ok" for r in rows), rows
+        assert all(r["throughput_fps"] > 0 for r in rows)
+        a = doc["agreement_peers"][peer]
+        _check(a, "agreement_peers", {"agreement_peers": section}, peer)
+        assert a["max_rel_err"] <= 1e-5 and a["precision"] == "fp32"
+
+
+def test_onnx_peer_engine_matches_gastrt(tiny_engine):
+    """The peer backend behind an Engine: lift / lift_sequence with flip equal gastrt's (fp32)."""
+    pytest.importorskip("onnx")
+    from gastrt.bench.onnx_peers import peer_engine, peer_unavailable
+
+    eng = gastrt.load(tiny_engine, threads=1)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, eng.receptive_field, 17, 2)) * 0.4).astype(np.float32)
+    seq = (rng.standard_normal((31, 17, 2)) * 0.4).astype(np.float32)
+    ran = 0
+    for peer in ("ort", "openvino"):
+        if peer_unavailable(peer):
+            continue
+        p = peer_engine(peer, eng, 1)
+        for got, want in ((p.lift(x, flip=True), eng.lift(x, flip=True)),
+                          (p.lift_sequence(seq, flip=True), eng.lift_sequence(seq, flip=True))):
+            assert np.isfinite(got).all() and got.shape == want.shape
+            assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+        ran += 1
+    if not ran:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+
+
+def test_onnx_peer_unknown_or_on_cuda_is_a_note(tiny_engine):
+    with pytest.raises(gastrt.GastrtError, match="unknown contender 'ov'"):
+        bench.run_bench(tiny_engine, batches=[1], compare="ov", progress=False)

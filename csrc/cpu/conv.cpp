@@ -71,8 +71,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   }
 
   // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
-  const int P = team.size();
-  const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci, P);
+  const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1), tile_cols = grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
@@ -90,6 +89,7 @@ void conv_f32(const ConvParams& p, Team& team) {
 
   const VecKernels& vk = vec();
   const int act = int(p.act);
+  const GemmPath path = gemm_path(R, fused_k ? int64_t(p.k) * ci : ci);
   team.parallel_for(int64_t(tiles.size()), [&](int64_t ti, int) {
     const Tile& tl = tiles[size_t(ti)];
     // A row of output row r = (s, t): x + (s * t_in + t * stride) * ci (+ tau * dilation * ci).
@@ -97,11 +97,11 @@ void conv_f32(const ConvParams& p, Team& team) {
     const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
     float* c0 = y + tl.row0 * co + tl.col0;
     if (fused_k) {
-      gemm(tl.rows, tl.cols, int64_t(p.k) * ci, a0, lda, w + tl.col0, co, 0.f, c0, co);
+      gemm(path, tl.rows, tl.cols, int64_t(p.k) * ci, a0, lda, w + tl.col0, co, 0.f, c0, co);
     } else {
       for (int tau = 0; tau < p.k; ++tau)
-        gemm(tl.rows, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci, lda,
-                    w + int64_t(tau) * ci * co + tl.col0, co, tau ? 1.f : 0.f, c0, co);
+        gemm(path, tl.rows, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci, lda,
+             w + int64_t(tau) * ci * co + tl.col0, co, tau ? 1.f : 0.f, c0, co);
     }
     // Epilogue on the tile just written: bias, activation, then the residual.
     for (int64_t r = tl.row0; r < tl.row0 + tl.rows; ++r) {

@@ -64,13 +64,13 @@ struct WinoGeometry {
   GemmGrid grid;    // over [tiles, co]
 };
 
-WinoGeometry geometry(const ConvParams& p, int team_size) {
+WinoGeometry geometry(const ConvParams& p) {
   WinoGeometry g{};
   const int64_t span = int64_t(kOut) * p.dilation;
   g.blocks = p.t_out / span;
   g.tiles = p.n_seq * g.blocks * p.dilation;
   g.t_main = g.blocks * span;
-  g.grid = gemm_grid(g.tiles, p.co, int64_t(kTaps) * p.ci, team_size);
+  g.grid = gemm_grid(g.tiles, p.co, int64_t(kTaps) * p.ci);
   g.grid.tile_rows = std::max<int64_t>(g.grid.tile_rows, 1);
   g.grid.tile_cols = std::max<int64_t>(g.grid.tile_cols, 1);
   return g;
@@ -103,7 +103,7 @@ std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co)
 
 size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size) {
   if (!conv_winograd_shape_ok(p)) return 0;
-  const WinoGeometry g = geometry(p, team_size);
+  const WinoGeometry g = geometry(p);
   if (g.tiles == 0) return 0;
   const size_t v = size_t(kTaps) * size_t(g.tiles) * size_t(p.ci);
   const size_t m = size_t(kTaps) * size_t(g.grid.tile_rows) * size_t(g.grid.tile_cols);
@@ -123,8 +123,7 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
   const float* res = static_cast<const float*>(p.res);  // [n_seq, t_res, co] or null
   float* y = static_cast<float*>(p.y);                  // [n_seq, t_out, co]
   const int64_t ci = p.ci, co = p.co, d = p.dilation;
-  const int P = team.size();
-  const WinoGeometry g = geometry(p, P);
+  const WinoGeometry g = geometry(p);
 
   // Frames past the last whole block: the direct kernel, one sequence at a time (their output
   // rows are not one uniform stride across sequences).
@@ -174,13 +173,14 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
   const int64_t tr = g.grid.tile_rows, tc = g.grid.tile_cols;
   const int64_t nrow = ceil_div(g.tiles, tr), ncol = ceil_div(co, tc);
   const int act = int(p.act);
+  const GemmPath path = gemm_path(g.tiles, ci);
   team.parallel_for(nrow * ncol, [&](int64_t task, int tid) {
     const int64_t r0 = (task / ncol) * tr, c0 = (task % ncol) * tc;
     const int64_t rows = std::min(tr, g.tiles - r0), cols = std::min(tc, co - c0);
     float* m = mbuf + tid * m_slot;  // [6, rows, cols]
     const int64_t ld_m = rows * cols;
     for (int q = 0; q < kTaps; ++q)
-      gemm(rows, cols, ci, v + q * ld_v + r0 * ci, ci, u + size_t(q) * ci * co + c0, co, 0.f,
+      gemm(path, rows, cols, ci, v + q * ld_v + r0 * ci, ci, u + size_t(q) * ci * co + c0, co, 0.f,
            m + q * ld_m, cols);
     for (int64_t r = 0; r < rows; ++r) {
       int64_t s, t0;

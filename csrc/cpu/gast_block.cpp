@@ -48,31 +48,29 @@ std::vector<float> copy_f32(const void* p, size_t n, const char* what) {
   return std::vector<float>(f, f + n);
 }
 
-// How a block runs for `frames` frames on `team_size` threads.
+// How a block runs for `frames` frames. The chunks depend on the frame count only, never on
+// the team size, and so does everything computed inside a chunk (GEMM tiles: tiling.h), so the
+// results do not depend on the thread count.
 struct ChunkPlan {
-  bool split_stages;  // true: one chunk of all frames, each stage split across the team
   int64_t frames_per_chunk;
   int64_t nchunks;
-  int64_t slots;      // chunk workspaces needed
 };
 
-ChunkPlan plan_chunks(int64_t frames, int32_t j, int team_size) {
-  ChunkPlan cp{};
-  if (team_size > 1 && frames < 2 * team_size) {
-    cp.split_stages = true;
-    cp.frames_per_chunk = frames;
-    cp.nchunks = 1;
-    cp.slots = 1;
-    return cp;
-  }
+ChunkPlan plan_chunks(int64_t frames, int32_t j) {
   const int64_t fmax = std::max<int64_t>(1, chunk_rows() / j);
-  // A multiple of the team size, as few as possible with at most fmax frames each.
-  const int64_t nchunks = team_size * ceil_div(frames, team_size * fmax);
-  cp.split_stages = false;
-  cp.frames_per_chunk = ceil_div(frames, nchunks);
+  // As few chunks as fit fmax frames each, but at least 4 when there are 16+ frames (so that a
+  // small team works on whole chunks in parallel instead of splitting every stage).
+  const int64_t want = std::max(ceil_div(frames, fmax), std::min<int64_t>(4, frames / 4));
+  ChunkPlan cp{};
+  cp.frames_per_chunk = ceil_div(frames, std::max<int64_t>(want, 1));
   cp.nchunks = ceil_div(frames, cp.frames_per_chunk);
-  cp.slots = std::min<int64_t>(team_size, cp.nchunks);
   return cp;
+}
+
+// Chunks run in parallel, one per thread, when there are at least as many as threads;
+// otherwise one after another, each stage split across the team. Same arithmetic either way.
+bool split_stages(const ChunkPlan& cp, int team_size) {
+  return team_size > 1 && cp.nchunks < team_size;
 }
 
 struct Layout {  // offsets (floats) inside one chunk workspace of R rows
@@ -105,6 +103,9 @@ struct GemmJob {
 // Either serial (inside one chunk task) or a whole team working on the same stage.
 struct Par {
   Team* team;  // null: serial
+  // Rows that choose each GEMM's kernel (gemm_path): the plan's chunk size, the same for
+  // every chunk and every team size (the last chunk may be shorter).
+  int64_t path_rows;
 
   bool serial() const { return !team || team->size() == 1; }
 
@@ -120,29 +121,20 @@ struct Par {
   }
 
   // Up to two independent GEMMs in ONE parallel region (fewer team synchronisations at
-  // batch 1, where every stage is split), each cut into a tile grid (tiling.h).
+  // batch 1, where every stage is split), each cut into its tile grid (tiling.h), which is the
+  // same serial or not.
   template <class E1, class E2>
   void gemms(const GemmJob& j1, E1&& e1, const GemmJob* j2, E2&& e2) const {
-    if (serial()) {
-      cpu::gemm(j1.M, j1.N, j1.K, j1.A, j1.lda, j1.B, j1.ldb, 0.f, j1.C, j1.ldc);
-      e1(int64_t(0), j1.M, int64_t(0), j1.N);
-      if (j2) {
-        cpu::gemm(j2->M, j2->N, j2->K, j2->A, j2->lda, j2->B, j2->ldb, 0.f, j2->C, j2->ldc);
-        e2(int64_t(0), j2->M, int64_t(0), j2->N);
-      }
-      return;
-    }
-    const int P = team->size();
-    const GemmGrid g1 = gemm_grid(j1.M, j1.N, j1.K, P);
+    const GemmGrid g1 = gemm_grid(j1.M, j1.N, j1.K);
     const int64_t nr1 = ceil_div(j1.M, g1.tile_rows), nc1 = ceil_div(j1.N, g1.tile_cols);
     GemmGrid g2{1, 1};
     int64_t nr2 = 0, nc2 = 1;
     if (j2) {
-      g2 = gemm_grid(j2->M, j2->N, j2->K, P);
+      g2 = gemm_grid(j2->M, j2->N, j2->K);
       nr2 = ceil_div(j2->M, g2.tile_rows);
       nc2 = ceil_div(j2->N, g2.tile_cols);
     }
-    team->parallel_for(nr1 * nc1 + nr2 * nc2, [&](int64_t i, int) {
+    auto tile = [&](int64_t i, int) {
       const bool first = i < nr1 * nc1;
       const GemmJob& j = first ? j1 : *j2;
       const GemmGrid& g = first ? g1 : g2;
@@ -150,11 +142,17 @@ struct Par {
       if (!first) i -= nr1 * nc1;
       const int64_t r0 = (i / nc) * g.tile_rows, c0 = (i % nc) * g.tile_cols;
       const int64_t rows = std::min(g.tile_rows, j.M - r0), cols = std::min(g.tile_cols, j.N - c0);
-      cpu::gemm(rows, cols, j.K, j.A + r0 * j.lda, j.lda, j.B + c0, j.ldb, 0.f,
-                j.C + r0 * j.ldc + c0, j.ldc);
+      cpu::gemm(gemm_path(path_rows, j.K), rows, cols, j.K, j.A + r0 * j.lda, j.lda, j.B + c0,
+                j.ldb, 0.f, j.C + r0 * j.ldc + c0, j.ldc);
       if (first) e1(r0, rows, c0, cols);
       else e2(r0, rows, c0, cols);
-    });
+    };
+    const int64_t ntiles = nr1 * nc1 + nr2 * nc2;
+    if (serial()) {
+      for (int64_t i = 0; i < ntiles; ++i) tile(i, 0);
+    } else {
+      team->parallel_for(ntiles, tile);
+    }
   }
 };
 
@@ -280,9 +278,10 @@ GastBlockWeights gast_block_prepare(const GastBlockParams& p) {
 
 size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t, int team_size) {
   team_size = std::max(team_size, 1);
-  const ChunkPlan cp = plan_chunks(n * t, w.j, team_size);
+  const ChunkPlan cp = plan_chunks(n * t, w.j);
   const Layout l = chunk_layout(w, cp.frames_per_chunk * w.j);
-  return size_t(cp.slots) * l.total + size_t(team_size) * pad16(size_t(w.j) * w.j);
+  const int64_t slots = split_stages(cp, team_size) ? 1 : std::min<int64_t>(team_size, cp.nchunks);
+  return size_t(slots) * l.total + size_t(team_size) * pad16(size_t(w.j) * w.j);
 }
 
 void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
@@ -294,19 +293,26 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
                             w.loc_b.data(), w.nbr_start.data(), w.nbr.data(),
                             w.glb_ck.data()};
   const int64_t frames = n * t;
-  const ChunkPlan cp = plan_chunks(frames, w.j, team.size());
-  const Layout l = chunk_layout(w, cp.frames_per_chunk * w.j);
-  float* att = scratch + size_t(cp.slots) * l.total;
+  const ChunkPlan cp = plan_chunks(frames, w.j);
+  const int64_t path_rows = cp.frames_per_chunk * w.j;
+  const Layout l = chunk_layout(w, path_rows);
+  const bool split = split_stages(cp, team.size());
+  const int64_t slots = split ? 1 : std::min<int64_t>(team.size(), cp.nchunks);
+  float* att = scratch + size_t(slots) * l.total;
   const size_t att_stride = pad16(size_t(w.j) * w.j);
-  if (cp.split_stages) {
-    run_chunk(w, tab, x, y, t, 0, frames, scratch, att, att_stride, Par{&team});
+  if (split) {
+    for (int64_t ci = 0; ci < cp.nchunks; ++ci) {
+      const int64_t f0 = ci * cp.frames_per_chunk;
+      run_chunk(w, tab, x, y, t, f0, std::min(cp.frames_per_chunk, frames - f0), scratch, att,
+                att_stride, Par{&team, path_rows});
+    }
     return;
   }
   team.parallel_for(cp.nchunks, [&](int64_t ci, int tid) {
     const int64_t f0 = ci * cp.frames_per_chunk;
     const int64_t nf = std::min(cp.frames_per_chunk, frames - f0);
     run_chunk(w, tab, x, y, t, f0, nf, scratch + size_t(tid) * l.total, att + tid * att_stride,
-              att_stride, Par{nullptr});
+              att_stride, Par{nullptr, path_rows});
   });
 }
 

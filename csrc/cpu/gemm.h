@@ -30,10 +30,22 @@ inline bool use_small_gemm(int64_t M, int64_t K) {
   return M <= 40 || (M <= 192 && K >= 256);
 }
 
+// Which kernel computes a product. Chosen ONCE per product from its whole row count (or a row
+// count fixed by the op, never by the team size), and then used for every tile of it: the
+// two kernels round differently, and a tile's rows depend on the thread count, so choosing per
+// tile would make a result depend on how many threads computed it. Within one path every
+// element's sum runs in the same order whatever the tile (sgemm_small: see its tail handling;
+// OpenBLAS: K blocking depends on K only), so results are the same for any thread count.
+enum class GemmPath { Small, Blas };
+
+inline GemmPath gemm_path(int64_t rows, int64_t K) {
+  return use_small_gemm(rows, K) ? GemmPath::Small : GemmPath::Blas;
+}
+
 // Row-major C[M, N] = A[M, K] @ B[K, N] + beta * C.
-inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                 int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M > 0 && K > 0 && N > 0 && use_small_gemm(M, K)) {
+inline void gemm(GemmPath path, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M > 0 && K > 0 && N > 0 && path == GemmPath::Small) {
     vec().sgemm_small(M, N, K, A, lda, B, ldb, beta, C, ldc);
     return;
   }

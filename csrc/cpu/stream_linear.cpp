@@ -7,7 +7,9 @@
 //
 // Threads split K (each reads whole, contiguous weight rows: DRAM streams best that way; a split
 // by columns made every thread read short strided pieces of each row, ~3x slower from DRAM) into
-// partial sums that are added in thread order, then the epilogue.
+// partial sums that are added in order, then the epilogue. The number of parts depends on the
+// sizes only (up to max_gemm_tiles(), tiling.h), never on the team, so the sum's order, and the
+// result, is the same for any thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
+#include "tiling.h"
 #include "vec_kernels.h"
 
 namespace gastrt {
@@ -31,8 +34,9 @@ void stream_linear_f32(const StreamLinearParams& p, Team& team) {
   const size_t wsize = p.wdtype == DType::F32 ? 4 : 2;
   const char* w = static_cast<const char*>(p.w);
   const int64_t m = p.m, n = p.n, k = p.k;
-  // Below ~128K weights a second thread costs more to wake than it saves.
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(team.size(), k * n / (128 * 1024)));
+  // A part per >= ~128K weights (below that a second thread costs more to wake than it saves).
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>({max_gemm_tiles(), k * n / (128 * 1024), k}));
   const int act = int(p.act);
   if (parts == 1) {
     vk.gemm_rows(m, n, k, p.x, p.ldx, w, n, wfmt, p.y, n);

@@ -1,13 +1,22 @@
 // How a GEMM C[M, N] = A[M, K] @ B[K, N] is cut into tiles for the thread team. Each tile is one
 // single-threaded sgemm call, so each tile packs its own panels of A (K x rows) and B (K x cols):
-// total packing traffic = pr * K*N + pc * M*K for a pr x pc grid. The grid minimises that for a
-// tile count of 1-2 per thread (more tiles: dynamic scheduling evens out threads that a busy
-// machine slows down; fewer: less packing, and in a forward the weight panels B come cold from
-// DRAM, so re-packing them costs more. Measured on 2 cores: 4 tiles per thread made the
-// VideoPose3D-243 forwards 2-4% slower than 2), keeping tiles >= 16 rows / >= 64 columns.
+// total packing traffic = pr * K*N + pc * M*K for a pr x pc grid, which the grid minimises.
+//
+// The grid depends on (M, N, K) only, never on the team size: OpenBLAS rounds an element
+// differently depending on the shape of the call that computed it (edge micro-kernels), so a
+// thread-dependent grid made results depend on the thread count (threads 1 vs 2 differed by up
+// to 2e-6 relative). With a fixed grid every element is computed by the same call whatever
+// the team, and a team of any size takes the tiles dynamically. The tile count is a power of two
+// that grows with the work (>= ~4 MFLOP per tile, tens of microseconds) up to
+// max_gemm_tiles(); few-row products (batch-1 weight streaming) are cut into >= 256-column
+// strips, which costs no packing there. More tiles than threads is not free: in a forward the
+// weight panels come cold from DRAM, so re-packing them costs. Measured on 2 cores (Zen 1,
+// benchmarks/RESULTS.md): up to 8 tiles kept batch-1 at parity with the thread-dependent grid
+// and cost ~4% on VideoPose3D-243 at batch 64; up to 16 tiles cost 6-9%.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 namespace gastrt {
 namespace cpu {
@@ -16,21 +25,37 @@ struct GemmGrid {
   int64_t tile_rows, tile_cols;
 };
 
-inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int P) {
+inline int64_t pow2_floor(int64_t v) {
+  int64_t p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+
+// Most tiles per GEMM (a power of two, 2..64): GASTRT_GEMM_TILES, default 8. It bounds how many
+// threads one GEMM keeps busy; changing it changes the rounding of results (by ~1e-6), so it is
+// a deployment-wide setting, not a per-call one.
+inline int64_t max_gemm_tiles() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("GASTRT_GEMM_TILES");
+    const long long t = e ? std::atoll(e) : 0;
+    return t >= 2 ? std::min<int64_t>(64, pow2_floor(int64_t(t))) : int64_t(8);
+  }();
+  return v;
+}
+
+inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
   auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   auto rup = [&](int64_t a, int64_t m) { return cdiv(a, m) * m; };
-  if (P <= 1 || M <= 0 || N <= 0) return {std::max<int64_t>(M, 1), std::max<int64_t>(N, 1)};
+  if (M <= 0 || N <= 0) return {std::max<int64_t>(M, 1), std::max<int64_t>(N, 1)};
   const double flops = 2.0 * double(M) * double(N) * double(std::max<int64_t>(K, 1));
-  // Below ~0.5 MFLOP per thread, waking the workers costs more than it saves: one tile (run
-  // inline by the caller).
-  if (flops < 5e5 * P) return {M, N};
-  // ~4 MFLOP per tile at least (tens of microseconds), up to 2 tiles per thread.
-  const int64_t per_thread = std::clamp<int64_t>(int64_t(flops / (double(P) * 4e6)), 1, 2);
-  const int64_t T = P * per_thread;
+  // Below ~1 MFLOP, waking workers costs more than it saves: one tile (run inline).
+  if (flops < 1e6) return {M, N};
+  const int64_t tmax = max_gemm_tiles();
+  int64_t T = std::clamp<int64_t>(pow2_floor(int64_t(flops / 8e6)), 2, tmax);
+  if (M <= 64) T = std::max(T, std::min<int64_t>(tmax, pow2_floor(N / 256)));
   int64_t best_pr = 1;
   double best_cost = -1;
-  for (int64_t pr = 1; pr <= T; ++pr) {
-    if (T % pr) continue;
+  for (int64_t pr = 1; pr <= T; pr *= 2) {
     const int64_t pc = T / pr;
     if (pr > 1 && cdiv(M, pr) < 16) continue;
     if (pc > 1 && cdiv(N, pc) < 64) continue;
@@ -41,7 +66,7 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int P) {
     }
   }
   if (best_cost < 0) {  // too small to split both ways: split the longer side as allowed
-    if (M >= 16 * 2 && M >= N / 4) return {rup(cdiv(M, std::min<int64_t>(T, M / 16)), 16) , N};
+    if (M >= 16 * 2 && M >= N / 4) return {rup(cdiv(M, std::min<int64_t>(T, M / 16)), 16), N};
     if (N >= 64 * 2) return {M, rup(cdiv(N, std::min<int64_t>(T, N / 64)), 16)};
     return {M, N};
   }

@@ -125,16 +125,12 @@ def _single_process(engine, path, tmp_path, capsys):
     return load_result(out)
 
 
-def _assert_same(a, b, exact=True):
-    """Whole outputs equal. exact=False: poses within 1e-5 of their largest magnitude (the
-    native runtime's sums differ by a few ulp between thread counts: the actors run 1 thread,
-    `gastrt lift` all cores); the 2D inputs, masks and metadata always bit-equal."""
-    for k in ("valid", "keypoints_2d"):
+def _assert_same(a, b):
+    """Whole outputs bit-equal: poses, 2D inputs, masks and metadata. The actors run 1 thread
+    and `gastrt lift` all cores; the native runtime's results do not depend on the thread count
+    (tests/native/test_thread_invariance.py)."""
+    for k in ("valid", "keypoints_2d", "poses_3d"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
-    if exact:
-        np.testing.assert_array_equal(a.poses_3d, b.poses_3d)
-    else:
-        np.testing.assert_allclose(a.poses_3d, b.poses_3d, rtol=0, atol=1e-5 * float(np.abs(b.poses_3d).max()))
     assert a.metadata == b.metadata
 
 
@@ -160,8 +156,8 @@ def test_corpus_outputs_equal_single_process_lift(first_run, corpus, small_engin
     for row in ok.itertuples():
         got = load_result(row.output)
         want = _single_process(small_engine, row.input, tmp_path, capsys)
-        _assert_same(got, want, exact=False)
-        # bit-equal with the same thread count as the actors (--threads 1)
+        _assert_same(got, want)
+        # and with an in-process engine of the actors' thread count (--threads 1)
         same = lift_file(one_thread, row.input, size=SIZE)
         np.testing.assert_array_equal(got.poses_3d, same.poses_3d)
         assert row.persons == got.poses_3d.shape[0] and row.frames == got.poses_3d.shape[1]

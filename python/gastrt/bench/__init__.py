@@ -39,7 +39,12 @@ weights only); on CUDA they run in the engine's precision. ``tensorrt`` (GPU onl
 when TensorRT, cuda-python and onnx are installed): a TensorRT engine built per batch size from
 the same gastrt engine (its ONNX export; optimization profile fixed at that batch, build time in
 ``build_s``), run on the same torch device tensors and stream (``TensorRTBackend.run_device``);
-its output is checked against eager (or gastrt) in ``agreement_tensorrt``. Flip (``--flip``) is
+its output is checked against eager (or gastrt) in ``agreement_tensorrt``. ``ort`` and
+``openvino`` (CPU only, ``--compare ort,openvino``; extras ``gastrt[onnx]`` / ``gastrt[openvino]``):
+ONNX Runtime and OpenVINO running the ONNX graph ``gastrt export`` writes for the same engine
+("gx"), as the backend of an Engine over the same plans (``gastrt.bench.onnx_peers``), so flip,
+padding and chunking are gastrt's own; same thread count; their outputs are checked against
+gastrt's in ``agreement_peers``, with the precision each computed in. Flip (``--flip``) is
 the originals' test-time augmentation for every contender (a batch of [x, mirrored x],
 un-mirror, average).
 
@@ -90,12 +95,13 @@ JSON document (``--json``; ``run_bench``'s return value). Every key below is alw
 
 [top]
 schema            str              always "gastrt-bench"
-schema_version    int              2 (2 added agreement_tensorrt and the rows' build_s)
+schema_version    int              4 (2 added agreement_tensorrt and the rows' build_s, 4 agreement_peers)
 created           str              ISO 8601 UTC time the run started
 machine           object           [machine]
 config            object           [config]
 agreement         object|null      [agreement]: gastrt vs eager outputs on one input, or null
 agreement_tensorrt object|null     [agreement_tensorrt]: TensorRT vs eager (or gastrt), or null
+agreement_peers   object           contender ("ort", "openvino") -> [agreement_peers]; {} without them
 notes             list             strings: why a comparison is missing, load warnings, ...
 rows              list             [row], one per contender per batch size, in run order
 interrupted       bool             true when Ctrl-C ended the run (rows: the batches finished before)
@@ -133,7 +139,7 @@ seq_len           int|null         frames per sequence (sequence mode)
 batches           list             batch sizes, in run order
 precision         str              engine precision: "fp32", "fp16" or "bf16"
 torch_dtype       str|null         dtype of the torch contenders; null without them
-compare           list             contenders asked for besides gastrt: "eager", "compile", "tensorrt"
+compare           list             contenders asked for besides gastrt: "eager", "compile", "tensorrt", "ort", "openvino"
 flip              bool             flip test-time augmentation
 warmup_s          float            warm-up seconds per cell
 repeat            int              interleaved rounds per batch (at most)
@@ -152,8 +158,14 @@ batch             int              batch size of the check
 reference         str              "eager" (when it runs) or "gastrt"
 max_rel_err       float            max |TensorRT - reference| / max |reference|
 
+[agreement_peers]
+batch             int              batch size of the check
+reference         str              "gastrt"
+max_rel_err       float            max |peer - gastrt| / max |gastrt|, same input
+precision         str|null         what the peer computed in: "fp32", or OpenVINO's "bf16" / "fp16" where the CPU has the units
+
 [row]
-contender         str              "gastrt", "eager", "compile" or "tensorrt"
+contender         str              "gastrt", "eager", "compile", "tensorrt", "ort" or "openvino"
 label             str              table label, e.g. "gastrt (native)", "torch.compile"
 batch             int              batch size
 status            str              "ok", "failed" (error says why) or "skipped"

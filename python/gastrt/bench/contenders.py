@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import GastrtError
 from .measure import Runner
-from .schema import LABELS
+from .schema import LABELS, ONNX_PEERS
 
 SEQ_CHUNK = 4096          # windows per call for RIE sequences (as Engine.lift_sequence)
 
@@ -183,6 +183,13 @@ def make_runner(name, eng, torch, models, g: Geom, sets, *, mode, b, frames, on_
         if mode == "window":
             return Runner(name, label, lambda x: eng.lift(x, flip=flip), sets, frames, fpf, workspace)
         return Runner(name, label, lambda x: eng.lift_sequence(x, flip=flip), sets, frames, fpf, workspace)
+    if name in ONNX_PEERS:   # an Engine whose backend is ONNX Runtime / OpenVINO (onnx_peers)
+        peer = models[name]
+        if mode == "window":
+            return Runner(name, label, lambda x: peer.lift(x, flip=flip), sets, frames, fpf)
+        if mode == "sequence":
+            return Runner(name, label, lambda x: peer.lift_sequence(x, flip=flip), sets, frames, fpf)
+        return Runner(name, label, lambda x: peer.lift(x, flip=flip), sets, frames, window_fpf)
     model = models[name]
     xs = [torch.from_numpy(a).to(device=tdev, dtype=dtype) for a in sets]
     if mode == "stream":   # the window model on the newest window of each slot
@@ -213,6 +220,9 @@ def prime(result, run: Runner, eng, torch, models, g: Geom, sets, shapes, mode, 
     """One untimed call; the first time both gastrt and eager have run, compare their outputs
     (``result["agreement"]``; TensorRT's: ``result["agreement_tensorrt"]``)."""
     y = run.call(run.inputs[0])
+    if run.name in ONNX_PEERS:
+        result["agreement_peers"][run.name] = _peer_agreement(run, y, eng, mode, b, models[run.name], g.flip)
+        return
     if run.name == "tensorrt" and mode != "stream":
         result["agreement_tensorrt"] = _tensorrt_agreement(run, y, eng, torch, models, g, sets, shapes, mode, b,
                                                            tdev, dtype)
@@ -228,6 +238,18 @@ def prime(result, run: Runner, eng, torch, models, g: Geom, sets, shapes, mode, 
             ref = ref[:, 0]
             got = got[:, 0] if got.ndim == 4 else got
         result["agreement"] = {"batch": int(b), "max_rel_err": rel_err(got, ref)}
+
+
+def _peer_agreement(run: Runner, y, eng, mode: str, b: int, peer, flip: bool) -> dict:
+    """An ONNX peer's output on its first input vs gastrt's on the same input, and the precision
+    the peer computed in."""
+    x = run.inputs[0]
+    if mode == "sequence":
+        ref = eng.lift_sequence(x, flip=flip)
+    else:
+        ref = eng.lift(x, flip=flip)
+    return {"batch": int(b), "reference": "gastrt", "max_rel_err": rel_err(y, ref),
+            "precision": peer.backend.precision_used}
 
 
 def _tensorrt_agreement(run: Runner, y, eng, torch, models, g: Geom, sets, shapes, mode, b, tdev, dtype):

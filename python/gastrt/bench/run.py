@@ -19,7 +19,8 @@ from .measure import (MIN_TIMED, ContenderError, CpuTimer, CudaMemProbe, CudaTim
                       cell_fields, time_cells, warm_up_cell)
 from .presets import Target, import_torch, resolve_target
 from ..engine_file import check_precision
-from .schema import (CONTENDERS, LABELS, MODES, TORCH_CONTENDERS, label, machine_info, new_document,
+from .onnx_peers import peer_engine, peer_unavailable
+from .schema import (CONTENDERS, LABELS, ONNX_PEERS, MODES, TORCH_CONTENDERS, label, machine_info, new_document,
                      new_row)
 
 # The default run (about a minute on a 2-core CPU) and --full (the longer sweep).
@@ -211,6 +212,16 @@ def _contenders(tgt: Target, torch, notes: list, *, compare, device, on_cuda, pr
                          "gastrt's ONNX export (its optimization profile fixed at that batch); build time in "
                          "build_s, not in the timings; device memory = TensorRT's activation memory + the "
                          "serialized engine")
+    for peer in (c for c in compare if c in ONNX_PEERS):
+        why = "it is a CPU runtime here (the GPU peer is TensorRT)" if on_cuda else peer_unavailable(peer)
+        if why:
+            notes.append(f"no {LABELS[peer]} comparison: {why}")
+        else:
+            names.append(peer)
+    if any(c in ONNX_PEERS for c in names):
+        notes.append("ONNX Runtime / OpenVINO (gx) run the ONNX graph `gastrt export` writes for this engine "
+                     "(fp32 graph; OpenVINO's inference precision is the engine's, see agreement_peers), with "
+                     "the same thread count, behind gastrt's own flip / padding / chunking")
     if on_cuda and precision == "fp32" and any(c in TORCH_CONTENDERS for c in names):
         notes.append("fp32 on CUDA: the torch contenders run with TF32 off (cuDNN / cuBLAS), as gastrt's "
                      "fp32 kernels (plain FP32 FMA): like for like")
@@ -286,7 +297,7 @@ def _run(tgt: Target, target, torch, created, notes, *, device, dev_kind, dev_in
         contenders = _setup_models(stack, torch, tgt, eng, models, failed, notes, contenders, mode=mode,
                                    seq_len=seq_len, torch_dev=torch_dev, dtype=dtype, on_cuda=on_cuda,
                                    dev_index=dev_index, precision=precision, windowed=windowed, flip=flip,
-                                   n_batches=len(batches))
+                                   n_batches=len(batches), threads=threads)
         bar.total = max(1, len(batches) * len(contenders))
         rng = np.random.default_rng(seed)
         if torch is not None:
@@ -321,9 +332,15 @@ def _torch_settings(stack: contextlib.ExitStack, torch, threads: int, no_tf32: b
 
 
 def _setup_models(stack, torch, tgt, eng, models, failed, notes, contenders, *, mode, seq_len, torch_dev, dtype,
-                  on_cuda, dev_index, precision, windowed, flip, n_batches) -> list[str]:
-    """Eager / compile / TensorRT set up in ``models`` (released when ``stack`` closes) -> the
-    contenders still in the run."""
+                  on_cuda, dev_index, precision, windowed, flip, n_batches, threads) -> list[str]:
+    """Eager / compile / TensorRT / ONNX peers set up in ``models`` (released when ``stack``
+    closes) -> the contenders still in the run."""
+    for peer in [c for c in contenders if c in ONNX_PEERS]:
+        try:
+            models[peer] = peer_engine(peer, eng, threads, precision)
+        except Exception as e:
+            notes.append(f"no {LABELS[peer]} comparison: {_short(e)}")
+            contenders = [c for c in contenders if c != peer]
     if any(c in TORCH_CONTENDERS for c in contenders):
         try:
             models["eager"] = ct.build_eager(torch, tgt, mode, eng.causal, torch_dev, dtype)

@@ -14,12 +14,14 @@ from ..backends import build_config, native_module
 from ..engine_file import PRECISIONS  # noqa: F401  (re-exported: bench.PRECISIONS)
 
 SCHEMA = "gastrt-bench"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MODES = ("window", "sequence", "stream")
 TORCH_CONTENDERS = ("eager", "compile")
-CONTENDERS = TORCH_CONTENDERS + ("tensorrt",)
-LABELS = {"eager": "eager", "compile": "torch.compile", "tensorrt": "TensorRT"}
+ONNX_PEERS = ("ort", "openvino")     # the exported ONNX graph on ONNX Runtime / OpenVINO (CPU)
+CONTENDERS = TORCH_CONTENDERS + ("tensorrt",) + ONNX_PEERS
+LABELS = {"eager": "eager", "compile": "torch.compile", "tensorrt": "TensorRT",
+          "ort": "ONNX Runtime (gx)", "openvino": "OpenVINO (gx)"}
 
 
 def label(contender: str, backend_name: str) -> str:
@@ -30,7 +32,8 @@ def label(contender: str, backend_name: str) -> str:
 def new_document(created: str, machine: dict, config: dict, notes: list) -> dict:
     """The [top] section, rows still to come."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": created, "machine": machine,
-            "config": config, "agreement": None, "agreement_tensorrt": None, "notes": notes, "rows": [],
+            "config": config, "agreement": None, "agreement_tensorrt": None,
+            "agreement_peers": {}, "notes": notes, "rows": [],
             "interrupted": False}
 
 

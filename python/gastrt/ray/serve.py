@@ -328,10 +328,11 @@ class LiftServer:
 def build_app(engine_path: str, *, device: str = "cpu", threads: Optional[int] = 1, replicas: int = 1,
               autoscale: Optional[Tuple[int, int]] = None, max_batch_size: int = 32, batch_wait_s: float = 0.005,
               max_sessions: int = 256, session_timeout_s: float = 60.0, stream_shards: int = 1,
-              num_cpus: Optional[float] = None) -> Any:
+              num_cpus: Optional[float] = None, autoscaling_options: Optional[dict] = None) -> Any:
     """-> the Serve application (``serve.run(app, route_prefix='/')``). device 'cuda' reserves
-    one GPU per replica; autoscale (min, max) replaces ``replicas``; num_cpus: CPUs reserved per
-    replica (default ``threads``)."""
+    one GPU per replica; autoscale (min, max) replaces ``replicas``; autoscaling_options: more
+    keys of Ray Serve's autoscaling_config (e.g. upscale_delay_s, look_back_period_s); num_cpus:
+    CPUs reserved per replica (default ``threads``)."""
     import os
 
     path = os.path.abspath(os.fspath(engine_path))
@@ -345,7 +346,8 @@ def build_app(engine_path: str, *, device: str = "cpu", threads: Optional[int] =
     scale: dict = {"num_replicas": int(replicas)}
     if autoscale is not None:
         scale = {"autoscaling_config": {"min_replicas": int(autoscale[0]), "max_replicas": int(autoscale[1]),
-                                        "target_ongoing_requests": max(2, int(max_batch_size))}}
+                                        "target_ongoing_requests": max(2, int(max_batch_size)),
+                                        **(autoscaling_options or {})}}
     return LiftServer.options(ray_actor_options=res, max_ongoing_requests=max(64, 4 * int(max_batch_size)),
                               **scale).bind(path, shards, dev, threads, max_batch_size, batch_wait_s)
 

@@ -1,0 +1,97 @@
+"""Results of the native CPU runtime do not depend on the thread count: bit for bit, kernel by
+kernel and through the engine API (window, flip, sequence, stream). The GEMM tile grid and the
+GAST chunking depend on the problem only (csrc/cpu/tiling.h), so every element is computed by
+the same calls whatever the team. Sizes are chosen to cross the tiling thresholds (several row
+and column tiles, the small-M kernel with column tails and several K blocks, Winograd)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+_native = pytest.importorskip("gastrt._native")
+
+import gastrt  # noqa: E402
+from test_kernels import f32, gast_weights  # noqa: E402
+
+THREADS = (1, 2, 3, 5)
+
+
+def assert_same_for_all_threads(fn):
+    """fn(threads) -> array; every thread count gives the same bits as threads=1 (and no NaN)."""
+    ref = fn(1)
+    assert np.isfinite(ref).all()
+    for t in THREADS[1:]:
+        got = fn(t)
+        assert got.shape == ref.shape
+        diff = np.abs(got.astype(np.float64) - ref).max()
+        assert np.array_equal(got, ref), f"threads={t} differs from threads=1 by {diff:.3g}"
+
+
+CONV_CASES = [
+    # n, t, ci, co, k, stride, dilation, algo
+    (1, 27, 512, 1000, 3, 3, 1, "direct"),     # few rows: small-M kernel, column strips + tail
+    (1, 81, 200, 517, 3, 1, 3, "direct"),      # shifted GEMMs, odd columns
+    (4, 243, 64, 300, 3, 1, 9, "direct"),      # many rows: row x column tiles on OpenBLAS
+    (3, 120, 256, 256, 3, 1, 3, "winograd"),
+    (1, 1, 1030, 1030, 1, 1, 1, "direct"),     # one row, K > one K block of the small kernel
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_conv_bitwise_across_threads(case):
+    n, t, ci, co, k, stride, dil, algo = case
+    rng = np.random.default_rng(n * 1000 + t + ci)
+    x = f32(rng.standard_normal((n, 1, t, ci)))
+    w = f32(rng.standard_normal((k * ci, co)) / np.sqrt(k * ci))
+    b = f32(rng.standard_normal(co))
+    assert_same_for_all_threads(lambda th: _native.conv(x, w, b, k=k, stride=stride, dilation=dil,
+                                                        act="relu", threads=th, algo=algo))
+
+
+@pytest.mark.parametrize("nt", [(1, 9), (1, 27), (2, 81), (7, 3)], ids=lambda v: f"n{v[0]}t{v[1]}")
+def test_gast_block_bitwise_across_threads(nt):
+    n, t = nt
+    rng = np.random.default_rng(t)
+    j, c, heads = 17, 64, 4
+    W = gast_weights(rng, j, c, heads)
+    x = f32(rng.standard_normal((n, j, t, c)))
+    assert_same_for_all_threads(
+        lambda th: _native.gast_block(x, W, heads=heads, head_channels=c // heads, threads=th))
+
+
+CONFIGS = {
+    "gast": {"num_joints": 17, "filter_widths": [3, 3, 3], "channels": 96},
+    "videopose3d": {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17,
+                    "filter_widths": [3, 3, 3], "channels": 512},
+    "rie": {"num_joints": 17, "filter_widths": [3, 3, 3], "channels": 128, "latent": 64, "stage": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def engine_paths(ckpt_cache, tmp_path_factory):
+    d = tmp_path_factory.mktemp("inv")
+    return {fam: gastrt.build(ckpt_cache(fam, cfg, seed=5), str(d / f"{fam}.gastrt"))
+            for fam, cfg in CONFIGS.items()}
+
+
+@pytest.mark.parametrize("fam", list(CONFIGS))
+def test_engine_bitwise_across_threads(engine_paths, fam):
+    engines = {t: gastrt.load(engine_paths[fam], backend="native", threads=t) for t in THREADS}
+    e1 = engines[1]
+    rng = np.random.default_rng(17)
+    rf = e1.receptive_field
+    wins = {b: f32(rng.standard_normal((b, rf, 17, 2)) * 0.4) for b in (1, 6)}
+    seq = f32(rng.standard_normal((230, 17, 2)) * 0.4)
+    for b, x in wins.items():
+        assert_same_for_all_threads(lambda th: engines[th].lift(x))
+        assert_same_for_all_threads(lambda th: engines[th].lift(x, flip=True))
+    assert_same_for_all_threads(lambda th: engines[th].lift_sequence(seq))
+    assert_same_for_all_threads(lambda th: engines[th].lift_sequence(seq, flip=True))
+
+    def streamed(th):
+        st = engines[th].stream(slots=2)
+        two = np.stack([seq[:60], seq[60:120]], axis=1)  # [60, 2 slots, J, 2]
+        outs = [st.push(f).poses for f in two] + [st.flush().poses]
+        return np.concatenate(outs)
+
+    assert_same_for_all_threads(streamed)
