@@ -69,7 +69,7 @@ void bind_kernels(py::module_& m) {
       "conv",
       [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
          int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
-         const py::object& out, int threads, const std::string& algo) {
+         const py::object& out, int threads, const std::string& algo, bool small_panels) {
         if (algo != "auto" && algo != "direct" && algo != "winograd")
           throw py::value_error("algo must be 'auto', 'direct' or 'winograd', got '" + algo + "'");
         FArray x = as_f32(xh, "x"), w = as_f32(wh, "w"), b = as_f32(bh, "b");
@@ -127,6 +127,11 @@ void bind_kernels(py::module_& m) {
             std::vector<float> scratch(cpu::conv_winograd_scratch_floats(p, team.size()));
             cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
           } else {
+            std::vector<float> panels;
+            if (small_panels && cpu::conv_uses_small_gemm(p)) {
+              panels = cpu::pack_small_panels(w.data(), int64_t(k) * Ci, Co);
+              p.w_panels = panels.data();
+            }
             cpu::conv_f32(p, team);
           }
         }
@@ -135,9 +140,10 @@ void bind_kernels(py::module_& m) {
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("res") = py::none(), py::kw_only(),
       py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
       py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
-      py::arg("threads") = 0, py::arg("algo") = "auto",
+      py::arg("threads") = 0, py::arg("algo") = "auto", py::arg("small_panels") = false,
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
-      "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).");
+      "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
+      "small_panels: pack w into the small-M GEMM's panels first when the rows are few (as the engine does).");
 
   m.def(
       "stream_linear",

@@ -42,6 +42,39 @@ void conv_check_geometry(const ConvParams& p) {
   }
 }
 
+namespace {
+
+// The conv's GEMM form: rows, K, and whether K = k*ci is one GEMM (see conv_f32).
+struct ConvGemm {
+  int64_t rows, K;
+  bool fused_k;
+};
+
+ConvGemm conv_gemm(const ConvParams& p) {
+  const bool fused_k = p.k == 1 || (p.dilation == 1 && p.stride >= p.k);
+  return {p.n_seq * p.t_out, fused_k ? int64_t(p.k) * p.ci : int64_t(p.ci), fused_k};
+}
+
+}  // namespace
+
+bool conv_uses_small_gemm(const ConvParams& p) {
+  const ConvGemm g = conv_gemm(p);
+  return p.n_seq > 0 && gemm_path(g.rows, g.K) == GemmPath::Small;
+}
+
+std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
+  const int64_t nb = vec().small_panel;
+  const int64_t np = ceil_div(N, nb);
+  std::vector<float> out(size_t(np * K * nb), 0.f);
+  for (int64_t p = 0; p < np; ++p) {
+    const int64_t c0 = p * nb, w_cols = std::min(nb, N - c0);
+    float* dst = out.data() + size_t(p * K * nb);
+    for (int64_t k = 0; k < K; ++k)
+      std::copy_n(w + k * N + c0, w_cols, dst + k * nb);
+  }
+  return out;
+}
+
 void conv_f32(const ConvParams& p, Team& team) {
   conv_check_geometry(p);
   if (p.n_seq == 0) return;
@@ -55,7 +88,8 @@ void conv_f32(const ConvParams& p, Team& team) {
 
   // One GEMM with K = k*ci when each output row's k input frames are one contiguous window
   // that does not overlap the next row's (BLAS needs lda >= K); else k shifted GEMMs, K = ci.
-  const bool fused_k = p.k == 1 || (p.dilation == 1 && p.stride >= p.k);
+  const ConvGemm cg = conv_gemm(p);
+  const bool fused_k = cg.fused_k;
   const int64_t lda = int64_t(p.stride) * ci;
   // Rows of consecutive sequences continue the same stride when t_in == t_out * stride
   // (window mode: 27 -> 9 -> 3 -> 1), so the whole batch is one GEMM.
@@ -71,8 +105,13 @@ void conv_f32(const ConvParams& p, Team& team) {
   }
 
   // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
+  const GemmPath path = gemm_path(cg.rows, cg.K);
+  const float* panels = path == GemmPath::Small ? p.w_panels : nullptr;
+  const int64_t nb = vec().small_panel;
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
-  const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1), tile_cols = grid.tile_cols;
+  const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
+  // packed panels: column tiles on panel boundaries (only the last panel is partial)
+  const int64_t tile_cols = panels ? ceil_div(grid.tile_cols, nb) * nb : grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
   struct Tile {
@@ -89,14 +128,21 @@ void conv_f32(const ConvParams& p, Team& team) {
 
   const VecKernels& vk = vec();
   const int act = int(p.act);
-  const GemmPath path = gemm_path(R, fused_k ? int64_t(p.k) * ci : ci);
+  const int64_t k_total = int64_t(p.k) * ci;
   team.parallel_for(int64_t(tiles.size()), [&](int64_t ti, int) {
     const Tile& tl = tiles[size_t(ti)];
     // A row of output row r = (s, t): x + (s * t_in + t * stride) * ci (+ tau * dilation * ci).
     const int64_t s0 = tl.row0 / t_out, t0 = tl.row0 % t_out;
     const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
     float* c0 = y + tl.row0 * co + tl.col0;
-    if (fused_k) {
+    if (panels && fused_k) {
+      vk.sgemm_small_packed(tl.rows, tl.col0, tl.cols, k_total, a0, lda, panels, k_total, 0, 0.f,
+                            c0, co);
+    } else if (panels) {
+      for (int tau = 0; tau < p.k; ++tau)
+        vk.sgemm_small_packed(tl.rows, tl.col0, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci,
+                              lda, panels, k_total, int64_t(tau) * ci, tau ? 1.f : 0.f, c0, co);
+    } else if (fused_k) {
       gemm(path, tl.rows, tl.cols, int64_t(p.k) * ci, a0, lda, w + tl.col0, co, 0.f, c0, co);
     } else {
       for (int tau = 0; tau < p.k; ++tau)

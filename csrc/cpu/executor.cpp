@@ -94,6 +94,16 @@ ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout
   return p;
 }
 
+// GASTRT_SMALL_PANELS=0 reads the weights of few-row convs in place instead of packing them
+// (the results are bit-identical either way; for A/B timing and memory).
+bool small_panels_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("GASTRT_SMALL_PANELS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 bool wino_candidate(const OpSpec& op) {
   return op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
 }
@@ -317,6 +327,10 @@ Engine::Engine(PlanSpec plan, int threads) : plan_(std::move(plan)), threads_(st
   GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
   GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
   wino_.resize(plan_.ops.size());
+  panels_.resize(plan_.ops.size());
+  for (size_t i = 0; i < plan_.ops.size(); ++i)
+    if (plan_.ops[i].kind == OpKind::Conv && small_panels_enabled())
+      panels_[i] = std::make_unique<PanelWeights>();
   if (plan_.has_sequence)
     for (size_t i = 0; i < plan_.ops.size(); ++i)
       if (wino_candidate(plan_.ops[i])) wino_[i] = std::make_unique<WinoWeights>();
@@ -328,6 +342,15 @@ const float* Engine::wino_weights(size_t op_index) {
   const OpSpec& op = plan_.ops[op_index];
   std::call_once(ww->once, [&] { ww->u = conv_winograd_weights(op.w.data(), op.ci, op.co); });
   return ww->u.data();
+}
+
+const float* Engine::small_panels(size_t op_index) {
+  PanelWeights* pw = panels_[op_index].get();
+  if (!pw) return nullptr;
+  const OpSpec& op = plan_.ops[op_index];
+  std::call_once(pw->once,
+                 [&] { pw->p = pack_small_panels(op.w.data(), int64_t(op.k) * op.ci, op.co); });
+  return pw->p.data();
 }
 
 Engine::~Engine() = default;
@@ -476,6 +499,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
             conv_winograd_scratch_floats(p, team.size()) <= s->scratch_floats) {
           conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
         } else {
+          if (conv_uses_small_gemm(p)) p.w_panels = small_panels(size_t(oi));
           conv_f32(p, team);
         }
         break;

@@ -41,6 +41,14 @@ struct VecKernels {
   // which for a few rows costs as much as the multiply). Register-blocked rows x vectors.
   void (*sgemm_small)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+  // Columns per panel of the packed form of B below (pack_small_panels, conv.cpp).
+  int small_panel;
+  // sgemm_small on B packed into panels P [ceil(N / small_panel), k_total, small_panel]: rows
+  // [k_off, k_off + K) and columns [n0, n0 + ncols) of B; C points at column n0. Bit-identical
+  // to sgemm_small on the unpacked B; streams each panel contiguously.
+  void (*sgemm_small_packed)(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A,
+                             int64_t lda, const float* P, int64_t k_total, int64_t k_off,
+                             float beta, float* C, int64_t ldc);
   // Winograd F(4,3) input transform of one tile: the 6 taps x + j*ld_tap (n channels each) ->
   // the 6 transformed rows v + p*ld_v (conv_winograd.cpp).
   void (*wino_f43_input)(const float* x, int64_t ld_tap, int64_t n, float* v, int64_t ld_v);

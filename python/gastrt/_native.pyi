@@ -39,6 +39,7 @@ def conv(
     out: Optional[FloatArray] = None,  # [N, G, To, Co]
     threads: int = 0,
     algo: str = "auto",               # direct | winograd (F(4,3): k=3, stride 1) | auto
+    small_panels: bool = False,       # pack w for the small-M GEMM first (as the engine does)
 ) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
     ...
 

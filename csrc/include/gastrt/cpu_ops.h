@@ -22,6 +22,11 @@ namespace cpu {
 // dilated): k shifted GEMMs with K = ci accumulating into the same output tile.
 // Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
 void conv_f32(const ConvParams& p, Team& team);
+// Whether conv_f32 computes p with the small-M GEMM (batch-1 windows: few rows), i.e. whether
+// p.w_panels would be read. pack_small_panels: w [K, N] -> the panels that kernel streams
+// ([ceil(N / panel), K, panel], zero-padded; panel = the CPU variant's width), once per layer.
+bool conv_uses_small_gemm(const ConvParams& p);
+std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N);
 // Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
 void conv_check_geometry(const ConvParams& p);
 

@@ -112,10 +112,18 @@ class Engine {
     std::vector<float> u;  // [6, ci, co]
   };
   const float* wino_weights(size_t op_index);
+  // A conv's weights packed for the small-M GEMM (pack_small_panels), made the first time the
+  // conv runs with few rows (a batch-1 window): a caller that never does never pays the memory.
+  struct PanelWeights {
+    std::once_flag once;
+    std::vector<float> p;  // [ceil(co / panel), k*ci, panel]
+  };
+  const float* small_panels(size_t op_index);
 
   PlanSpec plan_;
   int threads_;
   std::vector<std::unique_ptr<WinoWeights>> wino_;
+  std::vector<std::unique_ptr<PanelWeights>> panels_;  // one per op (Conv ops only)
   struct CacheEntry;
   std::mutex mu_;
   std::vector<std::unique_ptr<CacheEntry>> cache_;

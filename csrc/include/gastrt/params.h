@@ -32,6 +32,9 @@ struct ConvParams {
   int32_t res_offset, res_stride;
   Act act;
   DType dtype;      // of x, w, res and y (b is always fp32)
+  // CPU only, optional: w packed for the small-M GEMM (cpu::pack_small_panels), used when the
+  // conv's rows are few enough for that kernel; null: read w in place.
+  const float* w_panels;  // [ceil(co / panel), k*ci, panel]
 };
 
 // Linear layer over the few rows of a streaming push (CPU): y[m, :] = act(x[m, :] @ w + b) (+ res[m, :]).
