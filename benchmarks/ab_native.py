@@ -1,114 +1,107 @@
-"""A/B of the native GAST-27 engine: old module vs new module, interleaved rounds in one run.
+"""A/B of gastrt builds (or settings), interleaved round by round in one run.
 
-    python benchmarks/ab_native.py OLD_ROOT NEW_ROOT [--rounds R] [--threads N]
+    python benchmarks/ab_native.py OLD_PATH NEW_PATH [--rounds R] [--presets gast-27,...]
+                                   [--env NAME:VAR=VALUE[,VAR=VALUE]] ...
 
-Two child processes (one per source tree: ROOT/python on sys.path), each lowering the same
-random GAST-27 checkpoint (seed 0) and building a NativeBackend with the same threads. The parent
-alternates: for each round and case, a block of calls on A then on B (order swapped every other
-round), and collects per-call times. Prints medians, IQR and the per-round ratio new/old.
+OLD_PATH / NEW_PATH: folders holding an importable ``gastrt`` package with its built extension
+(a checkout's ``python/`` after an in-place build, or a copy of an older one). Each ``--env``
+adds one more contender: NEW_PATH run with those environment variables (e.g.
+``--env nopack:GASTRT_SMALL_PANELS=0``). Every contender is one child process that loads the
+same bench preset engines (default threads: all cores) and times one case per request; the
+parent runs the cases round by round, each round every contender once (the order reversed every
+other round), so a noisy machine slows all of them alike. Per case: the median frames/s of OLD
+and, for each other contender, the median and min-max of the per-round speed ratios
+(contender / OLD, higher = faster).
+
+Cases: window batch 1 and 64, and a 1000-frame sequence for the models that have one.
 """
+from __future__ import annotations
+
+import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
-import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKER = r'''
+import json, sys, time
 import numpy as np
-
-CASES = {"gast27-w1": ("window", 1, 20), "gast27-w64": ("window", 64, 3), "gast27-seq": ("sequence", 1, 2)}
-SEQ = 1000
-
-CHILD = r'''
-import sys, json, time
-import numpy as np
-sys.path.insert(0, sys.argv[1] + "/python")
 import gastrt
-from gastrt.backends.native import NativeBackend
-from gastrt.families import detect_and_lower
-from gastrt.reference.factory import PRESETS, random_state_dict
-threads = int(sys.argv[2])
-family, cfg = PRESETS["gast-27"]
-sd = random_state_dict(family, cfg, seed=0)
-low = detect_and_lower({k: v.numpy() for k, v in sd.items()}, None, False)
-weights = {k: np.ascontiguousarray(v, np.float32) for k, v in low.weights.items()}
-plan = low.plans["pos"]
-be = NativeBackend({"pos": plan}, weights, threads)
-rng = np.random.default_rng(1)
-xs = {}
-for name, (mode, batch) in json.loads(sys.argv[3]).items():
-    t = plan.receptive_field if mode == "window" else %d + plan.receptive_field - 1
-    xs[name] = ((rng.standard_normal((batch, t, plan.in_joints, 2)) * 0.5).astype(np.float32), mode)
-print(json.dumps({"file": gastrt.__file__, "ok": True}), flush=True)
+engines = {}
+rng = np.random.default_rng(0)
 for line in sys.stdin:
-    cmd = json.loads(line)
-    if cmd["op"] == "out":
-        x, mode = xs[cmd["case"]]
-        np.save(cmd["path"], be.run("pos", x, mode))
-        print(json.dumps({}), flush=True)
-        continue
-    x, mode = xs[cmd["case"]]
+    path, mode, b, iters = json.loads(line)
+    e = engines.get(path) or engines.setdefault(path, gastrt.load(path))
+    j, rf = e.num_joints, e.receptive_field
+    if mode == "window":
+        x = (rng.standard_normal((b, rf, j, 2)) * 0.3).astype(np.float32)
+        f = lambda: e.lift(x)
+    else:
+        x = (rng.standard_normal((b, j, 2)) * 0.3).astype(np.float32)
+        f = lambda: e.lift_sequence(x)
+    f()
     ts = []
-    for _ in range(cmd["n"]):
-        t0 = time.perf_counter(); be.run("pos", x, mode); ts.append(time.perf_counter() - t0)
-    print(json.dumps({"t": ts}), flush=True)
-''' % SEQ
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    print(json.dumps(sorted(ts)[len(ts) // 2]), flush=True)
+'''
+
+CASES = {  # preset -> [(mode, batch or frames, calls per turn)]
+    "gast-27": [("window", 1, 60), ("window", 64, 8)],
+    "gast-243": [("window", 1, 15), ("sequence", 1000, 3)],
+    "videopose3d-243": [("window", 1, 30), ("window", 64, 4), ("sequence", 1000, 4)],
+    "rie-243": [("window", 1, 20), ("window", 64, 3)],
+}
 
 
-def main():
-    old, new = sys.argv[1], sys.argv[2]
-    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 15
-    threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
-    cases = {k: (v[0], v[1]) for k, v in CASES.items()}
-    procs = {}
-    for tag, root in (("old", old), ("new", new)):
-        p = subprocess.Popen([sys.executable, "-c", CHILD, root, str(threads), json.dumps(cases)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        print(tag, p.stdout.readline().strip(), flush=True)
-        procs[tag] = p
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--presets", default=",".join(CASES))
+    ap.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]")
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.abspath(args.new))
+    from gastrt.bench.presets import preset_engine
 
-    def ask(tag, cmd):
-        procs[tag].stdin.write(json.dumps(cmd) + "\n")
-        procs[tag].stdin.flush()
-        return json.loads(procs[tag].stdout.readline())
-
-    # same output from both trees
-    for case in CASES:
-        for tag in procs:
-            ask(tag, {"op": "out", "case": case, "path": f"/tmp/h5_ab_{tag}_{case}.npy"})
-        a, b = np.load(f"/tmp/h5_ab_old_{case}.npy"), np.load(f"/tmp/h5_ab_new_{case}.npy")
-        print(f"{case}: max |new - old| / max |old| = {np.abs(a - b).max() / np.abs(a).max():.2e}")
-    # warm-up
-    for case, (_, _, n) in CASES.items():
-        for tag in procs:
-            ask(tag, {"op": "time", "case": case, "n": n})
-    times = {(c, t): [] for c in CASES for t in procs}
-    ratios = {c: [] for c in CASES}
-    t_start = time.time()
-    for r in range(rounds):
-        for case, (_, _, n) in CASES.items():
-            order = ("old", "new") if r % 2 == 0 else ("new", "old")
-            med = {}
-            for tag in order:
-                ts = ask(tag, {"op": "time", "case": case, "n": n})["t"]
-                times[(case, tag)] += ts
-                med[tag] = float(np.median(ts))
-            ratios[case].append(med["new"] / med["old"])
-            print(f"round {r} {case}: old {med['old']*1e3:.3f} ms, new {med['new']*1e3:.3f} ms", flush=True)
-    print(f"{rounds} rounds in {time.time() - t_start:.0f} s, threads={threads}")
-    print(f"{'case':<12}{'old median ms':>15}{'old IQR':>17}{'new median ms':>15}{'new IQR':>17}"
-          f"{'new/old per round: median [min, max]':>40}")
-    for case in CASES:
-        row = f"{case:<12}"
-        for tag in ("old", "new"):
-            ts = np.array(times[(case, tag)]) * 1e3
-            q1, q2, q3 = np.percentile(ts, [25, 50, 75])
-            row += f"{q2:>15.3f}{f'[{q1:.3f}, {q3:.3f}]':>17}"
-        rr = np.array(ratios[case])
-        row += f"{f'{np.median(rr):.3f} [{rr.min():.3f}, {rr.max():.3f}]':>40}"
-        print(row, flush=True)
+    contenders = {"old": (args.old, {}), "new": (args.new, {})}
+    for spec in args.env:
+        name, _, assigns = spec.partition(":")
+        contenders[name] = (args.new, dict(a.split("=", 1) for a in assigns.split(",") if a))
+    cases = [(p, *c) for p in args.presets.split(",") for c in CASES[p]]
+    paths = {p: preset_engine(p) for p in dict.fromkeys(c[0] for c in cases)}
+    procs = {k: subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": os.path.abspath(root), **env})
+             for k, (root, env) in contenders.items()}
+    res = {(c, k): [] for c in cases for k in contenders}
+    for r in range(args.rounds):
+        order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
+        for c in cases:
+            for k in order:
+                procs[k].stdin.write(json.dumps([paths[c[0]], c[1], c[2], c[3]]) + "\n")
+                procs[k].stdin.flush()
+                res[(c, k)].append(json.loads(procs[k].stdout.readline()))
     for p in procs.values():
         p.stdin.close()
         p.wait()
+    print(f"{args.rounds} interleaved rounds; speed ratio = contender / old per round: median [min-max]")
+    for c in cases:
+        old = res[(c, "old")]
+        line = f"{c[0]:16s} {c[1]:8s} {c[2]:5d}  old {c[2] / statistics.median(old):8.1f} frames/s"
+        for k in contenders:
+            if k == "old":
+                continue
+            ratios = [a / b for a, b in zip(old, res[(c, k)])]
+            line += f" | {k} {statistics.median(ratios):.3f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+        print(line, flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

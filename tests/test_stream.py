@@ -388,3 +388,18 @@ def test_cli_stream_errors(engines, monkeypatch, capsys):
     assert main(["stream", eng.path]) == 0
     out = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert [o["frame"] for o in out] == [0, 1, 2] and all(o["people"][0]["id"] == 0 for o in out)
+
+
+def test_stream_slot_count_is_bounded(tmp_path, ckpt_cache):
+    """stream(slots=10**9) is one GastrtError naming the limit, not a MemoryError; a count under
+    the limit whose state cannot be allocated is one GastrtError too."""
+    import gastrt
+    from gastrt.stream.core import MAX_SLOTS
+
+    eng = gastrt.load(gastrt.build(ckpt_cache("gast", {"num_joints": 17, "filter_widths": [3, 3],
+                                                        "channels": 16}, seed=2), str(tmp_path / "g.gastrt")))
+    with pytest.raises(gastrt.GastrtError, match="at most 10,000,000 slots"):
+        eng.stream(slots=10 ** 9)
+    with pytest.raises(gastrt.GastrtError, match="at most"):
+        eng.stream(slots=MAX_SLOTS + 1)
+    assert eng.stream(slots=3).slots == 3

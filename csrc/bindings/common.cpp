@@ -1,6 +1,10 @@
 // Array helpers and parsers shared by the binding files (declared in bindings/common.h).
 #include "bindings/common.h"
 
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include "common/thread_pool.h"
 
 namespace gastrt {
@@ -9,6 +13,13 @@ namespace bindings {
 FArray as_f32(const py::handle& h, const char* what) {
   FArray a = FArray::ensure(h);  // null (error cleared) when h cannot become a float array
   if (!a) throw py::type_error(std::string(what) + ": expected a float array");
+  // A float32 buffer at an address that is not a multiple of 4 (a view into a byte buffer) is
+  // C-contiguous for NumPy but undefined behaviour for every float load in C++: copy it.
+  if (reinterpret_cast<uintptr_t>(a.data()) % alignof(float) != 0) {
+    FArray c(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    std::memcpy(c.mutable_data(), a.data(), size_t(a.size()) * sizeof(float));
+    return c;
+  }
   return a;
 }
 
@@ -30,8 +41,10 @@ py::array_t<float> output_array(const py::object& out, const std::vector<int64_t
   if (!py::isinstance<py::array>(out))
     throw py::type_error(std::string(what) + ": out must be a numpy array");
   py::array a = py::reinterpret_borrow<py::array>(out);
-  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable())
-    throw py::value_error(std::string(what) + ": out must be a writeable C-contiguous float32 array");
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable() ||
+      reinterpret_cast<uintptr_t>(a.data()) % alignof(float) != 0)
+    throw py::value_error(std::string(what) +
+                          ": out must be a writeable, aligned, C-contiguous float32 array");
   expect_shape(a, shape, std::string(what) + " out");
   return py::reinterpret_borrow<py::array_t<float>>(out);
 }

@@ -102,7 +102,17 @@ def _as_input(x, name: str) -> np.ndarray:
 
 class Engine:
     """A loaded engine. Thread-safe: calls from several threads may run at once (each call has
-    its own buffers; the native backend releases the GIL)."""
+    its own buffers; the native backend releases the GIL).
+
+    Input and output contract of ``lift`` / ``lift_sequence`` (the originals' own):
+      * 2D keypoints in the engine's joint order (``metadata['input_layout']``: Human3.6M-17
+        unless the model was trained on COCO order) and in *normalised screen coordinates*:
+        x_n = x / w * 2 - 1, y_n = y / w * 2 - h / w for a w x h frame
+        (``gastrt.keypoints.normalize_screen``). Pixel coordinates give meaningless poses;
+        ``gastrt.lifting.prepare_keypoints`` / ``lift_file`` convert detector output.
+      * 3D poses in the camera frame (x right, y down, z forward), metres, relative to the root
+        joint (joint 0), in the engine's output joint order (``num_joints_out``).
+    """
 
     def __init__(self, path, meta, plans, weights, backend, device):
         self.path = path

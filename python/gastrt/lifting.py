@@ -23,7 +23,7 @@ from .engine import load
 from .engine_file import atomic_write, check_output_path
 from .errors import GastrtError
 from .skeletons import skeleton_for
-from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, engine_input_layout,
+from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, check_size_fits, engine_input_layout,
                         fill_missing, guess_format, nonzero_frames, normalize_screen, parse_size,
                         plan_layout, present_mask, read_keypoints, rebase_height)
 
@@ -70,19 +70,27 @@ class PreparedKeypoints:
 
 def prepare_keypoints(raw: RawKeypoints, *, num_joints: int, fmt: str = "auto",
                       size: Any = None, people: int | None = None,
-                      engine_input: str = "h36m") -> PreparedKeypoints:
+                      engine_input: str = "h36m", check_size: bool = True) -> PreparedKeypoints:
     """File keypoints -> engine-ready normalised (P, T, num_joints, 2) plus the valid mask.
 
     fmt 'auto' takes the layout the file states, else guesses from the joint count. size
     (w, h) overrides the file's; one of them is required. people: keep at most N people
-    (in file order, after dropping people never detected).
+    (in file order, after dropping people never detected). check_size: detected keypoints
+    far outside the w x h frame are an error that says which size would fit (a wrong size
+    would silently give wrong poses).
     """
     src = raw.source
     notes: list[str] = []
     if fmt == "auto":
         fmt = raw.fmt_hint or guess_format(raw.num_joints, raw.container, src)
     plan = plan_layout(fmt, raw.num_joints, num_joints, engine_input=engine_input, source=src)
-    wh = parse_size(size) or raw.size
+    wh = parse_size(size)
+    if wh is None and raw.size is not None:
+        try:
+            wh = parse_size(raw.size)
+        except UserError as e:
+            raise UserError(f"{src}: the image size recorded in the file is not usable ({e}); "
+                            f"pass --size WIDTHxHEIGHT") from None
     if wh is None:
         raise UserError(f"{src}: the file does not record the image size ({raw.container}); "
                         f"pass --size WIDTHxHEIGHT (the video's resolution in pixels)")
@@ -103,6 +111,8 @@ def prepare_keypoints(raw: RawKeypoints, *, num_joints: int, fmt: str = "auto",
     if people is not None:
         keep = keep[:people]
     kp, present = kp[keep], present[keep]
+    if check_size:
+        check_size_fits(kp, present, *wh, src)
 
     filled = fill_missing(kp, present)
     for i, p in enumerate(keep):
@@ -159,7 +169,8 @@ def _joint_names(n: int) -> list[str] | None:
 def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = "auto",
               size: Any = None, flip: bool = True, people: int | None = None,
               world: bool = False, progress: Progress | None = None,
-              video: str | None = None, device: str | None = None) -> LiftResult:
+              video: str | None = None, device: str | None = None,
+              check_size: bool = True) -> LiftResult:
     """Lift a 2D keypoint file (GAST-Net JSON, OpenPose JSON dir/file, MMPose JSON,
     VideoPose3D npz, .npy/.npz array) with an engine (object or ``.gastrt`` path).
 
@@ -167,7 +178,8 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     flip: test-time flip augmentation; people: at most N people; world: also return
     poses_world (demo camera->world rotation, lowest z of each person's sequence -> 0);
     progress(stage, done, total); video: which video of a multi-video VideoPose3D npz; device:
-    where a path's engine runs ("cpu", "cuda", "cuda:N"). The metadata records joint names,
+    where a path's engine runs ("cpu", "cuda", "cuda:N"); check_size: see prepare_keypoints.
+    The metadata records joint names,
     units, the coordinate frame and the engine's own metadata.
     Raises UserError (a ValueError) for bad input. -> LiftResult
     """
@@ -181,7 +193,7 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     raw = read_keypoints(input_path, video=video, progress=progress)
     engine_input = engine_input_layout(engine)
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
-                             people=people, engine_input=engine_input)
+                             people=people, engine_input=engine_input, check_size=check_size)
     P, T = prep.valid.shape
     if progress:
         progress("lift", 0, T)
@@ -364,7 +376,8 @@ def _cmd_lift(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", LiftWarning)
             result = lift_file(args.engine, args.input, fmt=args.format, size=args.size,
                                flip=args.flip, people=args.people, world=args.world,
-                               progress=bar, video=args.npz_video, device=args.device)
+                               progress=bar, video=args.npz_video, device=args.device,
+                               check_size=args.size_check)
     finally:
         bar.close()
     _print_warnings(caught)
@@ -400,6 +413,9 @@ def add_parsers(subparsers: Any) -> None:
                         "file use `gastrt render --overlay`")
     p.add_argument("--video", action=_RenamedVideo, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help="where the engine runs: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--size-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="refuse keypoints far outside the WxH frame: a wrong --size gives wrong poses "
+                        "(default on; --no-size-check lifts anyway)")
     p.set_defaults(func=_cmd_lift)
 
 

@@ -267,6 +267,9 @@ def test_cli_lift_errors_leave_no_output(tmp_path, fake_load, monkeypatch):
         ap.parse_args(["lift", "m.gastrt", p, "--format", "halpe"])
     # default output name lands in the working directory
     args = ap.parse_args(["lift", "m.gastrt", p, "--size", "10x10"])
+    with pytest.raises(ValueError, match=r"outside the 10x10 frame .*--size 1280x720"):
+        args.func(args)                             # poses at ~500 px: 10x10 is a wrong size
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "1280x720"])
     assert args.func(args) == 0 and os.path.exists("k_3d.npz")
 
 
@@ -360,3 +363,51 @@ def test_cli_lift_video_was_renamed(tmp_path, capsys):
     assert "--npz-video" in err and "render RESULT --overlay" in err
     args = _parser().parse_args(["lift", "m.gastrt", "k.json", "--npz-video", "S1"])
     assert args.npz_video == "S1" and args.device == "cpu"
+
+
+# ---- the image size against the keypoints' extent ------------------------------------------------
+
+@pytest.mark.parametrize("size,needle", [
+    ("720x1280", "a size that fits: --size 1280x720"),          # width and height swapped
+    ("640x480", "a size that fits: --size 1280x720"),           # too small: the next common size
+    ("400x300", "a size that fits: --size 1280x720"),
+])
+def test_wrong_size_is_one_error_that_says_which_fits(tmp_path, size, needle):
+    p = write_gast_json(tmp_path / "k.json", {t: [coco_pose(t) + np.float32([500, 0])] for t in range(1, 8)})
+    with pytest.raises(ValueError, match=re.escape(needle)) as ei:
+        lift_file(FakeEngine(17), p, size=size)
+    assert "outside the " + size + " frame" in str(ei.value) and "--no-size-check" in str(ei.value)
+    # the override lifts anyway; the right size lifts
+    assert lift_file(FakeEngine(17), p, size=size, check_size=False).poses_3d.shape[1] == 7
+    assert lift_file(FakeEngine(17), p, size=(W, H)).poses_3d.shape[1] == 7
+
+
+def test_size_check_margin_and_negative_coordinates(tmp_path):
+    # a person cut by the frame: joints a little outside it are fine
+    edge = coco_pose(0) + np.float32([W - 520, 0])              # x up to ~W + 40
+    p = write_gast_json(tmp_path / "e.json", {1: [edge], 2: [edge]})
+    assert lift_file(FakeEngine(17), p, size=(W, H)).poses_3d.shape[1] == 2
+    # normalised / crop-relative coordinates
+    neg = (coco_pose(0) - np.float32([500, 400])) * np.float32(3)
+    q = write_gast_json(tmp_path / "n.json", {1: [neg]})
+    with pytest.raises(ValueError, match="negative pixel coordinates"):
+        lift_file(FakeEngine(17), q, size=(W, H))
+
+
+def test_size_recorded_in_the_file_must_be_positive(tmp_path):
+    kp = np.stack([coco_pose(t) for t in range(5)])[None]        # (1, 5, 17, 2)
+    path = tmp_path / "k.npz"
+    np.savez(path, keypoints=kp, size=np.array([-1280, 720]))
+    with pytest.raises(ValueError, match="image size recorded in the file is not usable"):
+        lift_file(FakeEngine(17), path, fmt="coco")
+
+
+def test_cli_no_size_check_flag(tmp_path, fake_load, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)]})
+    ap = _parser()
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "100x100"])
+    with pytest.raises(ValueError, match="outside the 100x100 frame"):
+        args.func(args)
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "100x100", "--no-size-check"])
+    assert args.func(args) == 0

@@ -47,3 +47,23 @@ def test_plan_problems_stay_value_errors():
         _native.Engine(dict(PLAN, ops=[conv]), {})
     with pytest.raises(ValueError, match=r"conv -> y bias: expected shape \(3,\), got \(4,\)"):
         _native.Engine(dict(PLAN, ops=[conv]), {"w0": np.zeros((34, 3)), "b0": np.zeros(4)})
+
+
+def test_misaligned_float_arrays_are_copied_not_read_in_place():
+    """A C-contiguous float32 view at an odd address (a view into a byte buffer) must not reach
+    C++ float loads (undefined behaviour): the binding copies it; the result equals the aligned
+    input's. A misaligned out= is refused."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 9, 5)).astype(np.float32)
+    w = rng.standard_normal((15, 7)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    buf = np.zeros(x.nbytes + 1, np.uint8)
+    xm = buf[1:].view(np.float32).reshape(x.shape)
+    xm[...] = x
+    assert xm.ctypes.data % 4 != 0 and xm.flags.c_contiguous
+    want = _native.conv(x, w, b, k=3, stride=3)
+    np.testing.assert_array_equal(_native.conv(xm, w, b, k=3, stride=3), want)
+    out_buf = np.zeros(want.nbytes + 1, np.uint8)
+    out = out_buf[1:].view(np.float32).reshape(want.shape)
+    with pytest.raises(ValueError, match="aligned"):
+        _native.conv(x, w, b, k=3, stride=3, out=out)

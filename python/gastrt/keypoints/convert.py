@@ -276,6 +276,36 @@ def parse_size(size: Any) -> tuple[int, int] | None:
     return w, h
 
 
+# How far past the frame's edge detected keypoints may reach before the image size is called
+# wrong: a person cut by the frame gets joints predicted a little outside it.
+SIZE_MARGIN = 0.25
+_COMMON_SIZES = ((640, 480), (1280, 720), (1920, 1080), (2560, 1440), (3840, 2160), (4096, 2160))
+
+
+def check_size_fits(kp: np.ndarray, present: np.ndarray, w: int, h: int, source: str) -> None:
+    """Pixel keypoints kp [..., K, 2] (present [..., K]) must lie within the w x h frame, up to
+    SIZE_MARGIN of it on every side; else UserError naming the extent and a size that fits
+    (the swapped one, a common resolution, or the extent itself)."""
+    pts = np.asarray(kp, np.float64)[np.asarray(present, bool)]
+    pts = pts[np.isfinite(pts).all(axis=-1)]
+    if pts.size == 0:
+        return
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    mx, my = SIZE_MARGIN * w, SIZE_MARGIN * h
+    if x0 >= -mx and y0 >= -my and x1 <= w + mx and y1 <= h + my:
+        return
+    if x0 < -mx or y0 < -my:
+        hint = ("negative pixel coordinates: are these keypoints already normalised, or relative to "
+                "a crop? gastrt expects pixels of the whole frame")
+    else:
+        fits = [(cw, ch) for cw, ch in ((h, w),) + _COMMON_SIZES
+                if x1 <= cw * (1 + SIZE_MARGIN) and y1 <= ch * (1 + SIZE_MARGIN)]
+        cw, ch = fits[0] if fits else (int(np.ceil(x1)), int(np.ceil(y1)))
+        hint = f"a size that fits: --size {cw}x{ch}"
+    raise UserError(f"{source}: keypoints reach x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}, outside the "
+                    f"{w}x{h} frame they are said to come from ({hint}; --no-size-check lifts anyway)")
+
+
 _COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
 
 

@@ -117,7 +117,8 @@ def _renamed(obj: Any, old: str, new: str) -> Any:
 
 
 def prepare_row(row: dict, *, engine_path: str, engine_abs: str, fmt: str, size: Any,
-                flip: bool, people: int | None, world: bool, video: str | None) -> dict:
+                flip: bool, people: int | None, world: bool, video: str | None,
+                check_size: bool = True) -> dict:
     """Read one input and make it engine-ready with ``lift_file`` on a ShapeOnlyEngine. -> the
     row plus 'payload' (npz bytes: keypoints_2d (P, T, J, 2) float32, valid (P, T) bool) and
     'info' (the output's metadata, JSON), or status 'error' with the CLI's message."""
@@ -130,7 +131,7 @@ def prepare_row(row: dict, *, engine_path: str, engine_abs: str, fmt: str, size:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LiftWarning)   # they are kept in the metadata
             res = lift_file(_shape_engine(engine_abs), where, fmt=fmt, size=row["job_size"] or size,
-                            flip=flip, people=people, world=world, video=video)
+                            flip=flip, people=people, world=world, video=video, check_size=check_size)
         meta = _renamed(res.metadata, where, given)
         meta["engine"] = engine_path     # lift_file records the path it was given
         buf = io.BytesIO()
@@ -264,10 +265,10 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
                 device: str = "cpu", threads: int | None = 1, actors: int | tuple[int, int] | None = None,
                 batch_size: int = 1, ray_address: str | None = None, progress: bool = True,
                 max_restarts: int = 3, max_task_retries: int = 3, flush_s: float = 10.0,
-                resume: bool = True, retry_failed: bool = False) -> Any:
+                resume: bool = True, retry_failed: bool = False, check_size: bool = True) -> Any:
     """Lift every input to ``out_dir`` on Ray. inputs: paths, folders (recursive), globs, a
     CSV/Parquet manifest (path, width, height) or a DataFrame of those columns. Per-file
-    options as ``lifting.lift_file`` (size, fmt, flip, people, world, video). device 'cpu'
+    options as ``lifting.lift_file`` (size, fmt, flip, people, world, video, check_size). device 'cpu'
     (``threads`` per actor) or 'cuda' (one GPU per actor); actors: pool size (default: one per
     GPU, or CPUs // threads); ray_address: the cluster (default: the running Ray, else
     RAY_ADDRESS, else a local one); resume: skip inputs an earlier run finished (retry_failed:
@@ -302,6 +303,8 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
     names = output_names(items, output_ext)
     opts = {"fmt": fmt, "size": parse_size(size), "flip": bool(flip), "people": people, "world": bool(world),
             "video": video, "ext": output_ext}
+    if not check_size:   # (only when off: outputs made with the check keep their fingerprints)
+        opts["check_size"] = False
     engine_sha = file_sha256(engine_abs)
     prev = read_previous(manifest_path) if resume else {}
     rows, todo, skipped = [], [], 0
@@ -327,7 +330,7 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
             init_ray(ray, ray_address)
         _run(ray, todo, rows, manifest_path, engine_path, engine_abs, fmt=fmt, size=size, people=people,
              video=video, flip=flip, world=world, device=device, threads=threads, actors=actors,
-             batch_size=batch_size, progress=progress,
+             batch_size=batch_size, progress=progress, check_size=bool(check_size),
              max_restarts=max_restarts, max_task_retries=max_task_retries, flush_s=flush_s)
     import pandas as pd
 
@@ -344,8 +347,8 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
 
 
 def _run(ray: Any, todo: list[dict], rows: list[dict], manifest_path: str, engine_path: str,
-         engine_abs: str, *, fmt, size, people, video, flip, world,
-         device, threads, actors, batch_size, progress, max_restarts, max_task_retries, flush_s) -> None:
+         engine_abs: str, *, fmt, size, people, video, flip, world, device, threads, actors,
+         batch_size, progress, max_restarts, max_task_retries, flush_s, check_size=True) -> None:
     """The Ray Data pipeline over the rows still to do; fills ``rows`` in place."""
     from ray.data import DataContext
 
@@ -363,7 +366,7 @@ def _run(ray: Any, todo: list[dict], rows: list[dict], manifest_path: str, engin
     n_read = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ds.map(prepare_row, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=n_read),
                 fn_kwargs=dict(engine_path=engine_path, engine_abs=engine_abs, fmt=fmt, size=size, flip=flip,
-                               people=people, world=world, video=video))
+                               people=people, world=world, video=video, check_size=check_size))
     if isinstance(actors, tuple):
         compute = ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1])
     else:

@@ -41,6 +41,9 @@ _IDLE, _ACTIVE, _FLUSHED = 0, 1, 2
 KERNELS = ("auto", "numpy", "native", "cuda")
 
 
+MAX_SLOTS = 10_000_000   # a stream's slot count: beyond any live deployment, far below an OOM
+
+
 class StreamPose(NamedTuple):
     """One finalised frame of one slot."""
     slot: int
@@ -110,6 +113,16 @@ class Stream:
     def __init__(self, engine, slots: int = 1, flip: bool = False, kernels: str = "auto"):
         if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
             raise GastrtError(f"slots must be a positive integer, got {slots!r}")
+        if slots > MAX_SLOTS:
+            raise GastrtError(f"slots={slots}: at most {MAX_SLOTS:,} slots per stream (each holds its "
+                              "sequence's recent frames and layer columns); open several streams")
+        try:
+            self._init(engine, int(slots), flip, kernels)
+        except MemoryError as e:
+            raise GastrtError(f"stream(slots={slots}): not enough memory for the slots' state "
+                              f"({str(e)[:120]}); use fewer slots") from None
+
+    def _init(self, engine, slots: int, flip: bool, kernels: str) -> None:
         if kernels not in KERNELS:
             raise GastrtError(f"kernels must be 'auto', 'numpy', 'native' or 'cuda', got {kernels!r}")
         caps = engine.backend.capabilities

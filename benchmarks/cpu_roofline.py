@@ -1,0 +1,93 @@
+"""This machine's CPU limits, for the "how far from the roofline" column of RESULTS.md.
+
+    python benchmarks/cpu_roofline.py [--threads N]
+
+* fp32 GEMM peak: C = A @ B, 2048 x 2048 x 2048, through the native runtime's own BLAS and
+  thread pool (``gastrt._native.sgemm``), median of 7 calls, 1 thread and N threads.
+* DRAM read bandwidth: a 512 MB float32 array summed by NumPy (vectorised, one thread per
+  slice; NumPy releases the GIL), 1 and N threads, median of 5: the rate weight streaming can
+  reach (batch-1 windows read every weight once per call).
+* Then each batch-1 window model's floor: max(FLOPs / GEMM peak, weight bytes / bandwidth).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+try:
+    import gastrt  # noqa: F401
+except ImportError:  # a source checkout
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+
+import gastrt  # noqa: E402
+from gastrt import _native  # noqa: E402
+
+
+def gemm_peak(threads: int, n: int = 2048) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    _native.sgemm(a, b, out=out, threads=threads)
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        _native.sgemm(a, b, out=out, threads=threads)
+        ts.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(ts)
+
+
+def read_bandwidth(threads: int, nbytes: int = 512 << 20) -> float:
+    x = np.ones(nbytes // 4, np.float32)
+    parts = np.array_split(x, threads)
+
+    def run():
+        if threads == 1:
+            x.sum()
+            return
+        ts = [threading.Thread(target=p.sum) for p in parts]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    run()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return nbytes / statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    args = ap.parse_args()
+    from gastrt.bench.presets import preset_engine
+
+    peak = {t: gemm_peak(t) for t in sorted({1, args.threads})}
+    bw = {t: read_bandwidth(t) for t in sorted({1, args.threads})}
+    for t in peak:
+        print(f"threads {t}: sgemm 2048^3 {peak[t] / 1e9:.1f} GFLOP/s; DRAM read {bw[t] / 1e9:.1f} GB/s")
+    t = args.threads
+    print(f"batch-1 window floors at {t} threads: max(FLOPs / GEMM peak, fp32 weight bytes / read bandwidth)")
+    for name in ("gast-27", "gast-243", "videopose3d-243", "rie-243"):
+        eng = gastrt.load(preset_engine(name), threads=t)
+        flops = float(eng.flops_per_frame("window"))
+        wbytes = 4 * sum(int(np.prod(w.shape)) for w in eng.weights.values())
+        floor = max(flops / peak[t], wbytes / bw[t])
+        print(f"  {name:16s} {flops / 1e6:7.0f} MFLOP, {wbytes / 1e6:6.1f} MB of weights: "
+              f"compute {1e3 * flops / peak[t]:.2f} ms, weights {1e3 * wbytes / bw[t]:.2f} ms "
+              f"-> at most {1 / floor:.0f} frames/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
