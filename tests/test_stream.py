@@ -391,8 +391,7 @@ def test_cli_stream_errors(engines, monkeypatch, capsys):
 
 
 def test_stream_slot_count_is_bounded(tmp_path, ckpt_cache):
-    """stream(slots=10**9) is one GastrtError naming the limit, not a MemoryError; a count under
-    the limit whose state cannot be allocated is one GastrtError too."""
+    """stream(slots=10**9) is one GastrtError naming the limit, not a MemoryError."""
     import gastrt
     from gastrt.stream.core import MAX_SLOTS
 

@@ -139,6 +139,9 @@ class PyEngine {
   size_t workspace_bytes(int64_t n, int64_t t, const std::string& mode) {
     return eng_->workspace_bytes(n, t, parse_mode(mode));
   }
+  size_t budget_bytes(int64_t n, int64_t t, const std::string& mode) {
+    return eng_->budget_bytes(n, t, parse_mode(mode));
+  }
   int threads() const { return eng_->threads(); }
   std::string name() const { return eng_->plan().name; }
   py::tuple cache_stats() {
@@ -168,6 +171,9 @@ void bind_cpu_engine(py::module_& m) {
       .def("workspace_bytes", &PyEngine::workspace_bytes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",
            "Bytes of one call's workspace (activation arena + kernel scratch) for an input [n, t, J, F].")
+      .def("budget_bytes", &PyEngine::budget_bytes, py::arg("n"), py::arg("t"),
+           py::arg("mode") = "window",
+           "workspace_bytes for a one-thread team: what chunk sizes are planned from (thread-invariant).")
       .def("cache_stats", &PyEngine::cache_stats, "(cached shapes, idle cached workspaces)")
       .def("clear_cache", &PyEngine::clear_cache)
       .def_property_readonly("threads", &PyEngine::threads)

@@ -283,7 +283,8 @@ void bind_kernels(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           Team team(nt);
-          // Row blocks, one per thread: how the runtime splits its large GEMMs.
+          // Row blocks, one per thread (a roofline probe; the runtime's own GEMMs use the
+          // thread-invariant grid of cpu/tiling.h).
           const int64_t P = team.size(), rows = (M + P - 1) / P;
           team.parallel_for(P, [&](int64_t i, int) {
             const int64_t r0 = i * rows, r1 = std::min(M, r0 + rows);

@@ -176,7 +176,7 @@ class ThreadPool {
 
 Team::Team(int threads) {
   if (threads <= 1) return;
-  if (threads > 256) threads = 256;
+  if (threads > kMaxThreads) threads = kMaxThreads;
   ThreadPool& pool = ThreadPool::global();
   if (!pool.team_mu.try_lock()) return;  // busy: run serially on the caller
   try {

@@ -24,6 +24,7 @@ int available_cpus();
 
 class Team {
  public:
+  static constexpr int kMaxThreads = 256;  // a larger request gets this many
   // Requests `threads` threads (the caller counts as one). threads <= 1: serial.
   explicit Team(int threads);
   ~Team();

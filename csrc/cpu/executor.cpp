@@ -36,6 +36,7 @@ struct Schedule {
   std::vector<char> op_noop;          // view ops resolved as aliases
   std::vector<char> op_wino;          // convs run by Winograd F(4,3) (sequence mode)
   size_t arena_floats = 0, scratch_floats = 0;
+  size_t scratch_floats_one = 0;      // the scratch a one-thread team needs (budget_bytes)
   std::vector<int64_t> out_shape;
 
   size_t total_floats() const { return arena_floats + scratch_floats; }
@@ -302,7 +303,7 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
 
   // 4. kernel scratch: the largest need of a gast_block or a Winograd conv, for the team
   // sizes a call can get (the engine's thread count, or 1 when the pool is busy).
-  size_t scratch = 0;
+  size_t scratch = 0, scratch_one = 0;
   s->op_wino.assign(size_t(nops), 0);
   for (int oi = 0; oi < nops; ++oi) {
     const OpSpec& op = plan.ops[size_t(oi)];
@@ -310,20 +311,25 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
     if (op.kind == OpKind::GastBlock) {
       for (int ts : {1, threads})
         scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
+      scratch_one = std::max(scratch_one, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), 1));
     } else if (mode == Mode::Sequence && wino_candidate(op)) {
       const ConvParams p = conv_params(op, x.d, s->bufs[size_t(op.outputs[0])].d, nullptr, mode);
       if (!conv_winograd_shape_ok(p) || p.n_seq == 0) continue;
       s->op_wino[size_t(oi)] = 1;
       for (int ts : {1, threads}) scratch = std::max(scratch, conv_winograd_scratch_floats(p, ts));
+      scratch_one = std::max(scratch_one, conv_winograd_scratch_floats(p, 1));
     }
   }
   s->scratch_floats = pad16(scratch);
+  s->scratch_floats_one = pad16(scratch_one);
   return s;
 }
 
 }  // namespace
 
-Engine::Engine(PlanSpec plan, int threads) : plan_(std::move(plan)), threads_(std::max(1, threads)) {
+// The thread count is capped like Team's (its scratch is sized for the team a call gets).
+Engine::Engine(PlanSpec plan, int threads)
+    : plan_(std::move(plan)), threads_(std::clamp(threads, 1, Team::kMaxThreads)) {
   GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
   GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
   wino_.resize(plan_.ops.size());
@@ -422,6 +428,11 @@ std::vector<std::vector<int64_t>> Engine::buffer_shapes(int64_t n, int64_t t, Mo
 
 size_t Engine::workspace_bytes(int64_t n, int64_t t, Mode mode) {
   return schedule(n, t, mode)->total_floats() * sizeof(float);
+}
+
+size_t Engine::budget_bytes(int64_t n, int64_t t, Mode mode) {
+  const auto s = schedule(n, t, mode);
+  return (s->arena_floats + s->scratch_floats_one) * sizeof(float);
 }
 
 std::pair<size_t, size_t> Engine::cache_stats() {

@@ -57,6 +57,7 @@ struct ChunkPlan {
 };
 
 ChunkPlan plan_chunks(int64_t frames, int32_t j) {
+  if (frames <= 0) return ChunkPlan{1, 0};
   const int64_t fmax = std::max<int64_t>(1, chunk_rows() / j);
   // As few chunks as fit fmax frames each, but at least 4 when there are 16+ frames (so that a
   // small team works on whole chunks in parallel instead of splitting every stage).

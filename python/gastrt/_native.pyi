@@ -113,6 +113,8 @@ class Engine:
     def schedule_shapes(self, n: int, t: int, mode: str = "window") -> dict[str, tuple[int, ...]]:
         """{plan value name: shape} of the C++ schedule for an input [n, t, J, F]."""
     def workspace_bytes(self, n: int, t: int, mode: str = "window") -> int: ...
+    def budget_bytes(self, n: int, t: int, mode: str = "window") -> int:
+        """workspace_bytes for a one-thread team (thread-invariant: chunk sizes are planned from it)"""
     def cache_stats(self) -> tuple[int, int]:
         """(cached input shapes, idle cached workspaces)"""
     def clear_cache(self) -> None: ...

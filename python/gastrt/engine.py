@@ -247,7 +247,9 @@ class Engine:
     def sequence_chunk(self, plan_name: str, people: int, flip: bool) -> int:
         """Output frames per sequence in one lift_sequence call of the backend: at most
         max_sequence_frames / people, and on a CPU as many as fit ``workspace_budget`` bytes of
-        workspace (3% headroom; the RF - 1 frames of context and any fixed part counted)."""
+        workspace (3% headroom; the RF - 1 frames of context and any fixed part counted). The
+        workspace is one thread's (``Backend.budget_bytes``): each further thread adds its kernel
+        scratch, and the chunks, hence the results, are the same for any thread count."""
         cap = max(1, self.max_sequence_frames // people)
         if self.backend.capabilities.device != "cpu":
             return cap  # a GPU's arena is sized against device memory by its own backend
@@ -288,7 +290,8 @@ class Engine:
         """Bytes one backend call on ``shape`` needs: the backend's own count, else (the NumPy
         oracle, which keeps every intermediate) the sum of the plan's buffers."""
         try:
-            ws = self.backend.workspace_bytes(plan_name, shape[0], shape[1], mode)
+            # thread-invariant (budget_bytes): chunk boundaries change the rounding of results
+            ws = self.backend.budget_bytes(plan_name, shape[0], shape[1], mode)
         except Exception:  # a size estimate must never fail the call
             ws = None
         if ws is None:

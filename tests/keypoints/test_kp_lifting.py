@@ -411,3 +411,13 @@ def test_cli_no_size_check_flag(tmp_path, fake_load, monkeypatch):
         args.func(args)
     args = ap.parse_args(["lift", "m.gastrt", p, "--size", "100x100", "--no-size-check"])
     assert args.func(args) == 0
+
+
+def test_suggested_size_fits(tmp_path):
+    """The size the error suggests lifts the same file (no suggestion that fails its own check)."""
+    tall = coco_pose(0) * np.float32([1.0, 2.3])                  # y up to ~1430: a portrait video
+    p = write_gast_json(tmp_path / "t.json", {1: [tall], 2: [tall]})
+    with pytest.raises(ValueError, match=r"--size (\d+)x(\d+)") as ei:
+        lift_file(FakeEngine(17), p, size=(1920, 1080))
+    w, h = re.search(r"a size that fits: --size (\d+)x(\d+)", str(ei.value)).groups()
+    assert lift_file(FakeEngine(17), p, size=(int(w), int(h))).poses_3d.shape[1] == 2

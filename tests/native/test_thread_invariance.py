@@ -134,3 +134,25 @@ def test_packed_small_gemm_is_bit_identical(case):
     ref = np.where(ref > 0, ref, 0.2 * ref)
     scale = float((np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max()) + np.abs(b).max())
     assert np.abs(plain[:, 0] - ref).max() <= 1e-5 * scale
+
+
+def test_chunked_sequences_are_bitwise_across_threads(engine_paths):
+    """Long inputs run in chunks sized from a workspace budget; the chunks are planned from one
+    thread's workspace (Backend.budget_bytes), so their boundaries, and the bits, do not
+    depend on the thread count."""
+    rng = np.random.default_rng(23)
+    seq = f32(rng.standard_normal((700, 17, 2)) * 0.4)
+    engines = {t: gastrt.load(engine_paths["videopose3d"], backend="native", threads=t) for t in THREADS}
+    for e in engines.values():
+        e.workspace_budget = 4 << 20      # a few chunks of this sequence
+    chunks = {e.sequence_chunk("pos", 1, False) for e in engines.values()}
+    assert len(chunks) == 1 and next(iter(chunks)) < 700, chunks
+    assert_same_for_all_threads(lambda th: engines[th].lift_sequence(seq))
+
+
+def test_empty_gast_block_input_is_empty_output():
+    rng = np.random.default_rng(2)
+    W = gast_weights(rng, 17, 8, 4)
+    for th in (1, 2):
+        y = _native.gast_block(np.zeros((0, 17, 5, 8), np.float32), W, heads=4, head_channels=2, threads=th)
+        assert y.shape == (0, 17, 5, 16)

@@ -63,20 +63,25 @@ def test_lift_replicas_autoscale_up_under_load(scaled, small_engine, frames):
 
     def client():
         while not stop.is_set():
-            s, r = call(scaled, "POST", "/lift", body)
+            try:
+                s, r = call(scaled, "POST", "/lift", body)
+            except Exception as e:  # noqa: BLE001 (a dead client must fail the test, not hide)
+                bad.append(("exception", repr(e)[:200]))
+                return
             if s != 200 or not np.allclose(np.array(r["poses_3d"], np.float32), want, rtol=0,
                                            atol=1e-5 * float(np.abs(want).max())):
                 bad.append((s, str(r)[:200]))
 
     peak = 1
     with ThreadPoolExecutor(24) as ex:
-        for _ in range(24):
-            ex.submit(client)
+        futures = [ex.submit(client) for _ in range(24)]
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and peak < 2:
+        while time.monotonic() < deadline and peak < 2 and not bad:
             time.sleep(0.5)
             peak = max(peak, _running_lift_replicas())
         stop.set()
+        for f in futures:
+            f.result()
     assert not bad, bad[:3]
     assert peak == 2, "the lift deployment did not scale up to 2 replicas under 24 clients"
 

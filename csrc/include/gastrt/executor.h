@@ -96,6 +96,10 @@ class Engine {
   std::vector<std::vector<int64_t>> buffer_shapes(int64_t n, int64_t t, Mode mode);
   // Peak bytes of one call's workspace (arena + scratch) for this shape; does not allocate it.
   size_t workspace_bytes(int64_t n, int64_t t, Mode mode);
+  // The same for a one-thread team: what chunk sizes are planned from, so that they (and with
+  // them the results) do not depend on the thread count; each further thread adds its share
+  // of kernel scratch on top.
+  size_t budget_bytes(int64_t n, int64_t t, Mode mode);
   // Number of cached shapes / workspaces (for tests) and a way to release them.
   std::pair<size_t, size_t> cache_stats();
   void clear_cache();

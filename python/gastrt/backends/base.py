@@ -73,6 +73,12 @@ class Backend(abc.ABC):
         """Peak workspace of one call for an input [n, t, J, F], or None when not known."""
         return None
 
+    def budget_bytes(self, plan_name: str, n: int, t: int, mode: str) -> int | None:
+        """What ``Engine`` plans chunk sizes from: ``workspace_bytes`` without the per-thread
+        share of a CPU team (so chunk boundaries, and results, do not depend on the thread
+        count). Default: ``workspace_bytes``."""
+        return self.workspace_bytes(plan_name, n, t, mode)
+
     def device_bytes(self) -> int | None:
         """Device memory the backend holds (weights, arena), or None on a CPU backend."""
         return None

@@ -48,6 +48,10 @@ class NativeBackend(Backend):
         """x [N, T, J, F] float32 -> [N, T_out, J_out, 3] float32."""
         return self._engines[plan_name].run(x, mode)
 
+    def budget_bytes(self, plan_name: str, n: int, t: int, mode: str) -> int:
+        """workspace_bytes for one thread: the thread-invariant figure chunk sizes come from."""
+        return self._engines[plan_name].budget_bytes(n, t, mode)
+
     def workspace_bytes(self, plan_name: str, n: int, t: int, mode: str) -> int:
         """Peak workspace of one call for an input [n, t, J, F] (activation arena + scratch)."""
         return self._engines[plan_name].workspace_bytes(n, t, mode)

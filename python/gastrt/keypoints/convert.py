@@ -299,11 +299,13 @@ def check_size_fits(kp: np.ndarray, present: np.ndarray, w: int, h: int, source:
                 "a crop? gastrt expects pixels of the whole frame")
     else:
         fits = [(cw, ch) for cw, ch in ((h, w),) + _COMMON_SIZES
-                if x1 <= cw * (1 + SIZE_MARGIN) and y1 <= ch * (1 + SIZE_MARGIN)]
-        cw, ch = fits[0] if fits else (int(np.ceil(x1)), int(np.ceil(y1)))
+                if x1 <= cw * (1 + SIZE_MARGIN) and y1 <= ch * (1 + SIZE_MARGIN)
+                and x0 >= -SIZE_MARGIN * cw and y0 >= -SIZE_MARGIN * ch]
+        cw, ch = fits[0] if fits else (max(1, int(np.ceil(x1))), max(1, int(np.ceil(y1))))
         hint = f"a size that fits: --size {cw}x{ch}"
     raise UserError(f"{source}: keypoints reach x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}, outside the "
-                    f"{w}x{h} frame they are said to come from ({hint}; --no-size-check lifts anyway)")
+                    f"{w}x{h} frame they are said to come from ({hint}; --no-size-check, or "
+                    f"\"size_check\": false in a gastrt serve request, lifts anyway)")
 
 
 _COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)

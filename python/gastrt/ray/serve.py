@@ -91,13 +91,15 @@ def parse_request(body: Any, *, frame: bool = False) -> Tuple[np.ndarray, Tuple[
     return kp.astype(np.float32), wh, LAYOUTS[layout.lower()], flip
 
 
-def prepare_request(engine: Any, kp: np.ndarray, wh: Tuple[int, int], fmt: str) -> Tuple[np.ndarray, np.ndarray]:
+def prepare_request(engine: Any, kp: np.ndarray, wh: Tuple[int, int], fmt: str,
+                    check_size: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """(T, K, 2) / (P, T, K, 2) pixels -> engine-ready (P, T, J, 2) and valid (P, T), exactly as
-    `gastrt lift` prepares an .npy of the same array with --size and --format."""
+    `gastrt lift` prepares an .npy of the same array with --size and --format (check_size: the
+    request's "size_check", as --size-check)."""
     x = kp[None] if kp.ndim == 3 else kp
     raw = RawKeypoints(np.ascontiguousarray(x), None, "array", "keypoints", None, wh, {})
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=wh,
-                             engine_input=engine_input_layout(engine))
+                             engine_input=engine_input_layout(engine), check_size=check_size)
     if len(prep.people) != x.shape[0]:   # keep the request's person axis: never-seen people are errors
         missing = sorted(set(range(x.shape[0])) - set(prep.people))
         raise GastrtError(f"keypoints: person(s) {missing} have no detected joint in any frame")
@@ -264,7 +266,10 @@ class LiftServer:
     async def lift(self, body: Any) -> dict:
         """{keypoints, size, layout, flip} -> {poses_3d, valid, joints, units}. Raises GastrtError."""
         kp, wh, fmt, flip = parse_request(body)
-        x, valid = prepare_request(self.engine, kp, wh, fmt)
+        size_check = body.get("size_check", True)
+        if not isinstance(size_check, bool):
+            raise GastrtError(f"size_check must be true or false, got {size_check!r}")
+        x, valid = prepare_request(self.engine, kp, wh, fmt, check_size=size_check)
         y = await self.lift_batch((x, flip))
         if isinstance(y, BaseException):
             raise y
