@@ -209,3 +209,41 @@ def test_infinite_frame_index_is_one_error(tmp_path):
     p.write_text('{"label": {}, "data": [{"frame_index": Infinity, "skeleton": []}]}')
     with pytest.raises(ValueError, match="frame_index is not an integer"):
         read_keypoints(str(p))
+
+
+# ---- .npy / .npz headers are checked before anything is allocated --------------------------------
+
+def _npy_bytes(a) -> bytes:
+    import io
+    b = io.BytesIO()
+    np.save(b, a)
+    return b.getvalue()
+
+
+def test_npy_header_declaring_a_huge_shape_is_one_error(tmp_path):
+    raw = _npy_bytes(np.zeros((2, 17, 2), np.float32)).replace(b"(2, 17, 2)", b"(200000000, 17, 2)")
+    p = tmp_path / "huge.npy"
+    p.write_bytes(raw)
+    with pytest.raises(ValueError, match=r"declares shape \(200000000, 17, 2\).*above the 1 GiB limit"):
+        read_keypoints(str(p))
+
+
+def test_npz_member_declaring_more_than_it_holds_is_one_error(tmp_path):
+    import zipfile
+    raw = _npy_bytes(np.zeros((3, 17, 2), np.float32)).replace(b"(3, 17, 2)", b"(300, 17, 2)")
+    p = tmp_path / "lie.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("keypoints.npy", raw)
+    with pytest.raises(ValueError, match=r"keypoints: declares shape \(300, 17, 2\).*holds only"):
+        read_keypoints(str(p))
+
+
+def test_corrupt_npy_header_and_object_arrays_are_one_error(tmp_path):
+    p = tmp_path / "bad.npy"
+    p.write_bytes(_npy_bytes(np.zeros((2, 17, 2), np.float32)).replace(b"'descr'", b"'de(scr'"))
+    with pytest.raises(ValueError, match="not a readable numpy array header"):
+        read_keypoints(str(p))
+    q = tmp_path / "obj.npy"
+    np.save(q, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="holds Python objects"):
+        read_keypoints(str(q))

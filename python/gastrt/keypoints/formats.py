@@ -422,12 +422,50 @@ def read_videopose3d(path: str, video: str | None = None) -> RawKeypoints:
 
 # --- plain arrays -----------------------------------------------------------------------------
 
+MAX_ARRAY_BYTES = 1 << 30   # one keypoint array: ~8M frames of 17 joints x 2 floats
+
+
+def _check_npy_header(f, available: int, path: str, what: str) -> None:
+    """Reads the .npy header at ``f`` and refuses, before anything is allocated, an array whose
+    declared size exceeds the bytes that follow it (``available`` in all, header included) or
+    MAX_ARRAY_BYTES, and object arrays. The file position is left after the header."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(f)
+    except Exception as e:  # noqa: BLE001 (a corrupt header raises ValueError, SyntaxError, ...)
+        raise _err(path, f"{what}: not a readable numpy array header ({type(e).__name__}: {str(e)[:120]})") from None
+    if dtype.hasobject:
+        raise _err(path, f"{what}: holds Python objects (dtype {dtype}); expected numbers")
+    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES:
+        raise _err(path, f"{what}: declares shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB), above the "
+                         f"{MAX_ARRAY_BYTES >> 30} GiB limit for a keypoint array")
+    if nbytes > available - f.tell():
+        raise _err(path, f"{what}: declares shape {tuple(shape)} ({nbytes:,} bytes) but holds only "
+                         f"{max(0, available - f.tell()):,} bytes of data")
+
+
+def _check_array_file(path: str) -> None:
+    """Every array's header in an .npy / .npz checked (_check_npy_header) before numpy reads it."""
+    if path.lower().endswith(".npy"):
+        with open(path, "rb") as f:
+            _check_npy_header(f, os.path.getsize(path), path, "array")
+        return
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as f:
+                    _check_npy_header(f, info.file_size, path, info.filename[:-4])
+
+
 def read_array(path: str) -> RawKeypoints:
     """``.npy`` / ``.npz`` array (T, J, C) or (P, T, J, C), C = 2 (x, y) or 3 (x, y, score)."""
     size, hint, scores = None, None, None
     try:
         if os.path.getsize(path) == 0:
             raise _err(path, "file is empty")
+        _check_array_file(path)
         if path.lower().endswith(".npy"):
             arr = np.load(path, allow_pickle=False)
         else:
