@@ -3,20 +3,19 @@
     python benchmarks/cpu_roofline.py [--threads N]
 
 * fp32 GEMM peak: C = A @ B, 2048 x 2048 x 2048, through the native runtime's own BLAS and
-  thread pool (``gastrt._native.sgemm``), median of 7 calls, 1 thread and N threads.
+  thread pool (``gastrt._native.sgemm``), 1 thread and N threads.
 * DRAM read bandwidth: a 512 MB float32 array summed by NumPy (vectorised, one thread per
-  slice; NumPy releases the GIL), 1 and N threads, median of 5: the rate weight streaming can
-  reach (batch-1 windows read every weight once per call).
+  slice; NumPy releases the GIL), 1 and N threads: the rate weight streaming can reach (batch-1
+  windows read every weight once per call).
+Each is the median of its rounds (gastrt.bench.measure.interleaved, one call per round).
 * Then each batch-1 window model's floor: max(FLOPs / GEMM peak, weight bytes / bandwidth).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import threading
-import time
 
 import numpy as np
 
@@ -27,6 +26,12 @@ except ImportError:  # a source checkout
 
 import gastrt  # noqa: E402
 from gastrt import _native  # noqa: E402
+from gastrt.bench.measure import interleaved  # noqa: E402
+
+
+def median_s(fn, rounds: int) -> float:
+    """Median seconds of one call of ``fn`` (after a warm-up call)."""
+    return interleaved({"f": fn}, min_rounds=rounds, max_rounds=rounds, block_s=None)["f"].median
 
 
 def gemm_peak(threads: int, n: int = 2048) -> float:
@@ -34,13 +39,7 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), np.float32)
-    _native.sgemm(a, b, out=out, threads=threads)
-    ts = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        _native.sgemm(a, b, out=out, threads=threads)
-        ts.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(ts)
+    return 2 * n ** 3 / median_s(lambda: _native.sgemm(a, b, out=out, threads=threads), 7)
 
 
 def read_bandwidth(threads: int, nbytes: int = 512 << 20) -> float:
@@ -57,13 +56,7 @@ def read_bandwidth(threads: int, nbytes: int = 512 << 20) -> float:
         for t in ts:
             t.join()
 
-    run()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return nbytes / statistics.median(times)
+    return nbytes / median_s(run, 5)
 
 
 def main() -> int:

@@ -1,7 +1,10 @@
 """Per-shape GEMM rates, one thread: ONNX Runtime (MLAS, a MatMul-only graph with the weight
-as an initializer, i.e. pre-packed) vs gastrt's conv (k = 1: its GEMM path choice), the same with
-the small-M kernel's packed panels, and plain OpenBLAS (gastrt's copy). The shapes are the
-products behind the #17 cells (RIE-243 and VideoPose3D-243 layers).
+as an initializer, i.e. pre-packed) vs gastrt's conv (k = 1: its GEMM path choice, weights read
+in place) and plain OpenBLAS (gastrt's copy), interleaved round by
+round (gastrt.bench.measure.interleaved); medians. The shapes are the products behind the #17
+cells (RIE-243 and VideoPose3D-243 layers). The engine's pre-packed small-M path is not here:
+``_native.conv(small_panels=True)`` packs the weights inside every call, which is not what the
+engine times (it packs once per layer).
 
     python benchmarks/gemm_shapes.py
 """
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -19,19 +21,10 @@ except ImportError:  # a source checkout
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 
 from gastrt import _native  # noqa: E402
+from gastrt.bench.measure import interleaved  # noqa: E402
 
 SHAPES = [(5184, 90, 256), (1728, 768, 256), (1728, 256, 256), (576, 768, 256), (192, 768, 256),
           (64, 1024, 1024), (64, 2048, 1024), (27, 3072, 1024), (9, 3072, 1024), (1, 3072, 1024)]
-
-
-def median_time(f, n: int = 9) -> float:
-    f()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[n // 2]
 
 
 def main() -> int:
@@ -55,12 +48,13 @@ def main() -> int:
         so.intra_op_num_threads = 1
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         x4 = x[None, None]
+        t = interleaved({
+            "ORT": lambda: sess.run(None, {"x": x}),
+            "gastrt conv": lambda: _native.conv(x4, w, b, k=1, stride=1, threads=1),
+            "OpenBLAS": lambda: _native.sgemm(x, w, threads=1)}, min_rounds=5, max_rounds=9)
         fl = 2 * m * k * n
-        rate = lambda f: fl / median_time(f) / 1e9  # noqa: E731
-        print(f"{m:5d} x {k:5d} x {n:5d}  ORT {rate(lambda: sess.run(None, {'x': x})):5.1f}  "
-              f"gastrt conv {rate(lambda: _native.conv(x4, w, b, k=1, stride=1, threads=1)):5.1f}  "
-              f"packed {rate(lambda: _native.conv(x4, w, b, k=1, stride=1, threads=1, small_panels=True)):5.1f}  "
-              f"OpenBLAS {rate(lambda: _native.sgemm(x, w, threads=1)):5.1f}", flush=True)
+        print(f"{m:5d} x {k:5d} x {n:5d}  " + "  ".join(f"{name} {fl / v.median / 1e9:5.1f}"
+                                                       for name, v in t.items()), flush=True)
     return 0
 
 

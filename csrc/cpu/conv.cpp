@@ -94,7 +94,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   // Rows of consecutive sequences continue the same stride when t_in == t_out * stride
   // (window mode: 27 -> 9 -> 3 -> 1), so the whole batch is one GEMM.
   const bool uniform = p.n_seq == 1 || t_in == t_out * p.stride;
-  const int64_t R = p.n_seq * t_out;
+  const int64_t R = cg.rows;  // n_seq * t_out
 
   std::vector<Segment> segs;
   if (uniform) {

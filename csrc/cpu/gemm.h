@@ -24,12 +24,6 @@ inline int64_t small_gemm_override() {  // -1: no override
   return v;
 }
 
-inline bool use_small_gemm(int64_t M, int64_t K) {
-  const int64_t o = small_gemm_override();
-  if (o >= 0) return M <= o;
-  return M <= 40 || (M <= 192 && K >= 256);
-}
-
 // Which kernel computes a product. Chosen ONCE per product from its whole row count (or a row
 // count fixed by the op, never by the team size), and then used for every tile of it: the
 // two kernels round differently, and a tile's rows depend on the thread count, so choosing per
@@ -39,7 +33,9 @@ inline bool use_small_gemm(int64_t M, int64_t K) {
 enum class GemmPath { Small, Blas };
 
 inline GemmPath gemm_path(int64_t rows, int64_t K) {
-  return use_small_gemm(rows, K) ? GemmPath::Small : GemmPath::Blas;
+  const int64_t o = small_gemm_override();
+  const bool small = o >= 0 ? rows <= o : rows <= 40 || (rows <= 192 && K >= 256);
+  return small ? GemmPath::Small : GemmPath::Blas;
 }
 
 // Row-major C[M, N] = A[M, K] @ B[K, N] + beta * C.

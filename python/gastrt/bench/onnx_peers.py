@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from typing import Any
 
 import numpy as np
 
@@ -54,7 +53,7 @@ class OnnxPeerBackend(Backend):
         self._threads = int(threads)
         self._precision = precision
         self._models: dict = {}     # (plan, mode) -> serialized ONNX bytes
-        self._sessions: dict = {}   # (plan, mode[, shape]) -> session / compiled model
+        self._sessions: dict = {}   # (plan, mode[, shape]) -> x -> y of the session / compiled model
         self._lock = threading.Lock()
         self.precision_used = "fp32" if kind == "ort" else None   # OpenVINO: read after compiling
         modes = set()
@@ -81,7 +80,9 @@ class OnnxPeerBackend(Backend):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(self._model(plan, mode), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(self._model(plan, mode), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
 
     def _openvino(self, plan: str, mode: str, shape: tuple):
         import openvino as ov
@@ -95,7 +96,9 @@ class OnnxPeerBackend(Backend):
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         used = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.precision_used = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(used, used)
-        return compiled
+        out = compiled.output(0)
+        # CompiledModel.__call__ keeps one infer request for all calls (none made per call)
+        return lambda x: compiled({0: x})[out]
 
     def _session(self, plan: str, mode: str, shape: tuple):
         key = (plan, mode) if self.name == "ort" else (plan, mode, shape)
@@ -112,12 +115,7 @@ class OnnxPeerBackend(Backend):
         """x [N, T, J, F] float32 -> [N, T_out, J_out, 3] (window: T_out = 1), as the exported
         graph's window form ([N, J_out, 3]) or sequence form gives it."""
         x = np.ascontiguousarray(x, np.float32)
-        s = self._session(plan_name, mode, tuple(x.shape))
-        if self.name == "ort":
-            y = s.run(None, {s.get_inputs()[0].name: x})[0]
-        else:
-            y = s.create_infer_request().infer({0: x})[s.output(0)]
-        y = np.asarray(y, np.float32)
+        y = np.asarray(self._session(plan_name, mode, tuple(x.shape))(x), np.float32)
         return y[:, None] if mode == "window" else y
 
     def clear_cache(self) -> None:
@@ -129,11 +127,4 @@ def peer_engine(kind: str, engine: Engine, threads: int, precision: str | None =
     """An Engine over the same plans and weights whose network runs on ``kind`` (ORT /
     OpenVINO): lift / lift_sequence with gastrt's own flip, padding and chunking."""
     be = OnnxPeerBackend(kind, engine, threads, precision or engine.precision)
-    peer = Engine(engine.path, dict(engine.metadata), engine.plans, dict(engine.weights), be, "cpu")
-    return peer
-
-
-def describe_peer(engine: Engine) -> dict[str, Any]:
-    """The peer's name, thread count and the precision it computed in (after a call)."""
-    be = engine.backend
-    return {"contender": be.name, "threads": be.capabilities.threads, "precision_used": be.precision_used}
+    return Engine(engine.path, dict(engine.metadata), engine.plans, dict(engine.weights), be, "cpu")
