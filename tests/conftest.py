@@ -3,6 +3,7 @@ random BatchNorm statistics, built into engines once per session."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -17,10 +18,12 @@ except ImportError:
 
 @pytest.fixture(scope="session")
 def ckpt_cache(tmp_path_factory):
-    """(family, config-json, seed) -> checkpoint path written with torch.save (zip format)."""
-    torch = pytest.importorskip("torch")
-    from gastrt.reference import factory
+    """(family, config-json, seed) -> checkpoint path written with torch.save (zip format,
+    or the legacy format with legacy=True)."""
+    pytest.importorskip("torch")
     import json
+
+    from gastrt_testutil import save_checkpoint
 
     d = tmp_path_factory.mktemp("ckpt")
     cache = {}
@@ -29,9 +32,16 @@ def ckpt_cache(tmp_path_factory):
         key = (family, json.dumps(config, sort_keys=True), seed, legacy)
         if key not in cache:
             path = str(d / f"c{len(cache)}.bin")
-            ck = factory.make_checkpoint(family, config, seed=seed)
-            torch.save(ck, path, _use_new_zipfile_serialization=not legacy)
-            cache[key] = path
+            cache[key] = save_checkpoint(path, family, config, seed=seed, legacy=legacy)
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request):
+    """A temp folder for one test module's shared files (engines, exported models), removed when
+    the module ends: a full run's engines would otherwise pile up to several GB."""
+    d = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -23,6 +23,25 @@ def rel_err(got, ref) -> float:
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
+# The amsgrad state of a full-size model is 3x its weights (a 243-frame checkpoint with it weighs
+# 270-850 MB): models above this many parameters are saved with their optimizer as it is before
+# the first step, which keeps a full test run's temp files to a few GB.
+OPTIMIZER_STATE_MAX_PARAMS = 1_000_000
+
+
+def save_checkpoint(path, family: str, config: dict, *, seed: int = 0, legacy: bool = False) -> str:
+    """Write a random checkpoint in the original training-script layout (torch.save, zip format
+    or the legacy one); returns ``path``. Needs torch."""
+    import torch
+    from gastrt.reference.factory import make_checkpoint
+
+    ck = make_checkpoint(family, config, seed=seed, optimizer_step=False)
+    if sum(t.numel() for t in ck["model_pos"].values()) <= OPTIMIZER_STATE_MAX_PARAMS:
+        ck = make_checkpoint(family, config, seed=seed)
+    torch.save(ck, os.fspath(path), _use_new_zipfile_serialization=not legacy)
+    return os.fspath(path)
+
+
 def temp_files(folder, *outputs) -> list[str]:
     """Names in ``folder`` that are an atomic writer's temp files, by the writers' own naming
     (gastrt.engine_file.temp_prefix): those of ``outputs`` (names or paths) when given, else any."""

@@ -41,10 +41,10 @@ MAX_NODES = {"gast": 110, "videopose3d": 50, "rie": 300}
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines(module_dir):
     """(name, causal) -> (engine path, Engine on the NumPy backend). Checkpoints in the original
     layout ({'model_pos': ..., 'model_traj': ...}) with random weights and BatchNorm statistics."""
-    d = tmp_path_factory.mktemp("onnx")
+    d = module_dir
     cache = {}
 
     def get(name, causal=False):

@@ -71,7 +71,7 @@ def eager(model, x, flip=False, sym=None):
 
 
 @pytest.fixture(scope="module")
-def setup(ckpt_cache, tmp_path_factory):
+def setup(ckpt_cache, module_dir):
     cache = {}
 
     def get(name, causal):
@@ -79,7 +79,7 @@ def setup(ckpt_cache, tmp_path_factory):
         if key not in cache:
             family, config = CONFIGS[name]
             ck = ckpt_cache(family, config, seed=zlib.crc32(name.encode()) % 1000)
-            eng_path = str(tmp_path_factory.mktemp("eng") / f"{name}-{causal}.gastrt")
+            eng_path = str(module_dir / f"{name}-{causal}.gastrt")
             gastrt.build(ck, eng_path, causal=causal)
             sd = torch.load(ck, weights_only=True)["model_pos"]
             win = factory.build_model(family, config, optimized=True, causal=causal)

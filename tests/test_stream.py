@@ -32,10 +32,10 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines(module_dir):
     """name or name + '_c' (causal) -> Engine (numpy backend: the reference arithmetic; RIE, which
     streams through engine.lift windows, on the default backend: it is the slow one)."""
-    d = tmp_path_factory.mktemp("stream")
+    d = module_dir
     cache, paths = {}, {}
 
     def get(name: str, backend: str | None = "numpy"):

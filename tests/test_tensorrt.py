@@ -44,10 +44,10 @@ needs_trt = pytest.mark.skipif(not _gpu_tensorrt(), reason="TensorRT, cuda-pytho
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines(module_dir):
     """name -> (checkpoint path, engine path, Engine on the NumPy backend)."""
     pytest.importorskip("torch")
-    d = tmp_path_factory.mktemp("trt")
+    d = module_dir
     cache = {}
 
     def get(name, causal=False):

@@ -21,10 +21,8 @@ TINY = {
 
 
 def engine_file(tmpdir, key_or_family, config=None, precision="fp32", causal=False, seed=0) -> str:
-    import torch
-
     import gastrt
-    from gastrt.reference.factory import make_checkpoint
+    from gastrt_testutil import save_checkpoint
 
     if config is None:
         family, config = TINY[key_or_family]
@@ -33,7 +31,7 @@ def engine_file(tmpdir, key_or_family, config=None, precision="fp32", causal=Fal
         family, tag = key_or_family, key_or_family + str(abs(hash(repr(config))) % 10 ** 8)
     ck = os.path.join(str(tmpdir), f"{tag}_{seed}.bin")
     if not os.path.exists(ck):
-        torch.save(make_checkpoint(family, config, seed=seed), ck)
+        save_checkpoint(ck, family, config, seed=seed)
     out = os.path.join(str(tmpdir), f"{tag}_{seed}_{precision}_{int(causal)}.gastrt")
     if not os.path.exists(out):
         gastrt.build(ck, out, causal=causal, precision=precision)

@@ -21,9 +21,9 @@ MODEL_TOL = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 8e-2}
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(module_dir):
     pytest.importorskip("torch")
-    d = tmp_path_factory.mktemp("cuda_engine")
+    d = module_dir
     return {k: {p: engine_file(d, k, precision=p) for p in ("fp32", "fp16", "bf16")} for k in TINY}
 
 

@@ -26,9 +26,9 @@ ON_GPU = gastrt.cuda_available()
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(module_dir):
     pytest.importorskip("torch")
-    d = tmp_path_factory.mktemp("cuda_stream")
+    d = module_dir
     cache = {}
 
     def get(key, precision="fp32", causal=False):

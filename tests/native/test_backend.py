@@ -30,9 +30,9 @@ def rel_err(got, ref) -> float:
 
 
 @pytest.fixture(scope="module")
-def engines(ckpt_cache, tmp_path_factory):
+def engines(ckpt_cache, module_dir):
     out = {}
-    d = tmp_path_factory.mktemp("eng")
+    d = module_dir
     for fam, cfg in CONFIGS.items():
         path = gastrt.build(ckpt_cache(fam, cfg, seed=3), str(d / f"{fam}.gastrt"))
         out[fam] = (gastrt.load(path, backend="native", threads=2), gastrt.load(path, backend="numpy"))

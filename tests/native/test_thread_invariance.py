@@ -68,8 +68,8 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def engine_paths(ckpt_cache, tmp_path_factory):
-    d = tmp_path_factory.mktemp("inv")
+def engine_paths(ckpt_cache, module_dir):
+    d = module_dir
     return {fam: gastrt.build(ckpt_cache(fam, cfg, seed=5), str(d / f"{fam}.gastrt"))
             for fam, cfg in CONFIGS.items()}
 
