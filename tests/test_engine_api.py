@@ -128,6 +128,35 @@ def test_bad_sequences(small, bad, match):
         eng.lift_sequence(bad)
 
 
+def _pixels(shape, w=1280, h=720, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.2, 0.8, shape) * np.array([w, h])).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_pixel_coordinates_are_refused_with_the_helper_named(small, backend):
+    """Detector pixels fed straight to an engine: one error naming gastrt.prepare_keypoints,
+    for lift, lift_sequence and stream pushes; normalised inputs of any plausible range pass."""
+    if backend == "native":
+        pytest.importorskip("gastrt._native", reason="native runtime not built")
+    eng = gastrt.load(small[1], backend=backend)
+    for call, x in ((eng.lift, _pixels((2, 9, 17, 2))), (eng.lift_sequence, _pixels((30, 17, 2))),
+                    (eng.lift_sequence, _pixels((2, 30, 17, 2)))):
+        with pytest.raises(gastrt.GastrtError, match=r"look like pixel coordinates.*gastrt\.prepare_keypoints"):
+            call(x)
+    st = eng.stream(slots=2)
+    with pytest.raises(gastrt.GastrtError, match="look like pixel coordinates"):
+        st.push(_pixels((2, 17, 2)))
+    # a point far off-screen in normalised coordinates is still an input, not pixels
+    x = np.random.default_rng(1).standard_normal((2, 9, 17, 2)).astype(np.float32) * 0.5
+    x[0, 0, 0] = [19.5, -19.5]
+    assert np.isfinite(eng.lift(x)).all()
+    # what the error proposes works: pixels -> prepare_keypoints -> lift_sequence
+    prep = gastrt.prepare_keypoints(_pixels((30, 17, 2)), size=(1280, 720), layout="coco17", engine=eng)
+    assert prep.keypoints_2d.shape == (1, 30, 17, 2) and np.abs(prep.keypoints_2d).max() <= 1.0
+    assert eng.lift_sequence(prep.keypoints_2d).shape == (1, 30, 17, 3)
+
+
 def _corrupt(path, tmp_path, how):
     data = bytearray(open(path, "rb").read())
     out = tmp_path / f"{how}.gastrt"

@@ -22,6 +22,17 @@ def positive_int(s: str) -> int:
     return v
 
 
+def non_negative_int(s: str) -> int:
+    """argparse type for limits where 0 means none (--max-gap)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
 def parse_device(device: str) -> tuple[str, int]:
     """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:N' -> ('cuda', N). Case and spaces are ignored."""
     if not isinstance(device, str):

@@ -145,6 +145,19 @@ def cli_words(msg: str) -> str:
     return msg
 
 
+MAX_ERROR_CHARS = 285   # + "gastrt: error: " = 300
+
+
+def one_line(msg: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message as one line of at most ``limit`` characters: line breaks become "; ",
+    and an over-long message (a 50 MB key echoed back) keeps its start and its end."""
+    msg = "; ".join(part.strip() for part in msg.splitlines() if part.strip())
+    if len(msg) <= limit:
+        return msg
+    tail = limit // 4
+    return msg[:limit - tail - 5] + " ... " + msg[-tail:]
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gastrt", description="Fast 2D->3D pose lifting engines "
                                 "(GAST-Net, VideoPose3D, RIE).")
@@ -202,10 +215,10 @@ def main(argv=None) -> int:
         msg = str(e) or e.__class__.__name__
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg = f"{e.filename}: {msg}"
-        print(f"gastrt: error: {cli_words(msg)}", file=sys.stderr)
+        print(f"gastrt: error: {one_line(cli_words(msg))}", file=sys.stderr)
         return 2
     except NativeError as e:  # a failure inside the compiled runtime: one line, no traceback
-        print(f"gastrt: error: {e}", file=sys.stderr)
+        print(f"gastrt: error: {one_line(str(e))}", file=sys.stderr)
         return 1
 
 

@@ -15,6 +15,7 @@ from .argtypes import DEVICES_HELP, parse_device  # noqa: F401  (public: gastrt.
 from .builder import build, default_output_path, lower_checkpoint  # noqa: F401  (public: gastrt.engine.build)
 from .engine_file import PRECISIONS, read_model  # noqa: F401  (PRECISIONS: public here too)
 from .errors import EngineFileError, GastrtError, NativeError
+from .keypoints import refuse_pixels
 from .plan import Plan, flops_per_frame, infer_shapes
 from .backends import Backend, find_loader, make_cuda_backend, make_native_backend, make_numpy_backend
 from .skeletons import flip_joints, flip_permutation, merge_flipped
@@ -83,7 +84,8 @@ def load(path, device: str | None = None, threads: int | None = None, backend: s
 
 def _as_input(x, name: str) -> np.ndarray:
     """Validate a keypoint array: floating dtype (float64/float16 are converted to float32),
-    finite (NaN / inf are rejected: fill missing detections first, see gastrt.keypoints)."""
+    finite (NaN / inf are rejected: fill missing detections first, see gastrt.keypoints), and
+    not pixel coordinates (|value| above keypoints.PIXEL_LIMIT)."""
     try:
         a = np.asarray(x)
     except Exception:
@@ -93,10 +95,12 @@ def _as_input(x, name: str) -> np.ndarray:
     if a.size == 0:
         raise GastrtError(f"{name}: empty array of shape {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
-    if bad:
+    hi, lo = float(a.max()), float(a.min())          # NaN propagates; no temporary array
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        bad = a.size - int(np.count_nonzero(np.isfinite(a)))
         raise GastrtError(f"{name}: {bad} non-finite values (NaN/inf); fill missing keypoints first "
                           "(gastrt lift does this for detector files)")
+    refuse_pixels(max(hi, -lo), name)
     return a
 
 

@@ -226,7 +226,7 @@ def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndar
     except EngineFileError:
         raise
     except (ValueError, KeyError, TypeError, IndexError, OverflowError, ZeroDivisionError, AttributeError,
-            struct.error) as e:
+            RecursionError, struct.error) as e:
         raise EngineFileError(f"{path}: corrupted engine file ({type(e).__name__}: {str(e)[:160]})") from None
 
 
@@ -243,7 +243,7 @@ def _read_engine(path: str, verify: bool) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         header = json.loads(bytes(mm[8:8 + hlen]))
         meta = json.loads(header.pop("__metadata__")["gastrt"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):  # (deep nesting)
         raise bad("not a gastrt engine (no gastrt metadata in the header)") from None
     if meta.get("format") != FORMAT_NAME:
         raise bad("not a gastrt engine (format tag missing)")

@@ -18,29 +18,25 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .argtypes import positive_int
+from .argtypes import non_negative_int, positive_int
 from .engine import load
 from .engine_file import atomic_write, check_output_path
 from .errors import GastrtError
 from .skeletons import skeleton_for
-from .keypoints import (FORMATS, RawKeypoints, UserError, camera_to_world, check_size_fits, engine_input_layout,
-                        fill_missing, guess_format, nonzero_frames, normalize_screen, parse_size,
-                        plan_layout, present_mask, read_keypoints, rebase_height)
+from .keypoints import (FORMATS, MAX_GAP_RECEPTIVE_FIELDS, KeypointWarning, PreparedKeypoints, UserError,
+                        camera_to_world, engine_input_layout, parse_size, prepare_keypoints,
+                        read_keypoints, rebase_height, resolve_max_gap)
 
 Progress = Callable[[str, int, int], None]
 
 __all__ = ["LiftResult", "PreparedKeypoints", "lift_file", "lift_keypoints", "prepare_keypoints",
            "save_result", "load_result", "parse_size", "ProgressBar", "add_parsers",
-           "LiftWarning"]
+           "LiftWarning", "resolve_max_gap"]
 
 
-class LiftWarning(UserWarning):
-    """Something in the input was skipped or guessed (the CLI prints these as one line each)."""
-
-
-def _warn(msg: str, sink: list[str]) -> None:
-    sink.append(msg)
-    warnings.warn(msg, LiftWarning, stacklevel=3)
+# What `gastrt lift` and lift_file warn with (skipped people, never-detected joints): the
+# keypoint preparation's warning, under the name the lifting API has always used.
+LiftWarning = KeypointWarning
 
 
 @dataclass
@@ -53,80 +49,6 @@ class LiftResult:
     keypoints_2d: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
     poses_world: np.ndarray | None = None
-
-
-@dataclass
-class PreparedKeypoints:
-    """Engine-ready 2D input. keypoints_2d (P, T, J, 2) normalised; valid (P, T); people: the
-    file's person slots kept; fmt/layout: the source layout; size (w, h)."""
-    keypoints_2d: np.ndarray
-    valid: np.ndarray
-    people: list[int]
-    fmt: str
-    layout: str
-    size: tuple[int, int]
-    warnings: list[str] = field(default_factory=list)
-
-
-def prepare_keypoints(raw: RawKeypoints, *, num_joints: int, fmt: str = "auto",
-                      size: Any = None, people: int | None = None,
-                      engine_input: str = "h36m", check_size: bool = True) -> PreparedKeypoints:
-    """File keypoints -> engine-ready normalised (P, T, num_joints, 2) plus the valid mask.
-
-    fmt 'auto' takes the layout the file states, else guesses from the joint count. size
-    (w, h) overrides the file's; one of them is required. people: keep at most N people
-    (in file order, after dropping people never detected). check_size: detected keypoints
-    far outside the w x h frame are an error that says which size would fit (a wrong size
-    would silently give wrong poses).
-    """
-    src = raw.source
-    notes: list[str] = []
-    if fmt == "auto":
-        fmt = raw.fmt_hint or guess_format(raw.num_joints, raw.container, src)
-    plan = plan_layout(fmt, raw.num_joints, num_joints, engine_input=engine_input, source=src)
-    wh = parse_size(size)
-    if wh is None and raw.size is not None:
-        try:
-            wh = parse_size(raw.size)
-        except UserError as e:
-            raise UserError(f"{src}: the image size recorded in the file is not usable ({e}); "
-                            f"pass --size WIDTHxHEIGHT") from None
-    if wh is None:
-        raise UserError(f"{src}: the file does not record the image size ({raw.container}); "
-                        f"pass --size WIDTHxHEIGHT (the video's resolution in pixels)")
-    if people is not None and (not isinstance(people, (int, np.integer)) or people < 1):
-        raise UserError(f"--people must be a positive integer, got {people!r}")
-
-    kp = raw.keypoints[:, :, plan.select]
-    sc = None if raw.scores is None else raw.scores[:, :, plan.select]
-    present = present_mask(kp, sc)
-    seen = present.any(axis=(1, 2))
-    if not seen.any():
-        raise UserError(f"{src}: every frame is missing (no detected joint in "
-                        f"{raw.num_frames} frames): nothing to lift")
-    keep = [p for p in range(raw.num_people) if seen[p]]
-    for p in range(raw.num_people):
-        if not seen[p]:
-            _warn(f"{src}: person {p} is never detected; skipped", notes)
-    if people is not None:
-        keep = keep[:people]
-    kp, present = kp[keep], present[keep]
-    if check_size:
-        check_size_fits(kp, present, *wh, src)
-
-    filled = fill_missing(kp, present)
-    for i, p in enumerate(keep):
-        missing = np.flatnonzero(filled.never_seen[i])
-        if missing.size:
-            _warn(f"{src}: person {p}: joints {missing.tolist()} of the {plan.layout} layout "
-                  f"are never detected; placed at the mean of the other joints", notes)
-    # GAST-Net's valid-frame rule, on the raw (zero-for-missing) converted pose
-    raw_zeroed = np.where(present[..., None], np.nan_to_num(kp), 0).astype(np.float32)
-    valid = nonzero_frames(plan.convert(raw_zeroed))
-    converted = plan.convert(filled.keypoints)
-    norm = normalize_screen(converted, *wh)
-    return PreparedKeypoints(np.ascontiguousarray(norm, dtype=np.float32), valid, keep, fmt,
-                             plan.layout, wh, notes)
 
 
 def lift_keypoints(engine: Any, keypoints_2d: np.ndarray, *, flip: bool = True) -> np.ndarray:
@@ -170,7 +92,7 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
               size: Any = None, flip: bool = True, people: int | None = None,
               world: bool = False, progress: Progress | None = None,
               video: str | None = None, device: str | None = None,
-              check_size: bool = True) -> LiftResult:
+              check_size: bool = True, max_gap: int | None = None) -> LiftResult:
     """Lift a 2D keypoint file (GAST-Net JSON, OpenPose JSON dir/file, MMPose JSON,
     VideoPose3D npz, .npy/.npz array) with an engine (object or ``.gastrt`` path).
 
@@ -178,7 +100,8 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     flip: test-time flip augmentation; people: at most N people; world: also return
     poses_world (demo camera->world rotation, lowest z of each person's sequence -> 0);
     progress(stage, done, total); video: which video of a multi-video VideoPose3D npz; device:
-    where a path's engine runs ("cpu", "cuda", "cuda:N"); check_size: see prepare_keypoints.
+    where a path's engine runs ("cpu", "cuda", "cuda:N"); check_size: see prepare_keypoints;
+    max_gap: see resolve_max_gap.
     The metadata records joint names,
     units, the coordinate frame and the engine's own metadata.
     Raises UserError (a ValueError) for bad input. -> LiftResult
@@ -193,7 +116,8 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     raw = read_keypoints(input_path, video=video, progress=progress)
     engine_input = engine_input_layout(engine)
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
-                             people=people, engine_input=engine_input, check_size=check_size)
+                             people=people, engine_input=engine_input, check_size=check_size,
+                             max_gap=resolve_max_gap(engine, max_gap))
     P, T = prep.valid.shape
     if progress:
         progress("lift", 0, T)
@@ -377,7 +301,7 @@ def _cmd_lift(args: argparse.Namespace) -> int:
             result = lift_file(args.engine, args.input, fmt=args.format, size=args.size,
                                flip=args.flip, people=args.people, world=args.world,
                                progress=bar, video=args.npz_video, device=args.device,
-                               check_size=args.size_check)
+                               check_size=args.size_check, max_gap=args.max_gap)
     finally:
         bar.close()
     _print_warnings(caught)
@@ -416,6 +340,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--size-check", action=argparse.BooleanOptionalAction, default=True,
                    help="refuse keypoints far outside the WxH frame: a wrong --size gives wrong poses "
                         "(default on; --no-size-check lifts anyway)")
+    p.add_argument("--max-gap", type=non_negative_int, metavar="FRAMES",
+                   help=f"most consecutive frames without any detection that are filled by interpolation "
+                        f"(default {MAX_GAP_RECEPTIVE_FIELDS}x the engine's receptive field; 0: no limit)")
     p.set_defaults(func=_cmd_lift)
 
 

@@ -421,3 +421,110 @@ def test_suggested_size_fits(tmp_path):
         lift_file(FakeEngine(17), p, size=(1920, 1080))
     w, h = re.search(r"a size that fits: --size (\d+)x(\d+)", str(ei.value)).groups()
     assert lift_file(FakeEngine(17), p, size=(int(w), int(h))).poses_3d.shape[1] == 2
+
+
+# ---- --max-gap: long stretches without any detection (#15) -------------------------------------
+def _gap_file(tmp_path, first=1, gap_from=11, gap_to=400, last=420):
+    """GAST-JSON with detections at frames first..gap_from-1 and gap_to..last (1-based)."""
+    frames = {fi: [coco_pose(0)] for fi in list(range(first, gap_from)) + list(range(gap_to, last + 1))}
+    return write_gast_json(tmp_path / "gap.json", frames)
+
+
+def test_longest_gap_finds_the_run():
+    from gastrt.keypoints import longest_gap
+    present = np.ones((2, 12, 3), bool)
+    assert longest_gap(present) == (0, 0)
+    present[:, 3:5] = False
+    present[0, 7:11] = False                      # person 1 still seen: not a gap
+    assert longest_gap(present) == (3, 2)
+    present[1, 7:11] = False
+    assert longest_gap(present) == (7, 4)
+    present[:, :] = False
+    assert longest_gap(present) == (0, 12)
+
+
+def test_gap_longer_than_ten_receptive_fields_is_one_error(tmp_path):
+    p = _gap_file(tmp_path)                       # frames 11..399 (1-based) absent: 389 > 10 x 27
+    with pytest.raises(ValueError) as ei:
+        lift_file(FakeEngine(17), p, size=(W, H))
+    msg = str(ei.value)
+    assert "frames 10..398 (389 frames) have no detection" in msg and "--max-gap" in msg and "gap.json" in msg
+    assert len(msg) < 300
+    r = lift_file(FakeEngine(17), p, size=(W, H), max_gap=389)   # at the limit: lifted, gap flagged
+    assert r.poses_3d.shape[1] == 420 and not r.valid[0, 10:399].any() and r.valid[0, 399:].all()
+    assert lift_file(FakeEngine(17), p, size=(W, H), max_gap=0).poses_3d.shape[1] == 420
+    with pytest.raises(ValueError, match="at most 388 are filled"):
+        lift_file(FakeEngine(17), p, size=(W, H), max_gap=388)
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match=r"max_gap \(--max-gap\) must be"):
+            lift_file(FakeEngine(17), p, size=(W, H), max_gap=bad)
+
+
+def test_gap_default_follows_the_receptive_field(tmp_path):
+    p = _gap_file(tmp_path, gap_from=11, gap_to=211)              # 200 empty frames
+    assert lift_file(FakeEngine(17), p, size=(W, H)).poses_3d.shape[1] == 420   # 200 <= 270
+    eng = FakeEngine(17)
+    eng.receptive_field = 9                                         # 200 > 90
+    with pytest.raises(ValueError, match=r"frames 10\.\.209 \(200 frames\)"):
+        lift_file(eng, p, size=(W, H))
+
+
+def test_leading_gap_counts(tmp_path):
+    """A file whose first detection is late (GAST-Net frame_index 1 is video frame 0)."""
+    p = write_gast_json(tmp_path / "late.json", {fi: [coco_pose(0)] for fi in range(1001, 1011)})
+    with pytest.raises(ValueError, match=r"frames 0\.\.999 \(1000 frames\)"):
+        lift_file(FakeEngine(17), p, size=(W, H))
+
+
+def test_cli_max_gap(tmp_path, fake_load, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    p = _gap_file(tmp_path)
+    ap = _parser()
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "1280x720", "-o", "o.npz"])
+    with pytest.raises(ValueError, match="--max-gap"):
+        args.func(args)
+    assert not os.path.exists("o.npz")
+    args = ap.parse_args(["lift", "m.gastrt", p, "--size", "1280x720", "-o", "o.npz", "--max-gap", "400"])
+    assert args.func(args) == 0 and os.path.exists("o.npz")
+    with pytest.raises(SystemExit):
+        ap.parse_args(["lift", "m.gastrt", p, "--max-gap", "-3"])
+    assert "expected an integer >= 0" in capsys.readouterr().err
+
+
+# ---- gastrt.prepare_keypoints: the public array helper (#15) -------------------------------------
+def test_prepare_keypoints_on_an_array_equals_lift_of_the_same_file(tmp_path):
+    import gastrt
+    rng = np.random.default_rng(5)
+    kp = np.stack([np.stack([coco_pose(t, p) for t in range(7)]) for p in range(2)])     # (2, 7, 17, 2)
+    kp = kp + rng.uniform(-2, 2, kp.shape).astype(np.float32)
+    kp[1, 3] = 0                                                                        # person 1 missing at t=3
+    path = tmp_path / "k.npy"
+    np.save(path, kp)
+    via_file = lift_file(FakeEngine(17), path, size=(W, H), fmt="coco", flip=False)
+    prep = gastrt.prepare_keypoints(kp, size=(W, H), layout="coco17", engine=FakeEngine(17))
+    np.testing.assert_array_equal(prep.keypoints_2d, via_file.keypoints_2d)
+    np.testing.assert_array_equal(prep.valid, via_file.valid)
+    assert prep.valid.tolist()[1] == [True, True, True, False, True, True, True]
+    # (T, K, 2) gives one person; scores as a third channel mark joints missing
+    one = gastrt.prepare_keypoints(kp[0], size="1280x720", layout="coco")
+    np.testing.assert_array_equal(one.keypoints_2d[0], via_file.keypoints_2d[0])
+    sc = np.concatenate([kp[0], np.full(kp.shape[1:3] + (1,), 0.9, np.float32)], axis=-1)
+    sc[2, :, 2] = 0
+    assert gastrt.prepare_keypoints(sc, size=(W, H), layout="coco17").valid.tolist() == \
+        [[True, True, False, True, True, True, True]]
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(kpts=np.zeros((5, 17, 2)), size=(W, H), layout="coco17"), "every frame is missing"),
+    (dict(kpts=np.ones((5, 17)), size=(W, H), layout="coco17"), "expected (T, J, 2|3)"),
+    (dict(kpts=np.ones((5, 17, 2)) * 100, layout="coco17"), "--size"),
+    (dict(kpts=np.ones((5, 17, 2)) * 100, size=(W, H), layout="nope"), "unknown layout 'nope'"),
+    (dict(kpts=np.array([["a", "b"]] * 17), size=(W, H)), "expected numbers"),
+    (dict(kpts=np.ones((5, 17, 2)) * 5000, size=(W, H), layout="coco17"), "outside the 1280x720 frame"),
+])
+def test_prepare_keypoints_bad_arrays_are_one_error(kwargs, needle):
+    import gastrt
+    kp = kwargs.pop("kpts")
+    with pytest.raises(gastrt.GastrtError) as ei:
+        gastrt.prepare_keypoints(kp, **kwargs)
+    assert needle in str(ei.value) and "\n" not in str(ei.value)

@@ -19,7 +19,7 @@ def build_config() -> dict:
 
     mod = native_module()
     cfg = {"version": __version__, "native": mod is not None, "cuda": False, "cuda_archs": [],
-           "blas": None, "compiler": None, "cuda_version": None, "cublaslt": False}
+           "blas": None, "compiler": None, "cuda_version": None, "cublaslt": False, "sanitize": None}
     if mod is not None:
         cfg.update(mod.build_config())
         cfg["cublaslt"] = bool(cfg.get("cuda")) and bool(mod.cuda_cublaslt_built())

@@ -220,6 +220,20 @@ def normalize_screen(x: np.ndarray, w: float, h: float) -> np.ndarray:
     return (x / np.float32(w) * 2 - np.array([1, h / w], dtype=np.float32)).astype(np.float32)
 
 
+# Normalised screen coordinates of a point even several frame widths outside the image stay
+# below this; detector pixels of any real frame go far above it.
+PIXEL_LIMIT = 20.0
+
+
+def refuse_pixels(max_abs: float, name: str) -> None:
+    """An engine input whose largest |coordinate| is ``max_abs`` must not be pixel coordinates:
+    one error with the conversion to use."""
+    if max_abs > PIXEL_LIMIT:
+        raise UserError(f"{name}: values up to {max_abs:.6g} look like pixel coordinates; engines take "
+                        f"normalised screen coordinates (x / w * 2 - 1, y / w * 2 - h / w): convert detector "
+                        f"output with gastrt.prepare_keypoints(kpts, size=(w, h), layout='coco17', engine=eng)")
+
+
 def image_coordinates(x: np.ndarray, w: float, h: float) -> np.ndarray:
     """Inverse of normalize_screen. (..., 2) -> pixels."""
     x = np.asarray(x, dtype=np.float32)

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import GastrtError
+
+# Default --max-gap, in receptive fields: interpolating across longer stretches without any
+# detection invents motion the model never saw, and in a file it usually means corrupt numbering.
+MAX_GAP_RECEPTIVE_FIELDS = 10
+
 
 def present_mask(kp: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
     """Which joints were really detected. kp: (..., J, 2) pixels, scores: (..., J) or None.
@@ -61,3 +67,29 @@ def fill_missing(kp: np.ndarray, present: np.ndarray) -> FillResult:
             centre = np.mean(kp[p][:, ~bad], axis=1)  # (T, 2)
             kp[p][:, bad] = centre[:, None, :]
     return FillResult(kp, present.any(axis=2), ~present, never)
+
+
+def longest_gap(present: np.ndarray) -> tuple[int, int]:
+    """The longest run of frames in which nobody has a detected joint. present: (P, T, J) bool.
+    -> (first frame, length) of that run; (0, 0) when every frame has a detection."""
+    any_frame = np.asarray(present, dtype=bool).reshape(present.shape[0], present.shape[1], -1)
+    empty = ~any_frame.any(axis=(0, 2))                               # (T,)
+    if not empty.any():
+        return 0, 0
+    edges = np.diff(np.concatenate(([0], empty.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
+
+
+def check_gaps(present: np.ndarray, max_gap: int, source: str, *, frame_offset: int = 0) -> None:
+    """Refuse a run of more than ``max_gap`` frames without any detection (0: no limit), naming
+    the frames (0-based, + ``frame_offset``) and the flag that lifts the limit."""
+    if not max_gap:
+        return
+    start, n = longest_gap(present)
+    if n > max_gap:
+        a, b = start + frame_offset, start + n - 1 + frame_offset
+        raise GastrtError(f"{source}: frames {a}..{b} ({n} frames) have no detection; at most {max_gap} "
+                          f"are filled by interpolation (--max-gap; 0 lifts the limit): a gap this long "
+                          f"gives invented poses, or the file's frame numbers are corrupt")

@@ -495,21 +495,35 @@ def read_array(path: str) -> RawKeypoints:
         raise _err(path, f"not a readable numpy array file ({e})") from None
     except (OSError, zipfile.BadZipFile) as e:
         raise _err(path, f"not a readable numpy array file ({e})") from None
+    return array_keypoints(arr, scores=scores, size=size, fmt_hint=hint, source=path)
+
+
+def array_keypoints(arr: Any, *, scores: Any = None, size: tuple[int, int] | None = None,
+                    fmt_hint: str | None = None, source: str = "keypoints") -> RawKeypoints:
+    """An in-memory keypoint array as a file would give it: (T, J, C) or (P, T, J, C) pixels,
+    C = 2 (x, y) or 3 (x, y, score); scores (T, J) / (P, T, J) or None. ``source`` names it
+    in errors."""
+    try:
+        arr = np.asarray(arr)
+    except Exception:
+        raise _err(source, "keypoints are not an array of numbers") from None
     if arr.dtype.kind not in "fiu":
-        raise _err(path, f"keypoints have dtype {arr.dtype}, expected numbers")
+        raise _err(source, f"keypoints have dtype {arr.dtype}, expected numbers")
     arr = np.asarray(arr, dtype=np.float32)
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
         if scores is not None and scores.ndim == 2:
             scores = scores[None]
     if arr.ndim != 4 or arr.shape[-1] not in (2, 3) or 0 in arr.shape:
-        raise _err(path, f"keypoint array has shape {arr.shape}, expected (T, J, 2|3) or "
-                         f"(P, T, J, 2|3)")
+        raise _err(source, f"keypoint array has shape {arr.shape}, expected (T, J, 2|3) or "
+                           f"(P, T, J, 2|3)")
     if arr.shape[-1] == 3 and scores is None:
         scores = arr[..., 2]
     if scores is not None and scores.shape != arr.shape[:-1]:
-        raise _err(path, f"scores have shape {scores.shape}, keypoints {arr.shape[:-1]}")
-    return RawKeypoints(np.ascontiguousarray(arr[..., :2]), scores, "array", path, hint, size, {})
+        raise _err(source, f"scores have shape {scores.shape}, keypoints {arr.shape[:-1]}")
+    return RawKeypoints(np.ascontiguousarray(arr[..., :2]), scores, "array", source, fmt_hint, size, {})
 
 
 def read_keypoints(path: str | os.PathLike, *, video: str | None = None,

@@ -132,6 +132,7 @@ def corpus_main(args: argparse.Namespace) -> int:
                          video=getattr(args, "npz_video", None) or getattr(args, "video", None),
                          device=getattr(args, "device", "cpu") or "cpu",
                          check_size=getattr(args, "size_check", True),
+                         max_gap=getattr(args, "max_gap", None),
                          threads=getattr(args, "threads", 1), actors=getattr(args, "actors", None),
                          ray_address=getattr(args, "ray", None),
                          output_ext=".json" if getattr(args, "json_output", False) else ".npz",

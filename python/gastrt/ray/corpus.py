@@ -28,7 +28,7 @@ from ..engine import load
 from ..engine_file import atomic_write, check_output_path, file_sha256
 from ..errors import GastrtError
 from ..keypoints import FORMATS, camera_to_world, parse_size, rebase_height
-from ..lifting import LiftResult, LiftWarning, lift_file, lift_keypoints, save_result
+from ..lifting import LiftResult, LiftWarning, lift_file, lift_keypoints, resolve_max_gap, save_result
 from .inputs import expand_inputs, fingerprint, input_stat, output_names
 
 MANIFEST_NAME = "manifest.parquet"
@@ -118,7 +118,7 @@ def _renamed(obj: Any, old: str, new: str) -> Any:
 
 def prepare_row(row: dict, *, engine_path: str, engine_abs: str, fmt: str, size: Any,
                 flip: bool, people: int | None, world: bool, video: str | None,
-                check_size: bool = True) -> dict:
+                check_size: bool = True, max_gap: int | None = None) -> dict:
     """Read one input and make it engine-ready with ``lift_file`` on a ShapeOnlyEngine. -> the
     row plus 'payload' (npz bytes: keypoints_2d (P, T, J, 2) float32, valid (P, T) bool) and
     'info' (the output's metadata, JSON), or status 'error' with the CLI's message."""
@@ -131,7 +131,8 @@ def prepare_row(row: dict, *, engine_path: str, engine_abs: str, fmt: str, size:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LiftWarning)   # they are kept in the metadata
             res = lift_file(_shape_engine(engine_abs), where, fmt=fmt, size=row["job_size"] or size,
-                            flip=flip, people=people, world=world, video=video, check_size=check_size)
+                            flip=flip, people=people, world=world, video=video, check_size=check_size,
+                            max_gap=max_gap)
         meta = _renamed(res.metadata, where, given)
         meta["engine"] = engine_path     # lift_file records the path it was given
         buf = io.BytesIO()
@@ -265,10 +266,12 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
                 device: str = "cpu", threads: int | None = 1, actors: int | tuple[int, int] | None = None,
                 batch_size: int = 1, ray_address: str | None = None, progress: bool = True,
                 max_restarts: int = 3, max_task_retries: int = 3, flush_s: float = 10.0,
-                resume: bool = True, retry_failed: bool = False, check_size: bool = True) -> Any:
+                resume: bool = True, retry_failed: bool = False, check_size: bool = True,
+                max_gap: int | None = None) -> Any:
     """Lift every input to ``out_dir`` on Ray. inputs: paths, folders (recursive), globs, a
     CSV/Parquet manifest (path, width, height) or a DataFrame of those columns. Per-file
-    options as ``lifting.lift_file`` (size, fmt, flip, people, world, video, check_size). device 'cpu'
+    options as ``lifting.lift_file`` (size, fmt, flip, people, world, video, check_size, max_gap).
+    device 'cpu'
     (``threads`` per actor) or 'cuda' (one GPU per actor); actors: pool size (default: one per
     GPU, or CPUs // threads); ray_address: the cluster (default: the running Ray, else
     RAY_ADDRESS, else a local one); resume: skip inputs an earlier run finished (retry_failed:
@@ -290,7 +293,9 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
     if not os.path.isfile(engine_path):
         raise GastrtError(f"{engine_path}: engine file not found")
     engine_abs = os.path.abspath(engine_path)
-    load(engine_abs, backend="numpy", threads=1)   # a bad engine is one error now, not one per input
+    eng = load(engine_abs, backend="numpy", threads=1)   # a bad engine is one error now, not one per input
+    if max_gap is not None:
+        resolve_max_gap(eng, max_gap)                    # a bad limit too
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise GastrtError(f"{out_dir}: exists and is not a directory (--out-dir)")
@@ -305,6 +310,8 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
             "video": video, "ext": output_ext}
     if not check_size:   # (only when off: outputs made with the check keep their fingerprints)
         opts["check_size"] = False
+    if max_gap is not None:   # (likewise: only when not the default)
+        opts["max_gap"] = int(max_gap)
     engine_sha = file_sha256(engine_abs)
     prev = read_previous(manifest_path) if resume else {}
     rows, todo, skipped = [], [], 0
@@ -330,7 +337,7 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
             init_ray(ray, ray_address)
         _run(ray, todo, rows, manifest_path, engine_path, engine_abs, fmt=fmt, size=size, people=people,
              video=video, flip=flip, world=world, device=device, threads=threads, actors=actors,
-             batch_size=batch_size, progress=progress, check_size=bool(check_size),
+             batch_size=batch_size, progress=progress, check_size=bool(check_size), max_gap=max_gap,
              max_restarts=max_restarts, max_task_retries=max_task_retries, flush_s=flush_s)
     import pandas as pd
 
@@ -348,7 +355,8 @@ def lift_corpus(engine_path: str | os.PathLike, inputs: Any, out_dir: str | os.P
 
 def _run(ray: Any, todo: list[dict], rows: list[dict], manifest_path: str, engine_path: str,
          engine_abs: str, *, fmt, size, people, video, flip, world, device, threads, actors,
-         batch_size, progress, max_restarts, max_task_retries, flush_s, check_size=True) -> None:
+         batch_size, progress, max_restarts, max_task_retries, flush_s, check_size=True,
+         max_gap=None) -> None:
     """The Ray Data pipeline over the rows still to do; fills ``rows`` in place."""
     from ray.data import DataContext
 
@@ -366,7 +374,8 @@ def _run(ray: Any, todo: list[dict], rows: list[dict], manifest_path: str, engin
     n_read = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ds.map(prepare_row, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=n_read),
                 fn_kwargs=dict(engine_path=engine_path, engine_abs=engine_abs, fmt=fmt, size=size, flip=flip,
-                               people=people, world=world, video=video, check_size=check_size))
+                               people=people, world=world, video=video, check_size=check_size,
+                               max_gap=max_gap))
     if isinstance(actors, tuple):
         compute = ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1])
     else:

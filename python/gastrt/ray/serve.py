@@ -30,17 +30,15 @@ from ray import serve
 
 from ..engine import load
 from ..errors import GastrtError
-from ..keypoints import (FORMATS, RawKeypoints, engine_input_layout, guess_format, normalize_screen, parse_size,
-                        plan_layout)
+from ..keypoints import (FORMATS, LAYOUT_ALIASES, RawKeypoints, engine_input_layout, guess_format,
+                        normalize_screen, parse_size, plan_layout)
 from .. import lifting
-from ..lifting import lift_keypoints, prepare_keypoints
+from ..lifting import lift_keypoints, prepare_keypoints, resolve_max_gap
 from ..skeletons import skeleton_for
 from .corpus import error_text, init_ray
 
 # request layout names -> gastrt lift's --format values
-LAYOUTS = {"auto": "auto", "coco17": "coco", "coco": "coco", "wholebody": "wholebody", "coco-wholebody": "wholebody",
-           "wholebody133": "wholebody", "h36m": "h36m", "h36m17": "h36m", "mpii": "mpii", "mpii16": "mpii",
-           "openpose": "openpose", "body25": "openpose", "openpose25": "openpose", "openpose18": "openpose"}
+LAYOUTS = LAYOUT_ALIASES   # the request's "layout" names
 # what the response says about poses_3d: lifting's constants (the output files record the same)
 UNITS = getattr(lifting, "UNITS", "m")
 COORDINATE_FRAME = getattr(lifting, "COORDINATE_FRAME", "camera, root-relative")
@@ -92,14 +90,15 @@ def parse_request(body: Any, *, frame: bool = False) -> Tuple[np.ndarray, Tuple[
 
 
 def prepare_request(engine: Any, kp: np.ndarray, wh: Tuple[int, int], fmt: str,
-                    check_size: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                    check_size: bool = True, max_gap: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """(T, K, 2) / (P, T, K, 2) pixels -> engine-ready (P, T, J, 2) and valid (P, T), exactly as
     `gastrt lift` prepares an .npy of the same array with --size and --format (check_size: the
-    request's "size_check", as --size-check)."""
+    request's "size_check", as --size-check; max_gap: its "max_gap", as --max-gap)."""
     x = kp[None] if kp.ndim == 3 else kp
     raw = RawKeypoints(np.ascontiguousarray(x), None, "array", "keypoints", None, wh, {})
     prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=wh,
-                             engine_input=engine_input_layout(engine), check_size=check_size)
+                             engine_input=engine_input_layout(engine), check_size=check_size,
+                             max_gap=resolve_max_gap(engine, max_gap))
     if len(prep.people) != x.shape[0]:   # keep the request's person axis: never-seen people are errors
         missing = sorted(set(range(x.shape[0])) - set(prep.people))
         raise GastrtError(f"keypoints: person(s) {missing} have no detected joint in any frame")
@@ -269,7 +268,8 @@ class LiftServer:
         size_check = body.get("size_check", True)
         if not isinstance(size_check, bool):
             raise GastrtError(f"size_check must be true or false, got {size_check!r}")
-        x, valid = prepare_request(self.engine, kp, wh, fmt, check_size=size_check)
+        x, valid = prepare_request(self.engine, kp, wh, fmt, check_size=size_check,
+                                   max_gap=body.get("max_gap"))
         y = await self.lift_batch((x, flip))
         if isinstance(y, BaseException):
             raise y

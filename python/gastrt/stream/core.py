@@ -28,6 +28,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from ..errors import GastrtError
+from ..keypoints import refuse_pixels
 from ..plan import Plan, plan_flops
 from ..skeletons import flip_joints, merge_flipped
 from .cpu import ColumnProgram, WindowProgram, native_stream_kernels
@@ -295,7 +296,10 @@ class Stream:
             raise GastrtError(f"slot {s} was flushed (its sequence ended); call reset({s}) before pushing "
                               "a new sequence to it")
         xa = np.array(x[act], dtype=np.float32)             # (A, J, F), our copy
-        bad = ~np.isfinite(xa).all(axis=-1)                  # (A, J)
+        fin = np.isfinite(xa)
+        bad = ~fin.all(axis=-1)                              # (A, J)
+        if fin.any():
+            refuse_pixels(float(np.abs(xa[fin]).max()), "frames")
         is_fresh = st == _IDLE
         any_bad = bad.any(axis=1)
         if any_bad.any():
