@@ -91,6 +91,20 @@ def test_hostile_key_is_not_echoed_in_full(tmp_path, capsys):
     assert len(err) < 400 and "5,000,007 characters" in err, err[:300]
 
 
+@pytest.mark.parametrize("where", ["extra-key", "tuple-key"])
+def test_hostile_keys_are_not_echoed_in_full_by_the_api_either(tmp_path, where):
+    """Found by the #15 audit: the CLI line was short, but the exception itself carried the 5 MB
+    key (CheckpointMismatch 'unexpected key ...')."""
+    big = "y" * 5_000_000
+    if where == "extra-key":
+        path = _save(tmp_path, VP3D, lambda sd: sd.__setitem__(big + ".weight", torch.zeros(2)))
+    else:
+        path = _save(tmp_path, VP3D, lambda sd: sd.__setitem__(big, torch.zeros(2)))
+    with pytest.raises(gastrt.GastrtError) as ei:
+        gastrt.build(path, str(tmp_path / "o.gastrt"))
+    assert len(str(ei.value)) <= 2000 and " ... " in str(ei.value), len(str(ei.value))
+
+
 def test_good_checkpoints_still_build(tmp_path):
     for fc in (VP3D, GAST, RIE):
         path = _save(tmp_path, fc, lambda sd: None, name=f"{fc[0]}.bin")

@@ -521,6 +521,22 @@ def test_nesting_within_the_limit_still_loads(tmp_path):
     assert list(pos) == ["w"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_long_flat_containers_are_not_deep(tmp_path, fmt):
+    """Pickle appends list items / sets dict items in batches of 1,000: a 200k-entry loss history
+    in a training checkpoint is one level deep, not 200 (the depth pre-scan once counted batches)."""
+    obj = {"model_pos": collections.OrderedDict(w=torch.ones(3)), "losses": [0.5] * 200_000,
+           "per_step": {i: float(i) for i in range(200_000)}, "seen": set(range(5000))}
+    pos, _, _ = load_state_dicts(save(obj, tmp_path / "flat.bin", fmt))
+    assert list(pos) == ["w"]
+    nested = [[0.5] * 2000] * 3
+    for _ in range(120):                    # but nesting built from such batches still counts
+        nested = [nested]
+    with pytest.raises(CheckpointError, match="nested more than 100 levels"):
+        load_state_dicts(save({"model_pos": collections.OrderedDict(w=torch.ones(3)), "x": nested},
+                              tmp_path / "deep.bin", fmt))
+
+
 def test_zip_members_cannot_inflate_past_what_they_hold(tmp_path):
     # data.pkl inflating to 300 MB from a 300 kB archive
     bomb = tmp_path / "bomb.bin"
@@ -548,3 +564,32 @@ def test_zip_members_cannot_inflate_past_what_they_hold(tmp_path):
                 data = b"little" + bytes(1 << 20)
             zout.writestr(info.filename, data)
     _raises(str(bo), "byteorder")
+
+
+def test_a_zip_member_lying_about_its_size_is_not_inflated_whole(tmp_path):
+    """Found by the #15 audit: data.pkl inflating to 512 MiB while the central directory says it
+    holds the real pickle's few kB; one zipfile read() inflated it all (2.1 GB RSS)."""
+    import resource
+    good = save({"model_pos": Small().state_dict()}, tmp_path / "good.bin", "zip")
+    liar = tmp_path / "liar.bin"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(liar, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                real = len(data)
+                zout.writestr(info.filename, data + bytes(512 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zout.writestr(info.filename, data)
+    raw = bytearray(liar.read_bytes())
+    cd = raw.find(b"PK\x01\x02")
+    while cd >= 0:                                   # the central record of data.pkl: size := real
+        name_len = int.from_bytes(raw[cd + 28:cd + 30], "little")
+        if bytes(raw[cd + 46:cd + 46 + name_len]).endswith(b"data.pkl"):
+            raw[cd + 24:cd + 28] = real.to_bytes(4, "little")
+        cd = raw.find(b"PK\x01\x02", cd + 4)
+    liar.write_bytes(bytes(raw))
+    assert len(raw) < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _raises(str(liar), "truncated or corrupted|holds more than")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 64, grown_mb

@@ -198,6 +198,73 @@ def _edit_header(path, tmp_path, name, edit):
     return str(out)
 
 
+@pytest.mark.parametrize("extra", [1, 2, 3, 4, 6])
+def test_header_padding_that_misaligns_the_weights_is_refused(small, tmp_path, extra):
+    """Spaces added to the JSON header keep its checksum (it covers the parsed JSON) but would
+    start every weight at an odd address, which the native kernels read as whole floats."""
+    data = open(small[1], "rb").read()
+    hlen = struct.unpack("<Q", data[:8])[0]
+    out = tmp_path / "pad.gastrt"
+    out.write_bytes(struct.pack("<Q", hlen + extra) + data[8:8 + hlen] + b" " * extra + data[8 + hlen:])
+    for verify in (True, False):
+        with pytest.raises(gastrt.EngineFileError, match="leaves the data unaligned"):
+            gastrt.load(str(out), backend="numpy", verify=verify)
+
+
+def _rewritten(small, tmp_path, name, edit):
+    """The small engine with its metadata edited by edit(meta) and the file written again by
+    gastrt's own writer: valid checksums, as a crafted file would have."""
+    from gastrt.engine_file import write_engine
+    meta, tensors = read_engine(small[1])
+    dt = {"float32": "F32", "float16": "F16", "uint16": "BF16"}
+    edit(meta)
+    out = str(tmp_path / f"{name}.gastrt")
+    write_engine(out, {k: v for k, v in meta.items() if k not in ("format", "format_version", "data_bytes",
+                                                                   "data_sha256", "content_sha256")},
+                 {n: (dt[a.dtype.name], np.asarray(a)) for n, a in tensors.items()})
+    return out
+
+
+def _op_edit(key, value, op_index=0):
+    def edit(meta):
+        meta["plans"]["pos"]["ops"][op_index][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("hyper-list", lambda m: m.__setitem__("hyper", [1, 2])),
+    ("family-list", lambda m: m.__setitem__("family", [1])),
+    ("pad-list", lambda m: m.__setitem__("pad", [1])),
+    ("pad-huge", lambda m: m.__setitem__("pad", 10 ** 20)),
+    ("joints-right-huge", lambda m: m["joints_right"].__setitem__(0, 10 ** 20)),
+    ("joints-right-short", lambda m: m["joints_right"].pop()),
+    ("kps-duplicate", lambda m: m["kps_left"].__setitem__(0, m["kps_right"][0])),
+    ("num-joints-zero", lambda m: m.__setitem__("num_joints", 0)),
+    ("causal-string", lambda m: m.__setitem__("causal", "yes")),
+    ("plan-rf-disagrees", lambda m: m["plans"]["pos"].__setitem__("receptive_field", 7)),
+    ("plan-in-joints-zero", lambda m: m["plans"]["pos"].__setitem__("in_joints", 0)),
+    ("op-input-unknown", lambda m: m["plans"]["pos"]["ops"][0].__setitem__("inputs", ["nowhere"])),
+])
+def test_crafted_engines_with_valid_checksums_are_one_error(small, tmp_path, capsys, name, edit):
+    """Found by the #15 audit: edits re-written with valid hashes gave AttributeError / KeyError /
+    TypeError / OverflowError tracebacks in `gastrt info` and the API."""
+    from gastrt.cli import main
+    path = _rewritten(small, tmp_path, name, edit)
+    with pytest.raises(gastrt.EngineFileError, match="corrupted engine metadata"):
+        gastrt.load(path, backend="numpy")
+    assert main(["info", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupted engine metadata" in err[0]
+
+
+def test_rewriting_an_engine_unchanged_still_loads(small, tmp_path):
+    """The crafting helper above is sound: the same metadata written again loads and lifts alike."""
+    path = _rewritten(small, tmp_path, "same", lambda m: None)
+    a, b = gastrt.load(path, backend="numpy"), gastrt.load(small[1], backend="numpy")
+    x = np.random.default_rng(2).standard_normal((2, 9, 17, 2)).astype(np.float32) * 0.3
+    np.testing.assert_array_equal(a.lift(x, flip=True), b.lift(x, flip=True))
+
+
 def _first_tensor(header):
     return next(k for k in header if k != "__metadata__")
 

@@ -153,6 +153,11 @@ PYBIND11_MODULE(_native, m) {
     d["openmp"] = false;
     d["threading"] = "gastrt thread pool (OpenBLAS single-threaded inside its tasks)";
     d["cpu_isa"] = cpu::vec().isa;
+#ifdef GASTRT_SANITIZERS
+    d["sanitize"] = GASTRT_SANITIZERS;  // a checking build (GASTRT_SANITIZE)
+#else
+    d["sanitize"] = py::none();
+#endif
     d["default_threads"] = available_cpus();
     return d;
   }, "What this extension was compiled with (merged into gastrt.build_config()).");

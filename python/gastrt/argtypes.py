@@ -11,26 +11,24 @@ from .errors import GastrtError
 DEVICES_HELP = "expected 'cpu', 'cuda' or 'cuda:N'"
 
 
-def positive_int(s: str) -> int:
-    """argparse type for counts (--people, --slots, --threads)."""
+def _int_at_least(s: str, lo: int, expected: str) -> int:
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+        v = lo - 1
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {s!r}")
     return v
+
+
+def positive_int(s: str) -> int:
+    """argparse type for counts (--people, --slots, --threads)."""
+    return _int_at_least(s, 1, "a positive integer")
 
 
 def non_negative_int(s: str) -> int:
     """argparse type for limits where 0 means none (--max-gap)."""
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return v
+    return _int_at_least(s, 0, "an integer >= 0")
 
 
 def parse_device(device: str) -> tuple[str, int]:

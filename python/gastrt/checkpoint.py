@@ -464,6 +464,10 @@ MAX_PICKLE_OPS = 20_000_000  # ~30 opcodes per tensor: far above any real checkp
 MAX_PICKLE_BYTES = 256 << 20  # an object pickle (data.pkl) is kilobytes to a few megabytes
 
 
+# opcodes that add items to the container below them on the stack (and push it back)
+_FILL_OPS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+
+
 class _DepthScan:
     """Nesting depth of the objects a pickle builds, from its opcodes alone (the stack effects
     pickletools documents): each value is tracked by the depth of the deepest container in it."""
@@ -506,7 +510,13 @@ class _DepthScan:
             if item is pickletools.markobject:
                 self.stack.append(None)
                 continue
-            depth = 1 + max(popped) if popped else 1
+            if op.name in _FILL_OPS and popped:
+                # fills the container under the items in place: a 100k-item list appended in
+                # batches of 1,000 is one level deeper than its items, not one per batch
+                items = popped[:-1]
+                depth = max(popped[-1], 1 + max(items)) if items else popped[-1]
+            else:
+                depth = 1 + max(popped) if popped else 1
             self.stack.append(depth)
         return depth
 
@@ -569,12 +579,23 @@ def _check_storage_args(storage_type, key, numel):
 
 
 def _zip_member(zf, name, limit, what):
-    """A zip member read whole, after checking the size it declares (zipfile reads no more than
-    that): a small archive must not inflate to gigabytes."""
+    """A zip member read whole, after checking the size it declares: a small archive must not
+    inflate to gigabytes. Read in 1 MiB steps: zipfile keeps to the declared size, but one
+    ``read()`` would let zlib inflate a member whose header lies about its size all at once."""
     info = zf.getinfo(name)
     if info.file_size > limit:
         raise _corrupt(f"{name} declares {info.file_size:,} bytes, more than {what} can hold ({limit:,})")
-    return zf.read(name)
+    buf = bytearray(info.file_size)
+    view, pos = memoryview(buf), 0
+    with zf.open(name) as f:
+        while pos < len(buf):
+            n = f.readinto(view[pos:pos + (1 << 20)])
+            if not n:
+                raise _corrupt(f"{name} ends after {pos:,} of the {info.file_size:,} bytes it declares")
+            pos += n
+        if f.read(1):
+            raise _corrupt(f"{name} holds more than the {info.file_size:,} bytes it declares")
+    return bytes(buf)
 
 
 def _zip_record(zf, buf, name, nbytes):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import EngineFileError, GastrtError
-from .plan import Plan
+from .plan import Plan, flops_per_frame, infer_shapes
 
 FORMAT_NAME = "gastrt-engine"
 # 2: tensors ordered by element size (fp32 first), so every offset is a multiple of its element
@@ -49,6 +49,10 @@ def from_bf16_bits(a: np.ndarray) -> np.ndarray:
 
 # Engine precisions: how the weights are stored (and, on the GPU, computed).
 PRECISIONS = ("fp32", "fp16", "bf16")
+# What each engine precision promises against the fp32 reference, as max |y - y_ref| / max |y_ref|
+# over a batch of outputs (fp16 / bf16 engines store 16-bit weights; `build --precision auto` and
+# the parity tests hold them to this).
+PRECISION_TOLERANCE = {"fp32": 1e-5, "fp16": 3e-3, "bf16": 1e-2}
 
 
 def check_precision(precision) -> str:
@@ -240,6 +244,9 @@ def _read_engine(path: str, verify: bool) -> tuple[dict, dict[str, np.ndarray]]:
     (hlen,) = struct.unpack("<Q", mm[:8])
     if hlen > min(size - 8, _MAX_HEADER):
         raise bad("not a gastrt engine or truncated (header length out of range)")
+    if (8 + hlen) % 8:   # gastrt pads the header so every tensor starts 8-byte aligned in the map
+        raise bad(f"corrupted: header length {hlen} leaves the data unaligned (gastrt writes a multiple of 8 "
+                  "bytes before the data)")
     try:
         header = json.loads(bytes(mm[8:8 + hlen]))
         meta = json.loads(header.pop("__metadata__")["gastrt"])
@@ -319,4 +326,58 @@ def read_model(path: str, verify: bool = True) -> EngineModel:
     missing = [n for p in plans.values() for n in p.weight_names() if n not in tensors]
     if missing:
         raise EngineFileError(f"{path}: corrupted engine (weight {missing[0]!r} missing)")
+    try:
+        check_metadata(meta, plans, {n: a.shape for n, a in tensors.items()})
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+            RecursionError) as e:
+        # a file that passed the checksums (verify=False, or crafted with valid hashes): still one error type
+        raise EngineFileError(f"{path}: corrupted engine metadata ({type(e).__name__}: {str(e)[:160]})") from None
     return EngineModel(meta, plans, weights_as_float32(tensors))
+
+
+def _int(meta: dict, key: str, lo: int, hi: int = 1 << 31, default=None) -> int:
+    v = meta.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{key} = {str(v)[:40]} (expected an integer in {lo}..{hi})")
+    return v
+
+
+def check_metadata(meta: dict, plans: dict, shapes: dict) -> None:
+    """What the runtime and `gastrt info` read from the metadata has the types and ranges they
+    assume, and every plan's shapes and FLOPs can be derived: raises ValueError / TypeError /
+    KeyError otherwise (read_model turns them into EngineFileError)."""
+
+    if not isinstance(meta.get("family"), str) or not isinstance(meta.get("hyper"), dict):
+        raise ValueError("family / hyper have the wrong type")
+    hyper = meta["hyper"]
+    if not isinstance(hyper.get("filter_widths"), list) or not isinstance(hyper.get("channels"), int):
+        raise ValueError("hyper lacks filter_widths / channels")
+    rf = _int(meta, "receptive_field", 1, 1 << 20)
+    pad = _int(meta, "pad", 0, rf)
+    _int(meta, "causal_shift", 0, pad, default=0)
+    n_in = _int(meta, "num_joints", 1, 4096)
+    n_out = _int(meta, "num_joints_out", 1, 4096, default=n_in)
+    _int(meta, "parameter_count", 0, 1 << 40, default=0)
+    if not isinstance(meta.get("causal"), bool) or meta.get("precision", "fp32") not in PRECISIONS:
+        raise ValueError("causal / precision have the wrong type")
+    for key in ("source_name", "source_sha256", "gastrt_version"):
+        if not isinstance(meta.get(key, ""), str):
+            raise ValueError(f"{key} is not a string")
+    for (lk, rk), n in ((("joints_left", "joints_right"), n_out), (("kps_left", "kps_right"), n_in)):
+        left, right = meta.get(lk, []), meta.get(rk, [])
+        ok = isinstance(left, list) and isinstance(right, list) and len(left) == len(right)
+        both = (left or []) + (right or []) if ok else []
+        if not ok or any(isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < n for j in both) \
+                or len(set(both)) != len(both):
+            raise ValueError(f"{lk} / {rk} are not two equally long lists of distinct joints below {n}")
+    if "pos" not in plans:
+        raise KeyError("pos")
+    pos = plans["pos"]
+    if pos.receptive_field != rf or pos.in_joints != n_in or pos.out_joints != n_out:
+        raise ValueError("the 'pos' plan disagrees with the metadata's receptive field / joints")
+    for plan in plans.values():
+        if not 1 <= plan.in_joints <= 4096 or not 1 <= plan.in_features <= 16 or plan.receptive_field < 1:
+            raise ValueError(f"plan {plan.name!r} has impossible sizes")
+        infer_shapes(plan, (1, plan.receptive_field, plan.in_joints, plan.in_features), shapes.__getitem__, "window")
+        for mode in plan.modes:
+            flops_per_frame(plan, shapes.__getitem__, mode, seq_len=8)

@@ -1,15 +1,33 @@
 """Errors users can cause. All are ValueError subclasses: the CLI prints one line for them."""
 
 
+# An error message names what was wrong; it never carries a hostile file's 50 MB key whole.
+MAX_MESSAGE_CHARS = 2000
+
+
+def shorten(msg: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``msg`` itself when short, else its start and its end around " ... "."""
+    if len(msg) <= limit:
+        return msg
+    tail = limit // 4
+    return msg[:limit - tail - 5] + " ... " + msg[-tail:]
+
+
 class GastrtError(ValueError):
-    """A user-facing error: bad input, bad file, unsupported request."""
+    """A user-facing error: bad input, bad file, unsupported request. Messages longer than
+    MAX_MESSAGE_CHARS are shortened (start ... end)."""
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (shorten(args[0]),)
+        super().__init__(*args)
 
 
 class CheckpointMismatch(GastrtError):
     def __init__(self, family: str, detail: str):
         self.family = family
-        self.detail = detail
-        super().__init__(f"checkpoint looks most like {family}, but {detail}")
+        self.detail = shorten(detail)
+        super().__init__(f"checkpoint looks most like {family}, but {self.detail}")
 
 
 class EngineFileError(GastrtError):

@@ -339,7 +339,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="where the engine runs: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--size-check", action=argparse.BooleanOptionalAction, default=True,
                    help="refuse keypoints far outside the WxH frame: a wrong --size gives wrong poses "
-                        "(default on; --no-size-check lifts anyway)")
+                        "(default on; --no-size-check skips it)")
     p.add_argument("--max-gap", type=non_negative_int, metavar="FRAMES",
                    help=f"most consecutive frames without any detection that are filled by interpolation "
                         f"(default {MAX_GAP_RECEPTIVE_FIELDS}x the engine's receptive field; 0: no limit)")

@@ -224,7 +224,7 @@ def test_npy_header_declaring_a_huge_shape_is_one_error(tmp_path):
     raw = _npy_bytes(np.zeros((2, 17, 2), np.float32)).replace(b"(2, 17, 2)", b"(200000000, 17, 2)")
     p = tmp_path / "huge.npy"
     p.write_bytes(raw)
-    with pytest.raises(ValueError, match=r"declares shape \(200000000, 17, 2\).*above the 1 GiB limit"):
+    with pytest.raises(ValueError, match=r"declares shape \(200000000, 17, 2\).*above the 512 MiB limit"):
         read_keypoints(str(p))
 
 
@@ -247,3 +247,91 @@ def test_corrupt_npy_header_and_object_arrays_are_one_error(tmp_path):
     np.save(q, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="holds Python objects"):
         read_keypoints(str(q))
+
+
+def test_npz_with_a_damaged_member_header_is_one_error(tmp_path):
+    """Found by the fuzz suite: a flipped byte in a member's compression field made zipfile raise
+    NotImplementedError ("That compression method is not supported")."""
+    import zipfile
+    p = tmp_path / "k.npz"
+    np.savez(p, keypoints=np.stack([coco_pose(t) for t in range(3)]))
+    data = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as z:
+        info = z.infolist()[0]
+    # the local header's compression method (offset 8) and the central directory's (offset 10)
+    data[info.header_offset + 8] = 77
+    cd = data.rfind(b"PK\x01\x02")
+    data[cd + 10] = 77
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"k\.npz"):
+        read_keypoints(str(p))
+
+
+@pytest.mark.parametrize("meta", [float("inf"), [1, 2], "coco", 5])
+def test_mmpose_meta_info_that_is_not_an_object_is_one_error(tmp_path, meta):
+    p = tmp_path / "mm.json"
+    p.write_text(json.dumps({"meta_info": meta, "instance_info": [
+        {"frame_id": 1, "instances": [{"keypoints": coco_pose(0).tolist(), "keypoint_scores": [0.9] * 17}]}]}))
+    with pytest.raises(ValueError, match="'meta_info' must be an object"):
+        read_keypoints(str(p))
+
+
+def test_deeply_nested_json_is_one_error(tmp_path):
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 100000 + "0" + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_keypoints(str(p))
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: d["data"][0]["skeleton"][0].__setitem__("bbox", 5), r"data\[0\]\.skeleton\[0\]\.bbox must be a list"),
+    (lambda d: d["data"][0].__setitem__("skeleton", 5), r"data\[0\]\.skeleton must be a list"),
+    (lambda d: d["data"][1].__setitem__("frame_index", 2 ** 70), "frame_index 1180591620717411303424 is out of range"),
+])
+def test_gast_json_odd_fields_are_one_error(tmp_path, edit, needle):
+    p = write_gast_json(tmp_path / "k.json", {1: [coco_pose(0)], 2: [coco_pose(1)]})
+    doc = json.load(open(p))
+    edit(doc)
+    with open(p, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(ValueError, match=needle):
+        read_keypoints(p)
+
+
+def test_huge_frame_numbers_in_every_container_are_one_error(tmp_path):
+    mm = tmp_path / "mm.json"
+    mm.write_text(json.dumps([{"frame_id": 0, "instances": []},
+                              {"frame_id": 2 ** 70, "instances": [{"keypoints": coco_pose(0).tolist(),
+                                                                     "keypoint_scores": [0.9] * 17}]}]))
+    with pytest.raises(ValueError, match="frame_id .* is out of range"):
+        read_keypoints(str(mm))
+    d = tmp_path / "op"
+    d.mkdir()
+    for n in (0, 10 ** 24):
+        (d / f"vid_{n:012d}_keypoints.json").write_text(json.dumps(
+            {"version": 1.3, "people": [{"pose_keypoints_2d": [1.0, 2.0, 0.9] * 25}]}))
+    with pytest.raises(ValueError, match="out of range"):
+        read_keypoints(str(d))
+
+
+def test_npz_arrays_inflating_together_past_the_limit_are_refused_before_reading(tmp_path):
+    """Found by the #15 audit: two members each under the per-file cap (a 1.5 MB npz -> 3.6 GB RSS)."""
+    import resource
+    import zipfile
+    p = tmp_path / "bomb.npz"
+    n = 288 << 20                                               # 288 MiB of zeros per member
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in ("keypoints", "scores"):
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                h = repr({"descr": "<f4", "fortran_order": False, "shape": (n // 4,)}).encode()
+                h += b" " * (-(len(h) + 11) % 64) + b"\n"
+                f.write(np.lib.format.magic(1, 0) + len(h).to_bytes(2, "little") + h)
+                chunk = b"\x00" * (16 << 20)
+                for _ in range(n // len(chunk)):
+                    f.write(chunk)
+    assert os.path.getsize(p) < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"bomb\.npz: its arrays declare 576 MiB together, above the 512 MiB limit"):
+        read_keypoints(str(p))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, grown_mb

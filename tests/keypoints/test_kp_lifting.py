@@ -439,8 +439,12 @@ def test_longest_gap_finds_the_run():
     assert longest_gap(present) == (3, 2)
     present[1, 7:11] = False
     assert longest_gap(present) == (7, 4)
+    present[:, :6] = False                        # before the first detection: held, not a gap
+    assert longest_gap(present) == (7, 4)
+    present[:, 11:] = False                       # after the last one: held too
+    assert longest_gap(present) == (0, 0)
     present[:, :] = False
-    assert longest_gap(present) == (0, 12)
+    assert longest_gap(present) == (0, 0)
 
 
 def test_gap_longer_than_ten_receptive_fields_is_one_error(tmp_path):
@@ -448,7 +452,8 @@ def test_gap_longer_than_ten_receptive_fields_is_one_error(tmp_path):
     with pytest.raises(ValueError) as ei:
         lift_file(FakeEngine(17), p, size=(W, H))
     msg = str(ei.value)
-    assert "frames 10..398 (389 frames) have no detection" in msg and "--max-gap" in msg and "gap.json" in msg
+    assert "video frames 10..398 (counted from 0; 389 frames) have no detection" in msg
+    assert "--max-gap" in msg and "gap.json" in msg
     assert len(msg) < 300
     r = lift_file(FakeEngine(17), p, size=(W, H), max_gap=389)   # at the limit: lifted, gap flagged
     assert r.poses_3d.shape[1] == 420 and not r.valid[0, 10:399].any() and r.valid[0, 399:].all()
@@ -465,15 +470,34 @@ def test_gap_default_follows_the_receptive_field(tmp_path):
     assert lift_file(FakeEngine(17), p, size=(W, H)).poses_3d.shape[1] == 420   # 200 <= 270
     eng = FakeEngine(17)
     eng.receptive_field = 9                                         # 200 > 90
-    with pytest.raises(ValueError, match=r"frames 10\.\.209 \(200 frames\)"):
+    with pytest.raises(ValueError, match=r"frames 10\.\.209 \(counted from 0; 200 frames\)"):
         lift_file(eng, p, size=(W, H))
 
 
-def test_leading_gap_counts(tmp_path):
-    """A file whose first detection is late (GAST-Net frame_index 1 is video frame 0)."""
+def test_gaps_at_the_ends_are_held_not_refused(tmp_path):
+    """A person who enters late or leaves early: those frames hold the nearest detection (no
+    interpolation), so they are not a gap; the engine's default applies to prepare_keypoints too."""
+    import gastrt
     p = write_gast_json(tmp_path / "late.json", {fi: [coco_pose(0)] for fi in range(1001, 1011)})
-    with pytest.raises(ValueError, match=r"frames 0\.\.999 \(1000 frames\)"):
-        lift_file(FakeEngine(17), p, size=(W, H))
+    r = lift_file(FakeEngine(17), p, size=(W, H))
+    assert r.poses_3d.shape[1] == 1010 and r.valid[0].sum() == 10
+    kp = np.zeros((400, 17, 2), np.float32)
+    kp[:5] = kp[395:] = coco_pose(0)
+    eng = FakeEngine(17)
+    eng.receptive_field = 9
+    with pytest.raises(gastrt.GastrtError, match=r"video frames 5\.\.394"):
+        gastrt.prepare_keypoints(kp, size=(W, H), layout="coco17", engine=eng)
+    assert gastrt.prepare_keypoints(kp, size=(W, H), layout="coco17").valid.sum() == 10   # no engine: no limit
+    with pytest.raises(gastrt.GastrtError, match="max_gap"):
+        gastrt.prepare_keypoints(kp, size=(W, H), layout="coco17", max_gap=-1)
+
+
+def test_a_size_far_too_small_is_a_size_error_even_without_the_size_check(tmp_path):
+    """--no-size-check cannot push pixel-scale values into the engine: the error names --size."""
+    import gastrt
+    kp = np.stack([coco_pose(t) for t in range(5)])
+    with pytest.raises(gastrt.GastrtError, match=r"size is far too small.*--size"):
+        gastrt.prepare_keypoints(kp, size=(16, 9), layout="coco17", check_size=False)
 
 
 def test_cli_max_gap(tmp_path, fake_load, monkeypatch, capsys):

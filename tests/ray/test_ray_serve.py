@@ -131,7 +131,7 @@ def test_same_as_gastrt_lift_on_an_array_file(server, small_engine, frames, tmp_
     (b'{"keypoints": [[[NaN, 2.0]]], "size": [10, 10]}', "non-finite"),
     (b"{not json", "not valid JSON"),
     ({"keypoints": [[[100.0, 200.0]] * 17] * 3 + [[[0.0, 0.0]] * 17] * 10 + [[[100.0, 200.0]] * 17] * 3,
-      "size": SIZE, "layout": "coco17", "max_gap": 9}, "frames 3..12 (10 frames) have no detection"),
+      "size": SIZE, "layout": "coco17", "max_gap": 9}, "video frames 3..12 (counted from 0; 10 frames) have no detection"),
     ({"keypoints": [[[100.0, 200.0]] * 17], "size": SIZE, "layout": "coco17", "max_gap": -1}, "max_gap"),
 ])
 def test_bad_request_is_400_and_the_next_one_works(server, frames, body, needle):

@@ -169,7 +169,7 @@ def read_plan(path: str, verify: bool = True) -> tuple[dict, dict[str, memoryvie
         raise bad("truncated or corrupted (header length out of range)")
     try:
         header = json.loads(bytes(mm[len(MAGIC) + 8:base]))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad("corrupted header") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise bad("not a gastrt TensorRT plan (format tag missing)")

@@ -131,7 +131,7 @@ def read_npz(path: str, keys, optional=(), max_bytes: int = MAX_MEMBER_BYTES) ->
         z = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise GastrtError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
         raise GastrtError(f"{path}: not an npz file ({e})") from None
     out = {}
     with z:

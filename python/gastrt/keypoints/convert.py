@@ -229,9 +229,10 @@ def refuse_pixels(max_abs: float, name: str) -> None:
     """An engine input whose largest |coordinate| is ``max_abs`` must not be pixel coordinates:
     one error with the conversion to use."""
     if max_abs > PIXEL_LIMIT:
-        raise UserError(f"{name}: values up to {max_abs:.6g} look like pixel coordinates; engines take "
-                        f"normalised screen coordinates (x / w * 2 - 1, y / w * 2 - h / w): convert detector "
-                        f"output with gastrt.prepare_keypoints(kpts, size=(w, h), layout='coco17', engine=eng)")
+        raise UserError(f"{name}: values up to {max_abs:.6g} look like pixel coordinates (or were normalised "
+                        f"with a frame size far too small); engines take normalised screen coordinates "
+                        f"(x / w * 2 - 1, y / w * 2 - h / w): convert detector output with "
+                        f"gastrt.prepare_keypoints(kpts, size=(w, h), layout='coco17', engine=eng)")
 
 
 def image_coordinates(x: np.ndarray, w: float, h: float) -> np.ndarray:
@@ -319,7 +320,7 @@ def check_size_fits(kp: np.ndarray, present: np.ndarray, w: int, h: int, source:
         hint = f"a size that fits: --size {cw}x{ch}"
     raise UserError(f"{source}: keypoints reach x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}, outside the "
                     f"{w}x{h} frame they are said to come from ({hint}; --no-size-check, or "
-                    f"\"size_check\": false in a gastrt serve request, lifts anyway)")
+                    f"\"size_check\": false in a gastrt serve request, skips this check)")
 
 
 _COCO17_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)

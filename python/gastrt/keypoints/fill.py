@@ -70,10 +70,18 @@ def fill_missing(kp: np.ndarray, present: np.ndarray) -> FillResult:
 
 
 def longest_gap(present: np.ndarray) -> tuple[int, int]:
-    """The longest run of frames in which nobody has a detected joint. present: (P, T, J) bool.
-    -> (first frame, length) of that run; (0, 0) when every frame has a detection."""
+    """The longest run of frames between two detections in which nobody has a detected joint
+    (runs before the first / after the last detection are held, not interpolated, and do not
+    count). present: (P, T, J) bool. -> (first frame, length); (0, 0) when there is none."""
     any_frame = np.asarray(present, dtype=bool).reshape(present.shape[0], present.shape[1], -1)
-    empty = ~any_frame.any(axis=(0, 2))                               # (T,)
+    seen = any_frame.any(axis=(0, 2))                                 # (T,)
+    idx = np.flatnonzero(seen)
+    empty = ~seen
+    if idx.size:
+        empty[:idx[0]] = False
+        empty[idx[-1] + 1:] = False
+    else:
+        empty[:] = False
     if not empty.any():
         return 0, 0
     edges = np.diff(np.concatenate(([0], empty.astype(np.int8), [0])))
@@ -90,6 +98,6 @@ def check_gaps(present: np.ndarray, max_gap: int, source: str, *, frame_offset: 
     start, n = longest_gap(present)
     if n > max_gap:
         a, b = start + frame_offset, start + n - 1 + frame_offset
-        raise GastrtError(f"{source}: frames {a}..{b} ({n} frames) have no detection; at most {max_gap} "
+        raise GastrtError(f"{source}: video frames {a}..{b} (counted from 0; {n} frames) have no detection; at most {max_gap} "
                           f"are filled by interpolation (--max-gap; 0 lifts the limit): a gap this long "
                           f"gives invented poses, or the file's frame numbers are corrupt")

@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -66,6 +67,12 @@ class RawKeypoints:
         return self.keypoints.shape[2]
 
 
+# What reading a damaged zip (.npz) can raise besides BadZipFile: an unknown compression method,
+# an "encrypted" flag, a stream that ends early, a corrupt deflate stream, a huge member.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+              zlib.error)
+
+
 def _err(source: str, msg: str) -> UserError:
     return UserError(f"{source}: {msg}")
 
@@ -80,6 +87,8 @@ def _load_json(path: str) -> Any:
         raise _err(path, f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except UnicodeDecodeError:
         raise _err(path, "not a text JSON file (bad UTF-8)") from None
+    except RecursionError:
+        raise _err(path, "malformed JSON (nested too deeply for a keypoint file)") from None
     except OSError as e:
         raise _err(path, f"cannot read: {e.strerror or e}") from None
 
@@ -87,11 +96,15 @@ def _load_json(path: str) -> Any:
 # A file's frame numbers become a dense (P, T, J) array: a jump of millions of frames between two
 # detections (a corrupt or hostile file: 17 kB asking for 9 GB) is refused, naming the frames.
 MAX_FRAME_GAP = 100_000   # ~55 minutes at 30 fps without any detection
+MAX_FRAME_NUMBER = 10 ** 12   # far past any video; keeps the arithmetic in int64
 
 
 def check_frame_numbers(path: str, numbers, what: str) -> None:
     """Frame numbers (ints, any order) must not leave a gap wider than MAX_FRAME_GAP."""
     s = sorted(set(int(v) for v in numbers))
+    if s and max(abs(s[0]), abs(s[-1])) > MAX_FRAME_NUMBER:
+        v = s[-1] if abs(s[-1]) >= abs(s[0]) else s[0]
+        raise _err(path, f"{what} {str(v)[:30]} is out of range (at most {MAX_FRAME_NUMBER:,}): corrupt frame numbers?")
     if len(s) < 2:
         return
     d = np.diff(np.asarray(s, dtype=np.int64))
@@ -135,7 +148,7 @@ def detect_container(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 keys = {os.path.splitext(n)[0] for n in z.namelist()}
-        except (zipfile.BadZipFile, OSError):
+        except ZIP_ERRORS:
             if os.path.exists(path) and os.path.getsize(path) == 0:
                 raise _err(path, "file is empty") from None
             raise _err(path, "not a valid .npz archive") from None
@@ -191,10 +204,17 @@ def read_gast_json(path: str, obj: Any = None, progress: Progress | None = None)
         if fi < 1:
             raise _err(path, f"data[{k}].frame_index is {fi}; GAST-Net frames count from 1")
         num_frames = max(num_frames, fi)
-        for i, sk in enumerate(fr["skeleton"] or []):
+        skeletons = fr["skeleton"] or []
+        if not isinstance(skeletons, list):
+            raise _err(path, f"data[{k}].skeleton must be a list of people, got {type(skeletons).__name__}")
+        for i, sk in enumerate(skeletons):
             if not isinstance(sk, dict) or "pose" not in sk:
                 raise _err(path, f"data[{k}].skeleton[{i}] has no 'pose'")
-            if "bbox" in sk and sk["bbox"] is not None and len(sk["bbox"]) == 0:
+            bbox = sk.get("bbox")
+            if bbox is not None and not isinstance(bbox, list):
+                raise _err(path, f"data[{k}].skeleton[{i}].bbox must be a list [x1, y1, x2, y2] (or []), "
+                                 f"got {type(bbox).__name__}")
+            if bbox is not None and len(bbox) == 0:
                 continue  # the original loader skips empty boxes
             try:
                 pose = np.asarray(sk["pose"], dtype=np.float32)
@@ -295,6 +315,8 @@ def read_mmpose(path: str, obj: Any = None, progress: Progress | None = None) ->
     hint, base = None, 0
     if isinstance(obj, dict):
         meta = obj.get("meta_info") or {}
+        if not isinstance(meta, dict):
+            raise _err(path, f"'meta_info' must be an object, got {type(meta).__name__}")
         hint = _MMPOSE_DATASETS.get(str(meta.get("dataset_name", "")).lower())
         frames, base = obj.get("instance_info"), 1  # the demo counts frames from 1
     else:
@@ -422,13 +444,15 @@ def read_videopose3d(path: str, video: str | None = None) -> RawKeypoints:
 
 # --- plain arrays -----------------------------------------------------------------------------
 
-MAX_ARRAY_BYTES = 1 << 30   # one keypoint array: ~8M frames of 17 joints x 2 floats
+MAX_ARRAY_BYTES = 1 << 29   # all arrays of one file together: ~3.9M frames (36 h at 30 fps) of 17 joints
+# x 2 floats; reading peaks at ~2.5x this (the array, its float32 copy, the 2D slice)
 
 
-def _check_npy_header(f, available: int, path: str, what: str) -> None:
+def _check_npy_header(f, available: int, path: str, what: str) -> int:
     """Reads the .npy header at ``f`` and refuses, before anything is allocated, an array whose
     declared size exceeds the bytes that follow it (``available`` in all, header included) or
-    MAX_ARRAY_BYTES, and object arrays. The file position is left after the header."""
+    MAX_ARRAY_BYTES, and object arrays. The file position is left after the header. -> the
+    array's declared bytes."""
     try:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -440,10 +464,11 @@ def _check_npy_header(f, available: int, path: str, what: str) -> None:
     nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES:
         raise _err(path, f"{what}: declares shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB), above the "
-                         f"{MAX_ARRAY_BYTES >> 30} GiB limit for a keypoint array")
+                         f"{MAX_ARRAY_BYTES >> 20} MiB limit for a keypoint file")
     if nbytes > available - f.tell():
         raise _err(path, f"{what}: declares shape {tuple(shape)} ({nbytes:,} bytes) but holds only "
                          f"{max(0, available - f.tell()):,} bytes of data")
+    return nbytes
 
 
 def _check_array_file(path: str) -> None:
@@ -452,11 +477,15 @@ def _check_array_file(path: str) -> None:
         with open(path, "rb") as f:
             _check_npy_header(f, os.path.getsize(path), path, "array")
         return
+    total = 0
     with zipfile.ZipFile(path) as z:
         for info in z.infolist():
             if info.filename.endswith(".npy"):
                 with z.open(info) as f:
-                    _check_npy_header(f, info.file_size, path, info.filename[:-4])
+                    total += _check_npy_header(f, info.file_size, path, info.filename[:-4])
+                if total > MAX_ARRAY_BYTES:   # several arrays, each under the limit, inflating together
+                    raise _err(path, f"its arrays declare {total / 2**20:,.0f} MiB together, above the "
+                                     f"{MAX_ARRAY_BYTES >> 20} MiB limit for a keypoint file")
 
 
 def read_array(path: str) -> RawKeypoints:
@@ -493,8 +522,8 @@ def read_array(path: str) -> RawKeypoints:
         if isinstance(e, UserError):
             raise
         raise _err(path, f"not a readable numpy array file ({e})") from None
-    except (OSError, zipfile.BadZipFile) as e:
-        raise _err(path, f"not a readable numpy array file ({e})") from None
+    except ZIP_ERRORS as e:
+        raise _err(path, f"not a readable numpy array file ({type(e).__name__}: {e})") from None
     return array_keypoints(arr, scores=scores, size=size, fmt_hint=hint, source=path)
 
 
@@ -511,7 +540,10 @@ def array_keypoints(arr: Any, *, scores: Any = None, size: tuple[int, int] | Non
         raise _err(source, f"keypoints have dtype {arr.dtype}, expected numbers")
     arr = np.asarray(arr, dtype=np.float32)
     if scores is not None:
-        scores = np.asarray(scores, dtype=np.float32)
+        try:
+            scores = np.asarray(scores, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise _err(source, "scores are not an array of numbers") from None
     if arr.ndim == 3:
         arr = arr[None]
         if scores is not None and scores.ndim == 2:

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GastrtError as UserError
-from .convert import (FORMATS, check_size_fits, engine_input_layout, guess_format, nonzero_frames,
-                      normalize_screen, parse_size, plan_layout)
+from .convert import (FORMATS, PIXEL_LIMIT, check_size_fits, engine_input_layout, guess_format,
+                      nonzero_frames, normalize_screen, parse_size, plan_layout)
 from .fill import MAX_GAP_RECEPTIVE_FIELDS, check_gaps, fill_missing, present_mask
 from .formats import RawKeypoints, array_keypoints
 
@@ -60,7 +60,7 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
                       engine: Any = None, num_joints: int | None = None, fmt: str = "auto",
                       scores: Any = None, people: int | None = None,
                       engine_input: str | None = None, check_size: bool = True,
-                      max_gap: int = 0) -> PreparedKeypoints:
+                      max_gap: int | None = None) -> PreparedKeypoints:
     """Detector keypoints -> engine-ready normalised (P, T, J, 2) plus the valid mask: the one
     conversion `gastrt lift`, the Ray layers and API users share.
 
@@ -76,8 +76,9 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
     (w, h) overrides the file's; one of them is required. people: keep at most N people
     (in file order, after dropping people never detected). check_size: detected keypoints
     far outside the w x h frame are an error that says which size would fit (a wrong size
-    would silently give wrong poses). max_gap: a run of more frames than this in which nobody
-    is detected is an error naming them (0: no limit; see resolve_max_gap).
+    would silently give wrong poses). max_gap: a run of more frames than this between two
+    detections in which nobody is detected is an error naming them (0: no limit; None: the
+    engine's default, see resolve_max_gap, or no limit without an engine).
     """
     if layout is not None:
         if not isinstance(layout, str) or layout.lower() not in LAYOUT_ALIASES:
@@ -126,7 +127,8 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
     kp, present = kp[keep], present[keep]
     if check_size:
         check_size_fits(kp, present, *wh, src)
-    check_gaps(present, max_gap, src, frame_offset=int(raw.extra.get("frame_start") or 0))
+    limit = resolve_max_gap(engine, max_gap) if (engine is not None or max_gap is not None) else 0
+    check_gaps(present, limit, src, frame_offset=int(raw.extra.get("frame_start") or 0))
 
     filled = fill_missing(kp, present)
     for i, p in enumerate(keep):
@@ -139,5 +141,10 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
     valid = nonzero_frames(plan.convert(raw_zeroed))
     converted = plan.convert(filled.keypoints)
     norm = normalize_screen(converted, *wh)
+    reach = float(np.abs(norm).max())
+    if reach > PIXEL_LIMIT:   # what the engine would refuse as pixels: say it is the size
+        raise UserError(f"{src}: with a {wh[0]}x{wh[1]} frame the keypoints reach {reach:.3g} frame half-widths "
+                        f"from its centre: the size is far too small for them (pass the video's resolution, "
+                        f"--size WIDTHxHEIGHT)")
     return PreparedKeypoints(np.ascontiguousarray(norm, dtype=np.float32), valid, keep, fmt,
                              plan.layout, wh, notes)

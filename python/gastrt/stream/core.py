@@ -298,8 +298,7 @@ class Stream:
         xa = np.array(x[act], dtype=np.float32)             # (A, J, F), our copy
         fin = np.isfinite(xa)
         bad = ~fin.all(axis=-1)                              # (A, J)
-        if fin.any():
-            refuse_pixels(float(np.abs(xa[fin]).max()), "frames")
+        refuse_pixels(float(np.max(np.abs(xa), where=fin, initial=0.0)), "frames")
         is_fresh = st == _IDLE
         any_bad = bad.any(axis=1)
         if any_bad.any():

@@ -156,6 +156,8 @@ def stream_jsonl(engine, lines: Iterable[str], write, *, fmt: str = "auto", size
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise GastrtError(f"{where}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise GastrtError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("people", None), list):
             raise GastrtError(f"{where}: expected an object with a 'people' list")
         wh = wh_default
