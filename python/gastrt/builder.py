@@ -13,7 +13,7 @@ from .backends.numpy_backend import NumpyBackend
 from .checkpoint import CheckpointError, load_state_dicts
 from .engine_file import cast_weight, check_output_path, check_precision, file_sha256, write_engine
 from .errors import GastrtError
-from .families import detect_and_lower
+from .families import Lowered, detect_and_lower
 
 
 def _short(v, n: int = 80) -> str:
@@ -107,12 +107,24 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
           allow_nonfinite: bool = False) -> str:
     """Checkpoint (original training-script layout, bare or DataParallel state dict, zip or legacy
     torch format) -> `.gastrt` engine file. Returns the output path. Writes atomically.
-    ``allow_nonfinite``: build even from NaN / inf weights (the engine then outputs NaN)."""
+    ``allow_nonfinite``: build even from NaN / inf weights (the engine then outputs NaN).
+    (``gastrt build --precision auto``: ``gastrt.bench.precision.build_auto``.)"""
     checkpoint = os.fspath(checkpoint)
     check_precision(precision)
     output = os.fspath(output) if output is not None else default_output_path(checkpoint)
     check_output_path(output, [checkpoint])  # before the work: never replace the checkpoint
     lowered, info, nparams = lower_checkpoint(checkpoint, causal, allow_nonfinite)
+    return write_lowered(lowered, info, nparams, checkpoint, output, causal=causal, precision=precision,
+                         allow_nonfinite=allow_nonfinite)
+
+
+def write_lowered(lowered: Lowered, info: dict, nparams: int, checkpoint: str, output: str, *,
+                  causal: bool, precision: str, allow_nonfinite: bool = False,
+                  extra_meta: dict | None = None) -> str:
+    """A lowered checkpoint (``lower_checkpoint``) -> engine file at ``output`` in ``precision``;
+    ``extra_meta`` joins the metadata (e.g. how the precision was chosen). -> output."""
+    check_precision(precision)
+    check_output_path(output, [checkpoint])
     pos = lowered.plans["pos"]
     pad = pos.pad
     skel = lowered.skeleton
@@ -138,6 +150,7 @@ def build(checkpoint, output=None, causal: bool = False, precision: str = "fp32"
         "source_format": info.get("format"),
         "plans": {name: p.to_json() for name, p in lowered.plans.items()},
     }
+    meta.update(extra_meta or {})
     tensors = {name: cast_weight(a, precision) for name, a in lowered.weights.items()}
     if precision == "fp16" and not allow_nonfinite:  # finite fp32 values past 65504 become inf
         for name, (_, a) in tensors.items():

@@ -9,7 +9,7 @@ import sys
 
 from ._version import __version__
 from .engine_file import PRECISIONS
-from .errors import NativeError
+from .errors import NativeError, shorten
 
 
 def _subcommand_registrars() -> tuple:
@@ -37,8 +37,12 @@ def cmd_build(args) -> int:
     if args.backend == "tensorrt":
         from .tensorrt_builder import build_tensorrt_cli
         return build_tensorrt_cli(args)
-    out = build(args.checkpoint, args.output, causal=args.causal, precision=args.precision,
-                allow_nonfinite=args.allow_nonfinite)
+    if args.precision == "auto":
+        from .bench.precision import build_auto
+        out, _ = build_auto(args.checkpoint, args.output, causal=args.causal, allow_nonfinite=args.allow_nonfinite)
+    else:
+        out = build(args.checkpoint, args.output, causal=args.causal, precision=args.precision,
+                    allow_nonfinite=args.allow_nonfinite)
     from .engine_file import read_engine
     meta, _ = read_engine(out, verify=False)
     h = meta["hyper"]
@@ -49,9 +53,16 @@ def cmd_build(args) -> int:
           f"{'causal' if meta['causal'] else 'symmetric'}")
     print(f"channels   {h['channels']}")
     print(f"parameters {meta['parameter_count']:,}")
-    print(f"precision  {meta['precision']}")
+    print(f"precision  {_precision_line(meta)}")
     print(f"wrote      {out} ({os.path.getsize(out):,} bytes)")
     return 0
+
+
+def _precision_line(meta: dict) -> str:
+    from .bench.precision import describe_choice
+
+    how = describe_choice(meta.get("precision_choice"))
+    return meta["precision"] + (f" ({how})" if how else "")
 
 
 def _family_line(meta: dict) -> str:
@@ -114,7 +125,7 @@ def cmd_info(args) -> int:
         ("channels", str(h["channels"])),
         ("parameters", f"{meta['parameter_count']:,} trainable in the checkpoint; {_stored_weights(eng):,} values "
                        "stored after folding each BatchNorm into its convolution (what `gastrt export` counts)"),
-        ("precision", meta["precision"]),
+        ("precision", _precision_line(meta)),
         ("FLOPs/frame window", _fmt_count(eng.flops_per_frame("window"))),
         ("FLOPs/frame sequence", _fmt_count(eng.flops_per_frame("sequence")) if seq_ok
          else "n/a (windows: encodes relative to each window's centre)"),
@@ -151,11 +162,7 @@ MAX_ERROR_CHARS = 285   # + "gastrt: error: " = 300
 def one_line(msg: str, limit: int = MAX_ERROR_CHARS) -> str:
     """An error message as one line of at most ``limit`` characters: line breaks become "; ",
     and an over-long message (a 50 MB key echoed back) keeps its start and its end."""
-    msg = "; ".join(part.strip() for part in msg.splitlines() if part.strip())
-    if len(msg) <= limit:
-        return msg
-    tail = limit // 4
-    return msg[:limit - tail - 5] + " ... " + msg[-tail:]
+    return shorten("; ".join(part.strip() for part in msg.splitlines() if part.strip()), limit)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -169,7 +176,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("checkpoint", help="checkpoint saved by the original training scripts (.bin/.pth)")
     b.add_argument("-o", "--output", help="engine path (default: CHECKPOINT with .gastrt)")
     b.add_argument("--causal", action="store_true", help="the checkpoint was trained with causal convolutions")
-    b.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    b.add_argument("--precision", choices=PRECISIONS + ("auto",), default="fp32",
+                   help="weight precision (default fp32); auto: build each, time them on this machine and keep "
+                        "the fastest within its tolerance of fp32 (a few seconds)")
     b.add_argument("--allow-nonfinite", action="store_true",
                    help="build even when weights hold NaN / inf (the engine then outputs NaN)")
     b.add_argument("--backend", choices=("gastrt", "tensorrt"), default="gastrt",

@@ -48,7 +48,8 @@ def new_row(contender: str, label: str, batch: int, frames_per_call: int, flops_
 
 # ---- [machine] -------------------------------------------------------------------------------------
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo; platform.processor() elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -136,7 +137,7 @@ def machine_info(torch=None, device: str = "cpu") -> dict:
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": int(os.cpu_count() or 1),
         "cpu_affinity": aff,
         "memory_bytes": _mem_total(),
