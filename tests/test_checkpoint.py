@@ -593,3 +593,34 @@ def test_a_zip_member_lying_about_its_size_is_not_inflated_whole(tmp_path):
     _raises(str(liar), "truncated or corrupted|holds more than")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 64, grown_mb
+
+
+def test_a_declared_size_is_not_allocated_before_the_data_arrives(tmp_path):
+    """Found by review: a 1 kB checkpoint whose data.pkl entry claims 200 MiB made the reader
+    allocate 200 MiB before finding 182 bytes."""
+    import resource
+    good = save({"model_pos": Small().state_dict()}, tmp_path / "good.bin", "zip")
+    raw = bytearray(good.read_bytes())
+    cd = raw.find(b"PK\x01\x02")
+    while cd >= 0:
+        name_len = int.from_bytes(raw[cd + 28:cd + 30], "little")
+        if bytes(raw[cd + 46:cd + 46 + name_len]).endswith(b"data.pkl"):
+            raw[cd + 24:cd + 28] = (200 << 20).to_bytes(4, "little")
+        cd = raw.find(b"PK\x01\x02", cd + 4)
+    liar = tmp_path / "claims.bin"
+    liar.write_bytes(bytes(raw))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _raises(str(liar), "ends after|truncated or corrupted")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50
+
+
+def test_checkpoint_mismatch_survives_pickling():
+    """Ray and multiprocessing send errors between processes as pickles."""
+    import pickle
+    from gastrt.errors import CheckpointMismatch
+    e = pickle.loads(pickle.dumps(CheckpointMismatch("GAST-Net", "key 'x' is missing")))
+    assert isinstance(e, CheckpointMismatch) and e.family == "GAST-Net" and "key 'x' is missing" in str(e)
+    from gastrt.errors import EngineFileError, GastrtError
+    for cls in (GastrtError, EngineFileError, CheckpointError):
+        e = pickle.loads(pickle.dumps(cls("m" * 5000)))
+        assert type(e) is cls and len(str(e)) == 2000

@@ -46,10 +46,17 @@ def test_auto_build_records_a_choice_within_tolerance(tmp_path, family):
     np.testing.assert_array_equal(a.lift(x), b.lift(x))
 
 
+class _T:
+    def __init__(self, s):
+        self.median, self.spread = s, 0.01
+
+
 def test_nothing_within_tolerance_keeps_fp32(tmp_path, monkeypatch):
-    """The selection can say no: with zero tolerance every 16-bit engine is over it."""
+    """The selection can say no: with zero tolerance every 16-bit engine is over it, however fast."""
     ck = save_checkpoint(tmp_path / "ck.bin", "gast", TINY["gast"], seed=5)
     paths = {p: gastrt.build(ck, str(tmp_path / f"{p}.gastrt"), precision=p) for p in ("fp32", "fp16", "bf16")}
+    ms = {"fp32": 10.0, "fp16": 2.0, "bf16": 1.0}
+    monkeypatch.setattr(auto, "interleaved", lambda fns, **kw: {k: _T(ms[k.split("/")[0]] / 1e3) for k in fns})
     choice = auto.choose_precision(paths, seconds=0.3, tolerance={"fp32": 1e-5, "fp16": 0.0, "bf16": 0.0})
     assert choice["chosen"] == "fp32"
     assert not choice["candidates"]["fp16"]["within"] and not choice["candidates"]["bf16"]["within"]
@@ -61,12 +68,7 @@ def test_a_faster_candidate_within_tolerance_is_chosen(tmp_path, monkeypatch):
     ck = save_checkpoint(tmp_path / "ck.bin", "gast", TINY["gast"], seed=6)
     paths = {p: gastrt.build(ck, str(tmp_path / f"{p}.gastrt"), precision=p) for p in ("fp32", "fp16", "bf16")}
     ms = {"fp32": 10.0, "fp16": 6.0, "bf16": 5.0}
-
-    class T:
-        def __init__(self, s):
-            self.median, self.spread = s, 0.01
-
-    monkeypatch.setattr(auto, "interleaved", lambda fns, **kw: {k: T(ms[k.split("/")[0]] / 1e3) for k in fns})
+    monkeypatch.setattr(auto, "interleaved", lambda fns, **kw: {k: _T(ms[k.split("/")[0]] / 1e3) for k in fns})
     assert auto.choose_precision(paths)["chosen"] == "bf16"
     assert auto.choose_precision(paths, tolerance={"fp32": 1e-5, "fp16": 3e-3, "bf16": 0.0})["chosen"] == "fp16"
     ms.update(fp16=9.8, bf16=9.9)                        # within the noise margin: fp32 stays
@@ -86,3 +88,15 @@ def test_cli_build_auto_and_info_say_which(tmp_path, capsys):
     # a plain build says nothing more than its precision
     assert main(["build", str(ck), "-o", str(tmp_path / "p.gastrt"), "--precision", "bf16"]) == 0
     assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("precision")] == ["precision  bf16"]
+
+
+@pytest.mark.parametrize("choice", [
+    {"candidates": {"fp32": {"speedup": 10 ** 400}, "fp16": {"rel_err": 10 ** 400, "speedup": "fast"}},
+     "cpu": "c" * 100_000, "threads": [1]},
+    {"candidates": {"fp32": None, "zz": {}}}, {"candidates": 5}, "auto", None,
+])
+def test_describe_choice_takes_whatever_a_file_holds(choice):
+    """Found by review: `gastrt info` formatted a crafted record's numbers as floats (OverflowError)
+    and printed its 100 kB cpu string."""
+    line = auto.describe_choice(choice)
+    assert line is None or (len(line) < 300 and "\n" not in line)

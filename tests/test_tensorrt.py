@@ -75,8 +75,8 @@ def test_build_without_tensorrt(tmp_path, monkeypatch, capsys):
     assert str(e.value) == MISSING
 
 
-def _fake_container(path, engines=None, **over):
-    header = {"meta": {"family": "gast", "plans": {}, "weight_shapes": {}}, "tensorrt_version": "10.0.0",
+def _fake_container(path, engines=None, meta=None, **over):
+    header = {"meta": meta or {"family": "gast", "plans": {}, "weight_shapes": {}}, "tensorrt_version": "10.0.0",
               "compute_capability": [9, 0], "device_name": "test GPU",
               "engines": {"pos/window": {"profile": {"min": [1, 9, 17, 2], "opt": [4, 9, 17, 2],
                                                      "max": [8, 9, 17, 2]}}}}
@@ -84,9 +84,14 @@ def _fake_container(path, engines=None, **over):
     tr.write_plan(str(path), header, engines or {"pos/window": b"engine-bytes" * 100})
 
 
-def test_plan_container(tmp_path, monkeypatch):
+def _plan_meta(eng):
+    """The metadata a real build stores in a plan: the engine's, plus its weights' shapes."""
+    return dict(eng.metadata, weight_shapes={n: list(w.shape) for n, w in eng.weights.items()})
+
+
+def test_plan_container(tmp_path, monkeypatch, engines):
     p = tmp_path / "m.plan"
-    _fake_container(p, {"pos/window": b"a" * 1000, "pos/sequence": b"b" * 77})
+    _fake_container(p, {"pos/window": b"a" * 1000, "pos/sequence": b"b" * 77}, meta=_plan_meta(engines("gast-17")[2]))
     assert tr.is_tensorrt_plan(p) and not tr.is_tensorrt_plan(tmp_path / "nope")
     header, blobs = tr.read_plan(str(p))
     assert bytes(blobs["pos/window"]) == b"a" * 1000 and bytes(blobs["pos/sequence"]) == b"b" * 77
@@ -118,6 +123,26 @@ def test_plan_container(tmp_path, monkeypatch):
     with pytest.raises(gastrt.GastrtError) as e:
         gastrt.load(str(p), backend="tensorrt", device="cuda:0")
     assert str(e.value) == MISSING
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.__setitem__("family", ["x"]), lambda m: m.__setitem__("hyper", 5),
+    lambda m: m.__setitem__("receptive_field", "9"), lambda m: m["plans"].pop("pos"),
+    lambda m: m["weight_shapes"].clear(), lambda m: m.__setitem__("joints_left", [99]),
+])
+def test_crafted_plan_metadata_is_one_error(tmp_path, engines, capsys, edit):
+    """Found by review: a plan with valid checksums but odd metadata gave TypeError / AttributeError
+    tracebacks in `gastrt info`; it is checked like an engine file's (engine_file.check_metadata)."""
+    meta = _plan_meta(engines("gast-17")[2])
+    edit(meta)
+    p = tmp_path / "crafted.plan"
+    _fake_container(p, meta=meta)
+    with pytest.raises(gastrt.EngineFileError, match="corrupted plan metadata"):
+        gastrt.load(str(p), backend="tensorrt", device="cuda")
+    for argv in (["info", str(p)], ["info", str(p), "--json"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "corrupted plan metadata" in err[0]
 
 
 def test_profile_validation():

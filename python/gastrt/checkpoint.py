@@ -585,17 +585,19 @@ def _zip_member(zf, name, limit, what):
     info = zf.getinfo(name)
     if info.file_size > limit:
         raise _corrupt(f"{name} declares {info.file_size:,} bytes, more than {what} can hold ({limit:,})")
-    buf = bytearray(info.file_size)
-    view, pos = memoryview(buf), 0
+    # grown as the data arrives (never allocated from the declared size, which a 1 kB file can
+    # set to gigabytes); zipfile stops at the declared size and checks the CRC at the end
+    parts, got = [], 0
     with zf.open(name) as f:
-        while pos < len(buf):
-            n = f.readinto(view[pos:pos + (1 << 20)])
-            if not n:
-                raise _corrupt(f"{name} ends after {pos:,} of the {info.file_size:,} bytes it declares")
-            pos += n
-        if f.read(1):
-            raise _corrupt(f"{name} holds more than the {info.file_size:,} bytes it declares")
-    return bytes(buf)
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    if got != info.file_size:
+        raise _corrupt(f"{name} ends after {got:,} of the {info.file_size:,} bytes it declares")
+    return b"".join(parts)
 
 
 def _zip_record(zf, buf, name, nbytes):

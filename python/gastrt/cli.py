@@ -79,9 +79,10 @@ def _family_line(meta: dict) -> str:
 
 
 def _info_plan(args) -> int:
-    from .backends.tensorrt_runner import read_plan
+    from .backends.tensorrt_runner import plan_metadata, read_plan
 
     header, engines = read_plan(args.engine)
+    plan_metadata(args.engine, header.get("meta"))   # crafted metadata: one EngineFileError
     if args.json:
         meta = {k: v for k, v in header.get("meta", {}).items() if k not in ("plans", "weight_shapes")}
         print(json.dumps(dict(header, meta=meta), indent=2, sort_keys=True, default=str))
@@ -177,8 +178,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="engine path (default: CHECKPOINT with .gastrt)")
     b.add_argument("--causal", action="store_true", help="the checkpoint was trained with causal convolutions")
     b.add_argument("--precision", choices=PRECISIONS + ("auto",), default="fp32",
-                   help="weight precision (default fp32); auto: build each, time them on this machine and keep "
-                        "the fastest within its tolerance of fp32 (a few seconds)")
+                   help="weight precision (default fp32); auto (CPU engines): build each, time them on this "
+                        "machine and keep the fastest within its tolerance of fp32 (a few seconds)")
     b.add_argument("--allow-nonfinite", action="store_true",
                    help="build even when weights hold NaN / inf (the engine then outputs NaN)")
     b.add_argument("--backend", choices=("gastrt", "tensorrt"), default="gastrt",

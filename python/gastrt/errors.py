@@ -29,6 +29,9 @@ class CheckpointMismatch(GastrtError):
         self.detail = shorten(detail)
         super().__init__(f"checkpoint looks most like {family}, but {self.detail}")
 
+    def __reduce__(self):   # Ray and multiprocessing pickle errors across processes
+        return (type(self), (self.family, self.detail))
+
 
 class EngineFileError(GastrtError):
     """Truncated, corrupted or too-new engine file."""

@@ -176,6 +176,7 @@ def build_tensorrt(source, output, *, causal: bool = False, precision: str = "fp
 
         meta = dict(eng.metadata)
         meta["precision"] = precision
+        meta.pop("precision_choice", None)   # how the .gastrt's precision was chosen, not this plan's
         plans = {}
         for pname, plan in eng.plans.items():
             if networks is not None and pname not in networks:

@@ -335,3 +335,13 @@ def test_npz_arrays_inflating_together_past_the_limit_are_refused_before_reading
         read_keypoints(str(p))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 100, grown_mb
+
+
+def test_npz_member_that_is_not_npy_is_refused(tmp_path):
+    """Found by review: numpy also reads a bare 'keypoints' member, which the header checks skipped."""
+    import zipfile
+    p = tmp_path / "bare.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("keypoints", _npy_bytes(np.stack([coco_pose(t) for t in range(3)])))
+    with pytest.raises(ValueError, match="member 'keypoints' is not a .npy array"):
+        read_keypoints(str(p))

@@ -36,7 +36,7 @@ import threading
 import numpy as np
 
 from ..argtypes import parse_device
-from ..engine_file import atomic_write, map_readonly
+from ..engine_file import atomic_write, check_metadata, map_readonly
 from ..errors import EngineFileError, GastrtError
 from ..plan import Plan
 from .base import Backend, Capabilities, ModelLoader, OpenedModel
@@ -192,6 +192,20 @@ def read_plan(path: str, verify: bool = True) -> tuple[dict, dict[str, memoryvie
     if not blobs:
         raise bad("contains no TensorRT engine")
     return header, blobs
+
+
+def plan_metadata(path: str, meta) -> tuple[dict, dict]:
+    """A plan file's engine metadata checked as an engine file's is (engine_file.check_metadata):
+    -> (plans, zero weights of the recorded shapes); anything off is one EngineFileError."""
+    try:
+        plans = {name: Plan.from_json(p) for name, p in meta["plans"].items()}
+        shapes = {name: tuple(int(s) for s in shape) for name, shape in meta["weight_shapes"].items()}
+        check_metadata(meta, plans, shapes)
+        weights = {name: np.broadcast_to(np.zeros((), np.float32), shape) for name, shape in shapes.items()}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, ZeroDivisionError,
+            RecursionError) as e:
+        raise EngineFileError(f"{path}: corrupted plan metadata ({type(e).__name__}: {str(e)[:160]})") from None
+    return plans, weights
 
 
 # ---- execution ------------------------------------------------------------------------------------
@@ -485,12 +499,7 @@ def open_tensorrt(path, device=None, verify: bool = True) -> OpenedModel:
                               f"not on {device!r}")
     header, blobs = read_plan(path, verify=verify)
     meta = header.get("meta")
-    try:
-        plans = {name: Plan.from_json(p) for name, p in meta["plans"].items()}
-        weights = {name: np.broadcast_to(np.zeros((), np.float32), tuple(shape))
-                   for name, shape in meta["weight_shapes"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise EngineFileError(f"{path}: corrupted plan metadata ({e})") from None
+    plans, weights = plan_metadata(path, meta)
     backend = TensorRTBackend(path, header, blobs, index)
     return OpenedModel(meta, plans, weights, backend, f"cuda:{index}")
 

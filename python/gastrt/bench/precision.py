@@ -5,7 +5,9 @@ on go into the engine's metadata (``precision_choice``), which ``gastrt info`` s
 
 Workloads timed (interleaved round by round, same thread count): one window at batch 1 (the
 real-time call) and one sequence of 64 output frames. A 16-bit precision is kept only when it is
-at least AUTO_MARGIN faster than fp32 over both (geometric mean): within noise, fp32 wins.
+at least AUTO_MARGIN faster than fp32 over both (geometric mean): within noise, fp32 wins; and
+bf16 replaces fp16 only when it is AUTO_MARGIN faster than fp16 too. CPU engines only (a
+TensorRT build takes an explicit precision).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ def choose_precision(paths: dict[str, str], *, threads: int | None = None, secon
     one = np.ascontiguousarray(windows[:1])
     seq = (rng.standard_normal((rf - 1 + SEQUENCE_FRAMES, j, f)) * 0.3).astype(np.float32)
     ref_w, ref_s = ref_eng.lift(windows), ref_eng.lift_sequence(seq)
+    ref_t = ref_eng.trajectory_sequence(seq) if ref_eng.has_trajectory else None
 
     fns = {}
     for p, eng in engines.items():
@@ -57,7 +60,11 @@ def choose_precision(paths: dict[str, str], *, threads: int | None = None, secon
 
     cands = {}
     for p, eng in engines.items():
-        err = 0.0 if p == "fp32" else max(_rel_err(eng.lift(windows), ref_w), _rel_err(eng.lift_sequence(seq), ref_s))
+        err = 0.0
+        if p != "fp32":
+            err = max(_rel_err(eng.lift(windows), ref_w), _rel_err(eng.lift_sequence(seq), ref_s))
+            if ref_t is not None:   # VideoPose3D's trajectory model too
+                err = max(err, _rel_err(eng.trajectory_sequence(seq), ref_t))
         tw, ts = times[f"{p}/window"], times[f"{p}/sequence"]
         speed = math.sqrt(times["fp32/window"].median / tw.median * times["fp32/sequence"].median / ts.median)
         cands[p] = {"rel_err": err, "tolerance": tolerance[p], "within": bool(err <= tolerance[p]),
@@ -111,18 +118,23 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, float) and math.isfinite(v) else None
+
+
 def describe_choice(choice: Any) -> str | None:
-    """One line for `gastrt build` / `gastrt info`, or None when the engine's precision was given."""
+    """One line for `gastrt build` / `gastrt info`, or None when the engine's precision was given.
+    (The record comes from an engine file: only finite floats are formatted, strings are cut.)"""
     if not isinstance(choice, dict) or not isinstance(choice.get("candidates"), dict):
         return None
     parts = []
-    for p, c in choice["candidates"].items():
-        if not isinstance(c, dict):
+    for p, c in list(choice["candidates"].items())[:3]:
+        if not isinstance(c, dict) or p not in PRECISIONS:
             continue
-        err = c.get("rel_err")
-        tail = "" if p == "fp32" else (f" err {err:.1e}" if isinstance(err, (int, float)) else " err n/a") + \
-            ("" if c.get("within") else " (over tolerance)")
-        sp = c.get("speedup")
-        parts.append(f"{p} {sp:.2f}x{tail}" if isinstance(sp, (int, float)) else f"{p}{tail}")
-    return (f"chosen by --precision auto on {choice.get('cpu') or 'this CPU'}, {choice.get('threads')} threads: "
-            + ", ".join(parts))
+        err, sp = _num(c.get("rel_err")), _num(c.get("speedup"))
+        tail = "" if p == "fp32" else (f" err {err:.1e}" if err is not None else " err n/a") + \
+            ("" if c.get("within") is True else " (over tolerance)")
+        parts.append(f"{p} {sp:.2f}x{tail}" if sp is not None else f"{p}{tail}")
+    cpu = str(choice.get("cpu") or "this CPU")[:80]
+    threads = choice.get("threads") if isinstance(choice.get("threads"), int) else "?"
+    return f"chosen by --precision auto on {cpu}, {threads} threads: " + ", ".join(parts)

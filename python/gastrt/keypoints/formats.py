@@ -480,9 +480,10 @@ def _check_array_file(path: str) -> None:
     total = 0
     with zipfile.ZipFile(path) as z:
         for info in z.infolist():
-            if info.filename.endswith(".npy"):
-                with z.open(info) as f:
-                    total += _check_npy_header(f, info.file_size, path, info.filename[:-4])
+            if not info.filename.endswith(".npy"):   # numpy would read a bare 'keypoints' member too
+                raise _err(path, f"member {info.filename[:80]!r} is not a .npy array (an .npz holds only those)")
+            with z.open(info) as f:
+                total += _check_npy_header(f, info.file_size, path, info.filename[:-4])
                 if total > MAX_ARRAY_BYTES:   # several arrays, each under the limit, inflating together
                     raise _err(path, f"its arrays declare {total / 2**20:,.0f} MiB together, above the "
                                      f"{MAX_ARRAY_BYTES >> 20} MiB limit for a keypoint file")
