@@ -301,8 +301,17 @@ def main(kind: str, seed: int, cases: int, work: str) -> dict:
             signal.alarm(0)
         if bad:
             failures.append({"case": i, "mutation": what, "problem": bad})
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"cases": cases, "failures": failures, "max_rss_mb": round(rss, 1)}
+    return {"cases": cases, "failures": failures, "max_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
+    exec from the forking parent, so a child of a 2 GB pytest process would report 2 GB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
