@@ -22,14 +22,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "python")
 
 
-def _vm(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def build(preset: str, path: str) -> None:
     import torch
 
@@ -47,6 +39,7 @@ def measure(path: str, frames: int, threads: int, flip: bool) -> dict:
     import numpy as np
 
     import gastrt
+    from gastrt.bench.measure import proc_status_bytes as _vm
 
     eng = gastrt.load(path, threads=threads)
     rng = np.random.default_rng(0)

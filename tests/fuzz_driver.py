@@ -174,6 +174,19 @@ def check_cli(rc, err) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def case_files(path: str, data: bytes, *outputs: str):
+    """Write one case's mutated input to ``path``; afterwards remove it and any ``outputs``."""
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        yield
+    finally:
+        for p in (path, *outputs):
+            if os.path.exists(p):
+                os.remove(p)
+
+
 def case_checkpoint(rng, work, i, ctx):
     import gastrt
 
@@ -186,9 +199,7 @@ def case_checkpoint(rng, work, i, ctx):
     ctx["what"] = f"{base}: {what}"
     ck = os.path.join(work, f"m{i}.bin")
     eng = os.path.join(work, f"m{i}.gastrt")
-    with open(ck, "wb") as f:
-        f.write(data)
-    try:
+    with case_files(ck, data, eng):
         rc, err = run_cli(["build", ck, "-o", eng])
         bad = check_cli(rc, err)
         if bad is None and rc == 0:
@@ -197,11 +208,7 @@ def case_checkpoint(rng, work, i, ctx):
             e.lift(x)
         if bad is None and rc == 2 and os.path.exists(eng):
             bad = "refused, yet an engine file was written"
-        return f"{base}: {what}", bad
-    finally:
-        for p in (ck, eng):
-            if os.path.exists(p):
-                os.remove(p)
+        return bad
 
 
 def _engine_header_span(data: bytes) -> int:
@@ -231,9 +238,7 @@ def case_engine(rng, work, i, ctx):
         verify = False
     ctx["what"] = f"engine: {what} (verify={verify})"
     p = os.path.join(work, f"m{i}.gastrt")
-    with open(p, "wb") as f:
-        f.write(data)
-    try:
+    with case_files(p, data):
         bad = None
         if verify:
             rc, err = run_cli(["info", p])
@@ -246,9 +251,7 @@ def case_engine(rng, work, i, ctx):
                     bad = f"silent wrong result: max diff {float(np.nanmax(np.abs(y - ref))):.3g}"
             except gastrt.GastrtError:
                 pass
-        return f"engine: {what} (verify={verify})", bad
-    finally:
-        os.remove(p)
+        return bad
 
 
 def case_keypoints(rng, work, i, ctx):
@@ -264,18 +267,12 @@ def case_keypoints(rng, work, i, ctx):
     ctx["what"] = f"{base}: {what}"
     p = os.path.join(work, f"m{i}{os.path.splitext(base)[1]}")
     out = os.path.join(work, f"m{i}_3d.npz")
-    with open(p, "wb") as f:
-        f.write(data)
-    try:
+    with case_files(p, data, out):
         rc, err = run_cli(["lift", os.path.join(work, "small.gastrt"), p, "--size", "1280x720", "-o", out])
         bad = check_cli(rc, err)
         if bad is None and rc == 2 and os.path.exists(out):
             bad = "refused, yet an output was written"
-        return f"{base}: {what}", bad
-    finally:
-        for q in (p, out):
-            if os.path.exists(q):
-                os.remove(q)
+        return bad
 
 
 CASES = {"checkpoint": case_checkpoint, "engine": case_engine, "keypoints": case_keypoints}
@@ -292,26 +289,25 @@ def main(kind: str, seed: int, cases: int, work: str) -> dict:
         ctx = {"what": f"case {i} (before its mutation)"}
         signal.alarm(CASE_SECONDS)
         try:
-            what, bad = CASES[kind](sub, work, i, ctx)
+            bad = CASES[kind](sub, work, i, ctx)   # ctx["what"]: the mutation, set before it runs
         except Hang:
-            what, bad = ctx["what"], f"ran over {CASE_SECONDS} s"
+            bad = f"ran over {CASE_SECONDS} s"
         except BaseException as e:   # anything escaping is a finding, with its mutation
-            what, bad = ctx["what"], f"{type(e).__name__}: {str(e)[:200]}"
+            bad = f"{type(e).__name__}: {str(e)[:200]}"
         finally:
             signal.alarm(0)
         if bad:
-            failures.append({"case": i, "mutation": what, "problem": bad})
+            failures.append({"case": i, "mutation": ctx["what"], "problem": bad})
     return {"cases": cases, "failures": failures, "max_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def peak_rss_mb() -> float:
     """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
     exec from the forking parent, so a child of a 2 GB pytest process would report 2 GB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from gastrt.bench.measure import proc_status_bytes
+
+    hwm = proc_status_bytes("VmHWM")
+    return hwm / 2**20 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -328,11 +328,16 @@ def read_model(path: str, verify: bool = True) -> EngineModel:
         raise EngineFileError(f"{path}: corrupted engine (weight {missing[0]!r} missing)")
     try:
         check_metadata(meta, plans, {n: a.shape for n, a in tensors.items()})
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
-            RecursionError) as e:
+    except METADATA_ERRORS as e:
         # a file that passed the checksums (verify=False, or crafted with valid hashes): still one error type
         raise EngineFileError(f"{path}: corrupted engine metadata ({type(e).__name__}: {str(e)[:160]})") from None
     return EngineModel(meta, plans, weights_as_float32(tensors))
+
+
+# What reading hostile metadata raises (check_metadata, Plan.from_json): callers turn it into one
+# EngineFileError.
+METADATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+                   RecursionError)
 
 
 def _int(meta: dict, key: str, lo: int, hi: int = 1 << 31, default=None) -> int:

@@ -115,9 +115,8 @@ def lift_file(engine_or_path: Any, input_path: str | os.PathLike, *, fmt: str = 
     engine, engine_path = _load_engine(engine_or_path, device)
     raw = read_keypoints(input_path, video=video, progress=progress)
     engine_input = engine_input_layout(engine)
-    prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=size,
-                             people=people, engine_input=engine_input, check_size=check_size,
-                             max_gap=resolve_max_gap(engine, max_gap))
+    prep = prepare_keypoints(raw, engine=engine, fmt=fmt, size=size, people=people,
+                             check_size=check_size, max_gap=max_gap)
     P, T = prep.valid.shape
     if progress:
         progress("lift", 0, T)

@@ -36,7 +36,7 @@ import threading
 import numpy as np
 
 from ..argtypes import parse_device
-from ..engine_file import atomic_write, check_metadata, map_readonly
+from ..engine_file import METADATA_ERRORS, atomic_write, check_metadata, map_readonly
 from ..errors import EngineFileError, GastrtError
 from ..plan import Plan
 from .base import Backend, Capabilities, ModelLoader, OpenedModel
@@ -202,8 +202,7 @@ def plan_metadata(path: str, meta) -> tuple[dict, dict]:
         shapes = {name: tuple(int(s) for s in shape) for name, shape in meta["weight_shapes"].items()}
         check_metadata(meta, plans, shapes)
         weights = {name: np.broadcast_to(np.zeros((), np.float32), shape) for name, shape in shapes.items()}
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, ZeroDivisionError,
-            RecursionError) as e:
+    except METADATA_ERRORS as e:
         raise EngineFileError(f"{path}: corrupted plan metadata ({type(e).__name__}: {str(e)[:160]})") from None
     return plans, weights
 

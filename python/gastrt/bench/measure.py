@@ -246,6 +246,18 @@ def cell_fields(run: Runner, w: Warm, times: list[float]) -> dict:
 
 # ---- memory probes: start() ... stop() -> (bytes or None, source) -----------------------------------
 
+def proc_status_bytes(key: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class HostMemProbe:
     """Peak host RSS growth over one cell: VmHWM after resetting it through
     /proc/self/clear_refs ("rss_hwm"); getrusage maxrss growth where that is not possible
@@ -256,22 +268,12 @@ class HostMemProbe:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
-            if self._status("VmHWM") is not None:
+            if proc_status_bytes("VmHWM") is not None:
                 self.source = "rss_hwm"
         except OSError:
             pass
         self.base = 0
 
-    @staticmethod
-    def _status(key: str) -> int | None:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(key + ":"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
 
     @staticmethod
     def _maxrss() -> int:
@@ -287,7 +289,7 @@ class HostMemProbe:
             except OSError:
                 self.source = "maxrss_delta"
             else:
-                self.base = self._status("VmRSS") or 0
+                self.base = proc_status_bytes("VmRSS") or 0
                 return
         try:
             self.base = self._maxrss()
@@ -296,7 +298,7 @@ class HostMemProbe:
 
     def stop(self) -> tuple[int | None, str]:
         if self.source == "rss_hwm":
-            hwm = self._status("VmHWM")
+            hwm = proc_status_bytes("VmHWM")
             return (None if hwm is None else max(0, hwm - self.base)), self.source
         try:
             return max(0, self._maxrss() - self.base), self.source

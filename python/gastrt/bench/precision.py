@@ -22,18 +22,12 @@ from ..builder import default_output_path, lower_checkpoint, write_lowered
 from ..engine import load
 from ..engine_file import PRECISION_TOLERANCE, PRECISIONS, check_output_path
 from ..errors import GastrtError
+from .contenders import rel_err   # NaN for a non-finite output: never within tolerance
 from .measure import interleaved
 from .schema import cpu_model
 
 AUTO_MARGIN = 1.05       # a 16-bit engine must beat fp32 by 5% (the machines are noisy)
 SEQUENCE_FRAMES = 64     # output frames of the timed / checked sequence
-
-
-def _rel_err(y: np.ndarray, ref: np.ndarray) -> float:
-    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
-    if not np.isfinite(y).all():
-        return math.inf
-    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 def choose_precision(paths: dict[str, str], *, threads: int | None = None, seconds: float = 4.0,
@@ -62,9 +56,9 @@ def choose_precision(paths: dict[str, str], *, threads: int | None = None, secon
     for p, eng in engines.items():
         err = 0.0
         if p != "fp32":
-            err = max(_rel_err(eng.lift(windows), ref_w), _rel_err(eng.lift_sequence(seq), ref_s))
+            err = max(rel_err(eng.lift(windows), ref_w), rel_err(eng.lift_sequence(seq), ref_s))
             if ref_t is not None:   # VideoPose3D's trajectory model too
-                err = max(err, _rel_err(eng.trajectory_sequence(seq), ref_t))
+                err = max(err, rel_err(eng.trajectory_sequence(seq), ref_t))
         tw, ts = times[f"{p}/window"], times[f"{p}/sequence"]
         speed = math.sqrt(times["fp32/window"].median / tw.median * times["fp32/sequence"].median / ts.median)
         cands[p] = {"rel_err": err, "tolerance": tolerance[p], "within": bool(err <= tolerance[p]),

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..checkpoint import scan_pickle
 from ..errors import GastrtError
+from ..keypoints.formats import ZIP_ERRORS
 
 # The largest real member (data_2d_h36m_cpn_ft_h36m_dbb.npz / positions_2d) is ~0.5 GB uncompressed.
 MAX_MEMBER_BYTES = 4 << 30
@@ -131,7 +132,7 @@ def read_npz(path: str, keys, optional=(), max_bytes: int = MAX_MEMBER_BYTES) ->
         z = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise GastrtError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
+    except (ValueError, *ZIP_ERRORS) as e:
         raise GastrtError(f"{path}: not an npz file ({e})") from None
     out = {}
     with z:

@@ -30,10 +30,10 @@ from ray import serve
 
 from ..engine import load
 from ..errors import GastrtError
-from ..keypoints import (FORMATS, LAYOUT_ALIASES, RawKeypoints, engine_input_layout, guess_format,
+from ..keypoints import (FORMATS, LAYOUT_ALIASES, engine_input_layout, guess_format,
                         normalize_screen, parse_size, plan_layout)
 from .. import lifting
-from ..lifting import lift_keypoints, prepare_keypoints, resolve_max_gap
+from ..lifting import lift_keypoints, prepare_keypoints
 from ..skeletons import skeleton_for
 from .corpus import error_text, init_ray
 
@@ -95,10 +95,7 @@ def prepare_request(engine: Any, kp: np.ndarray, wh: Tuple[int, int], fmt: str,
     `gastrt lift` prepares an .npy of the same array with --size and --format (check_size: the
     request's "size_check", as --size-check; max_gap: its "max_gap", as --max-gap)."""
     x = kp[None] if kp.ndim == 3 else kp
-    raw = RawKeypoints(np.ascontiguousarray(x), None, "array", "keypoints", None, wh, {})
-    prep = prepare_keypoints(raw, num_joints=int(engine.num_joints), fmt=fmt, size=wh,
-                             engine_input=engine_input_layout(engine), check_size=check_size,
-                             max_gap=resolve_max_gap(engine, max_gap))
+    prep = prepare_keypoints(x, engine=engine, fmt=fmt, size=wh, check_size=check_size, max_gap=max_gap)
     if len(prep.people) != x.shape[0]:   # keep the request's person axis: never-seen people are errors
         missing = sorted(set(range(x.shape[0])) - set(prep.people))
         raise GastrtError(f"keypoints: person(s) {missing} have no detected joint in any frame")
