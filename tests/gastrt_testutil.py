@@ -143,3 +143,36 @@ def drive_stream(stream, seqs, starts, gaps=None) -> list:
         np.testing.assert_array_equal(o.frames, np.arange(len(q)))
         res.append(o)
     return res
+
+
+def gast_weights(rng, j, c, heads=4, sparse=True) -> dict:
+    """Random weights in the lowered layout (families/gast.py), with GAST's sparse local
+    tables (zero diagonal, off-diagonal only on the masks) or dense ones."""
+    gc = c // heads
+    hg = heads * gc
+    s = 1 / np.sqrt(c)
+    from gastrt.skeletons import gast_masks, skeleton_for
+
+    if sparse:
+        masks = gast_masks(skeleton_for(j))
+    else:
+        masks = (np.ones((j, j), bool), np.ones((j, j), bool))
+    off = np.stack([rng.uniform(0, 1, (j, j, c)) * (m & ~np.eye(j, dtype=bool))[..., None] for m in masks])
+    W = {
+        "loc_w": rng.standard_normal((c, 4 * c)) * s,
+        "loc_diag": rng.uniform(0, 1, (2, j, c)),
+        "loc_off": off,
+        "loc_b": rng.standard_normal(2 * c) * 0.2,
+        "loc_cat_w": rng.standard_normal((2 * c, c)) / np.sqrt(2 * c),
+        "loc_cat_b": rng.standard_normal(c) * 0.2,
+        "glb_u": rng.standard_normal((c, 2 * heads)) * s,
+        "glb_c": rng.standard_normal(2 * heads) * 0.2,
+        "glb_g_w": rng.standard_normal((c, hg)) * s,
+        "glb_g_b": rng.standard_normal(hg) * 0.2,
+        "glb_ck": rng.standard_normal((heads, j, j)) * 0.1,
+        "glb_cat_w": rng.standard_normal((hg, c)) / np.sqrt(hg),
+        "glb_cat_b": rng.standard_normal(c) * 0.2,
+        "cat_w": rng.standard_normal((3 * c, 2 * c)) / np.sqrt(3 * c),
+        "cat_b": rng.standard_normal(2 * c) * 0.2,
+    }
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in W.items()}

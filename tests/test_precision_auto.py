@@ -85,6 +85,13 @@ def test_cli_build_auto_and_info_say_which(tmp_path, capsys):
     assert "chosen by --precision auto" in capsys.readouterr().out
     assert main(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["precision_choice"]["mode"] == "auto"
+    # the bench of that engine says how its precision was chosen (table and JSON)
+    assert main(["bench", str(out), "--compare", "none", "--batch", "1", "--repeat", "3", "--warmup", "0",
+                 "--max-time", "0.1", "--json", str(tmp_path / "b.json")]) == 0
+    assert any(ln.startswith("precision ") and "chosen by --precision auto on" in ln
+               for ln in capsys.readouterr().out.splitlines())
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["config"]["precision_choice"].startswith("chosen by --precision auto on")
     # a plain build says nothing more than its precision
     assert main(["build", str(ck), "-o", str(tmp_path / "p.gastrt"), "--precision", "bf16"]) == 0
     assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("precision")] == ["precision  bf16"]

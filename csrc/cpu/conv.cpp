@@ -59,7 +59,7 @@ ConvGemm conv_gemm(const ConvParams& p) {
 
 bool conv_uses_small_gemm(const ConvParams& p) {
   const ConvGemm g = conv_gemm(p);
-  return p.n_seq > 0 && gemm_path(g.rows, g.K) == GemmPath::Small;
+  return p.n_seq > 0 && conv_gemm_path(g.rows, g.K) == GemmPath::Small;
 }
 
 std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
@@ -105,7 +105,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   }
 
   // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
-  const GemmPath path = gemm_path(cg.rows, cg.K);
+  const GemmPath path = conv_gemm_path(cg.rows, cg.K);
   const float* panels = path == GemmPath::Small ? p.w_panels : nullptr;
   const int64_t nb = vec().small_panel;
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);

@@ -73,7 +73,19 @@ WinoGeometry geometry(const ConvParams& p) {
   g.grid = gemm_grid(g.tiles, p.co, int64_t(kTaps) * p.ci);
   g.grid.tile_rows = std::max<int64_t>(g.grid.tile_rows, 1);
   g.grid.tile_cols = std::max<int64_t>(g.grid.tile_cols, 1);
+  if (small_gemm_for_all_rows()) {  // packed U: column tiles on panel boundaries
+    const int64_t nb = vec().small_panel;
+    g.grid.tile_cols = ceil_div(g.grid.tile_cols, nb) * nb;
+  }
   return g;
+}
+
+// Floats of one U_p as conv_winograd_weights stores it: [ci, co], or its panels when the six
+// products run on the packed small-M kernel (every row count on that CPU: gemm.h).
+int64_t u_plane(int64_t ci, int64_t co) {
+  if (!small_gemm_for_all_rows()) return ci * co;
+  const int64_t nb = vec().small_panel;
+  return ceil_div(co, nb) * ci * nb;
 }
 
 }  // namespace
@@ -98,7 +110,14 @@ std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co)
     for (int q = 0; q < kTaps; ++q)
       u[q * plane + e] = float(kG[q][0] * w0 + kG[q][1] * w1 + kG[q][2] * w2);
   }
-  return u;
+  if (!small_gemm_for_all_rows()) return u;
+  const int64_t packed = u_plane(ci, co);
+  std::vector<float> up(size_t(kTaps * packed));
+  for (int q = 0; q < kTaps; ++q) {
+    const std::vector<float> pq = pack_small_panels(u.data() + q * plane, ci, co);
+    std::copy(pq.begin(), pq.end(), up.begin() + q * packed);
+  }
+  return up;
 }
 
 size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size) {
@@ -173,15 +192,22 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
   const int64_t tr = g.grid.tile_rows, tc = g.grid.tile_cols;
   const int64_t nrow = ceil_div(g.tiles, tr), ncol = ceil_div(co, tc);
   const int act = int(p.act);
+  const bool packed = small_gemm_for_all_rows();  // u holds each U_p's panels (u_plane)
   const GemmPath path = gemm_path(g.tiles, ci);
+  const int64_t plane = u_plane(ci, co);
   team.parallel_for(nrow * ncol, [&](int64_t task, int tid) {
     const int64_t r0 = (task / ncol) * tr, c0 = (task % ncol) * tc;
     const int64_t rows = std::min(tr, g.tiles - r0), cols = std::min(tc, co - c0);
     float* m = mbuf + tid * m_slot;  // [6, rows, cols]
     const int64_t ld_m = rows * cols;
-    for (int q = 0; q < kTaps; ++q)
-      gemm(path, rows, cols, ci, v + q * ld_v + r0 * ci, ci, u + size_t(q) * ci * co + c0, co, 0.f,
-           m + q * ld_m, cols);
+    for (int q = 0; q < kTaps; ++q) {
+      const float* a = v + q * ld_v + r0 * ci;  // [rows, ci]
+      if (packed)
+        vk.sgemm_small_packed(rows, c0, cols, ci, a, ci, u + q * plane, ci, 0, 0.f, m + q * ld_m,
+                              cols);
+      else
+        gemm(path, rows, cols, ci, a, ci, u + q * plane + c0, co, 0.f, m + q * ld_m, cols);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       int64_t s, t0;
       tile_origin(r0 + r, &s, &t0);

@@ -95,8 +95,9 @@ ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout
   return p;
 }
 
-// GASTRT_SMALL_PANELS=0 reads the weights of few-row convs in place instead of packing them
-// (the results are bit-identical either way; for A/B timing and memory).
+// GASTRT_SMALL_PANELS=0 reads the weights of convs on the small-M kernel (few-row ones; on AVX2
+// every one) in place instead of packing them (the results are bit-identical either way; for
+// A/B timing and memory). GAST blocks always keep their packed copy (gast_block_prepare).
 bool small_panels_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("GASTRT_SMALL_PANELS");

@@ -93,18 +93,19 @@ Layout chunk_layout(const GastBlockWeights& w, int64_t rows) {
 // while it is in cache (bias, activation, scatter).
 struct GemmJob {
   int64_t M, N, K;
-  const float* A;
+  const float* A;   // [M, K] (stride lda)
   int64_t lda;
-  const float* B;
+  const float* B;   // [K, N] (stride ldb)
   int64_t ldb;
-  float* C;
+  float* C;         // [M, N] (stride ldc)
   int64_t ldc;
+  const float* Bp;  // B in panels (pack_small_panels), read when the small-M kernel runs
 };
 
 // Either serial (inside one chunk task) or a whole team working on the same stage.
 struct Par {
   Team* team;  // null: serial
-  // Rows that choose each GEMM's kernel (gemm_path): the plan's chunk size, the same for
+  // Rows that choose each GEMM's kernel (conv_gemm_path): the plan's chunk size, the same for
   // every chunk and every team size (the last chunk may be shorter).
   int64_t path_rows;
 
@@ -121,17 +122,31 @@ struct Par {
     }
   }
 
+  // Whether a GEMM runs on the small-M kernel (on its packed weights): from the chunk's row
+  // count and the layer, like a conv's (conv_gemm_path).
+  bool small(const GemmJob& j) const { return conv_gemm_path(path_rows, j.K) == GemmPath::Small; }
+
+  // The tile grid (tiling.h); on the small-M kernel, column tiles on panel boundaries.
+  GemmGrid grid(const GemmJob& j) const {
+    GemmGrid g = gemm_grid(j.M, j.N, j.K);
+    if (small(j)) {
+      const int64_t nb = vec().small_panel;
+      g.tile_cols = ceil_div(std::max<int64_t>(g.tile_cols, 1), nb) * nb;
+    }
+    return g;
+  }
+
   // Up to two independent GEMMs in ONE parallel region (fewer team synchronisations at
   // batch 1, where every stage is split), each cut into its tile grid (tiling.h), which is the
   // same serial or not.
   template <class E1, class E2>
   void gemms(const GemmJob& j1, E1&& e1, const GemmJob* j2, E2&& e2) const {
-    const GemmGrid g1 = gemm_grid(j1.M, j1.N, j1.K);
+    const GemmGrid g1 = grid(j1);
     const int64_t nr1 = ceil_div(j1.M, g1.tile_rows), nc1 = ceil_div(j1.N, g1.tile_cols);
     GemmGrid g2{1, 1};
     int64_t nr2 = 0, nc2 = 1;
     if (j2) {
-      g2 = gemm_grid(j2->M, j2->N, j2->K);
+      g2 = grid(*j2);
       nr2 = ceil_div(j2->M, g2.tile_rows);
       nc2 = ceil_div(j2->N, g2.tile_cols);
     }
@@ -143,8 +158,12 @@ struct Par {
       if (!first) i -= nr1 * nc1;
       const int64_t r0 = (i / nc) * g.tile_rows, c0 = (i % nc) * g.tile_cols;
       const int64_t rows = std::min(g.tile_rows, j.M - r0), cols = std::min(g.tile_cols, j.N - c0);
-      cpu::gemm(gemm_path(path_rows, j.K), rows, cols, j.K, j.A + r0 * j.lda, j.lda, j.B + c0,
-                j.ldb, 0.f, j.C + r0 * j.ldc + c0, j.ldc);
+      if (small(j))
+        vec().sgemm_small_packed(rows, c0, cols, j.K, j.A + r0 * j.lda, j.lda, j.Bp, j.K, 0, 0.f,
+                                 j.C + r0 * j.ldc + c0, j.ldc);
+      else
+        cpu::gemm(GemmPath::Blas, rows, cols, j.K, j.A + r0 * j.lda, j.lda, j.B + c0, j.ldb, 0.f,
+                  j.C + r0 * j.ldc + c0, j.ldc);
       if (first) e1(r0, rows, c0, cols);
       else e2(r0, rows, c0, cols);
     };
@@ -178,7 +197,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
       std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
   });
   // 2. the three projections in one GEMM; bias only on the logit / g columns [4C, PW)
-  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW},
+  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW, w.w1_p.data()},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               const int64_t b0 = std::max(c0, 4 * C), b1 = c0 + cols;
               if (b0 >= b1) return;
@@ -194,8 +213,8 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
                             att_scratch + size_t(tid) * att_stride);
   });
   // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
-  const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C};
-  par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C},
+  const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C, w.glb_cat_p.data()};
+  par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C, w.loc_cat_p.data()},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r)
                 vk.bias_act(Z + r * 3 * C + C + c0, w.loc_cat_b.data() + c0, cols, 1, nullptr);
@@ -208,7 +227,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   // 5. out = relu([x | loc | glb] @ cat_w + cat_b): one GEMM, K = 3C, into S (now O), whose
   //    epilogue adds the bias, applies the relu and scatters to the joint-major y [n, j, t, 2c]
   float* O = S;
-  par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C},
+  par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C, w.cat_p.data()},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r) {
                 const int64_t f = r / J, i = r % J, g = f0 + f, n = g / t, tt = g % t;
@@ -259,6 +278,10 @@ GastBlockWeights gast_block_prepare(const GastBlockParams& p) {
   w.glb_cat_b = copy_f32(p.glb_cat_b, C, "glb_cat_b");
   w.cat_w = copy_f32(p.cat_w, 3 * C * 2 * C, "cat_w");
   w.cat_b = copy_f32(p.cat_b, 2 * C, "cat_b");
+  w.w1_p = pack_small_panels(w.w1.data(), int64_t(C), w.pw);
+  w.loc_cat_p = pack_small_panels(w.loc_cat_w.data(), int64_t(2 * C), int64_t(C));
+  w.glb_cat_p = pack_small_panels(w.glb_cat_w.data(), int64_t(HG), int64_t(C));
+  w.cat_p = pack_small_panels(w.cat_w.data(), int64_t(3 * C), int64_t(2 * C));
   // Sparse neighbour lists of the off-diagonal mixing tables: (i, j) pairs whose weights are
   // zero in every channel are skipped (GAST's diagonal and its non-edges). Any nonzero entry,
   // even a diagonal one the lowering never produces, stays in, so the result always equals

@@ -1,5 +1,6 @@
 // The GEMM entry point of the CPU kernels: OpenBLAS, except for the few-row products of
-// batch-1 inference, which go to the unpacked small-M kernel (vec_kernels.h, sgemm_small).
+// batch-1 inference, which go to the small-M kernel (vec_kernels.h, sgemm_small; convs: on
+// packed panels, and at every row count on AVX2, see conv_gemm_path).
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -36,6 +37,16 @@ inline GemmPath gemm_path(int64_t rows, int64_t K) {
   const int64_t o = small_gemm_override();
   const bool small = o >= 0 ? rows <= o : rows <= 40 || (rows <= 192 && K >= 256);
   return small ? GemmPath::Small : GemmPath::Blas;
+}
+
+// A conv's product (its weights packed into the small kernel's panels when it is Small): every
+// row count where the ISA level's kernel was measured to beat OpenBLAS at any size
+// (VecKernels::small_any_rows, AVX2), else the row rule. Depends on the layer and the whole
+// product's rows only, never on the team. GASTRT_SMALL_GEMM_M set: the row rule alone.
+inline bool small_gemm_for_all_rows() { return small_gemm_override() < 0 && vec().small_any_rows; }
+
+inline GemmPath conv_gemm_path(int64_t rows, int64_t K) {
+  return small_gemm_for_all_rows() ? GemmPath::Small : gemm_path(rows, K);
 }
 
 // Row-major C[M, N] = A[M, K] @ B[K, N] + beta * C.

@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__F16C__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -37,18 +37,50 @@ inline float act(float v) {
   return v;
 }
 
+// Whether convs of any row count run on the packed small-M kernel (VecKernels::small_any_rows).
+// Measured on AVX2 (Zen 1, one thread, GFLOP/s, packed panels vs OpenBLAS 0.3.34 on a warmed
+// thread): 1728 x 768 x 256 44 vs 43, 5184 x 90 x 256 43 vs 41, 1728 x 3072 x 1024 43 vs 44
+// (sgemm 2048^3), 64 x 1024 x 1024 41 vs 33, 27 x 3072 x 1024 38 vs 29. And OpenBLAS's narrow
+// products fall to 14-30 once its per-thread state goes bad (after OpenVINO ran in the same
+// process, RIE-243 at batch 64 lost 20%), which the packed kernel does not have. AVX-512 keeps
+// the row rule: not measured there.
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr bool kSmallAnyRows = true;
+#else
+constexpr bool kSmallAnyRows = false;
+#endif
+
 // GCC/Clang vector extensions: one source, lowered to zmm / ymm / xmm by each variant's flags.
-// Register tile MR rows x NV vectors: AVX-512 6 x 4 (24 of 32 zmm), AVX2 4 x 3 (12 of 16 ymm),
+// Register tile MR rows x NV vectors: AVX-512 6 x 4 (24 of 32 zmm), AVX2 3 x 4 (12 of 16 ymm; 32-column panels,
+// so 256- and 1024-channel layers split into whole panels),
 // SSE 4 x 2.
 #if defined(__AVX512F__)
 constexpr int VW = 16, MR_MAX = 6, NV_MAX = 4;
 #elif defined(__AVX2__)
-constexpr int VW = 8, MR_MAX = 4, NV_MAX = 3;
+constexpr int VW = 8, MR_MAX = 3, NV_MAX = 4;
 #else
 constexpr int VW = 4, MR_MAX = 4, NV_MAX = 2;
 #endif
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 typedef float vfu __attribute__((vector_size(VW * sizeof(float)), aligned(4)));  // unaligned access
+
+// One float in every lane: one vbroadcastss from memory. (`vf{} + x` must keep -0 + 0 = +0, so
+// GCC emitted an add and a register broadcast per row and k, which held a register that the
+// 4 x 3 AVX2 tile needed and cost 10-20% of the small-M kernel; an element-wise splat loop
+// compiles to masked inserts.)
+inline vf splat(float x) {
+#if defined(__AVX512F__)
+  return _mm512_set1_ps(x);
+#elif defined(__AVX__)
+  return _mm256_set1_ps(x);
+#elif defined(__SSE__)
+  return _mm_set1_ps(x);
+#else
+  vf v;
+  for (int i = 0; i < VW; ++i) v[i] = x;
+  return v;
+#endif
+}
 
 // The same activations on whole vectors (a vector select, NaN-propagating like act<>): the
 // scalar form's branch kept GCC from vectorising the epilogue, which then took 12% of an
@@ -174,9 +206,14 @@ void gast_attention_frame(const GastFrameTables& t, const float* ab, const float
 
 // ---- small-M GEMM ------------------------------------------------------------------------------
 
+// pf (optional): the next block of B, ldb-strided like B, pf_rows rows, which this pass
+// prefetches one row per k (each row's NV * VW floats), so that the next block is in cache when
+// its first pass starts; without it that pass waited on DRAM for every row (few-row products:
+// VideoPose3D-243's 9- and 27-row layers at batch 1 ran at 60-75% of the register tile's rate).
 template <int MR, int NV>
 inline void small_tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B,
-                       int64_t ldb, float beta, float* __restrict C, int64_t ldc) {
+                       int64_t ldb, float beta, float* __restrict C, int64_t ldc,
+                       const float* pf = nullptr, int64_t pf_rows = 0) {
   vf acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
@@ -184,13 +221,17 @@ inline void small_tile(int64_t K, const float* __restrict A, int64_t lda, const 
     for (int v = 0; v < NV; ++v) acc[m][v] = vf{};
   for (int64_t k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
+    if (pf && k < pf_rows) {
+      constexpr int kLine = 64 / sizeof(float);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV * VW; v += kLine) __builtin_prefetch(pf + k * ldb + v, 0, 3);
+    }
     vf bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const vfu*>(b + v * VW);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const vf a = vf{} + A[m * lda + k];  // broadcast (an element-wise splat loop would
-                                            // compile to 16 masked inserts)
+      const vf a = splat(A[m * lda + k]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] += a * bv[v];
     }
@@ -205,20 +246,22 @@ inline void small_tile(int64_t K, const float* __restrict A, int64_t lda, const 
     }
 }
 
+// pf / pf_rows: the next block of B (see small_tile), prefetched by the first pass over the rows.
 template <int NV>
 inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const float* B,
-                       int64_t ldb, float beta, float* C, int64_t ldc) {
+                       int64_t ldb, float beta, float* C, int64_t ldc, const float* pf = nullptr,
+                       int64_t pf_rows = 0) {
   int64_t m = 0;
-  for (; m + MR_MAX <= M; m += MR_MAX)
-    small_tile<MR_MAX, NV>(K, A + m * lda, lda, B, ldb, beta, C + m * ldc, ldc);
+  for (; m + MR_MAX <= M; m += MR_MAX, pf = nullptr)
+    small_tile<MR_MAX, NV>(K, A + m * lda, lda, B, ldb, beta, C + m * ldc, ldc, pf, pf_rows);
   const float* a = A + m * lda;
   float* c = C + m * ldc;
   switch (M - m) {
-    case 1: small_tile<1, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
-    case 2: small_tile<2, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
-    case 3: small_tile<3, NV>(K, a, lda, B, ldb, beta, c, ldc); break;
-    case 4: if (MR_MAX > 4) small_tile<(MR_MAX > 4 ? 4 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc); break;
-    case 5: if (MR_MAX > 5) small_tile<(MR_MAX > 5 ? 5 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc); break;
+    case 1: small_tile<1, NV>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
+    case 2: small_tile<2, NV>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
+    case 3: small_tile<3, NV>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
+    case 4: if (MR_MAX > 4) small_tile<(MR_MAX > 4 ? 4 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
+    case 5: if (MR_MAX > 5) small_tile<(MR_MAX > 5 ? 5 : 1), NV>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
     default: break;
   }
 }
@@ -298,29 +341,80 @@ void sgemm_small_packed(int64_t M, int64_t n0, int64_t ncols, int64_t K, const f
                         float* C, int64_t ldc) {
   constexpr int64_t NB = int64_t(NV_MAX) * VW;
   const int64_t KC = small_kc();
-  thread_local std::vector<float> ct;
+  // Rows per pass over the panels when there are many (a multiple of every MR_MAX): the A block
+  // of a pass (MC x KC floats, 110 KB) stays in L2 while the panels' K blocks stream past it.
+  // Few rows run panel by panel instead, each panel's K blocks in order: one contiguous stream
+  // per panel for the hardware prefetcher. Every element's sum is the same either way (its K
+  // blocks in order, each through the same register tile), so the two orders give the same bits.
+  constexpr int64_t MC = 144;
+  struct Strip {  // the columns [j0, j1) of panel p; C at column pc0 + j0
+    int64_t p, j0, j1;
+  };
+  thread_local std::vector<Strip> strips;
+  strips.clear();
   for (int64_t n = n0; n < n0 + ncols;) {
     const int64_t p = n / NB, pc0 = p * NB;
-    const int64_t j0 = n - pc0, j1 = std::min(NB, n0 + ncols - pc0);
-    const float* panel = P + (p * k_total + k_off) * NB;
-    float* c = C + (n - n0);
-    if (j0 == 0 && j1 == NB) {
-      for (int64_t k0 = 0; k0 < K; k0 += KC)
-        small_rows<NV_MAX>(M, std::min(KC, K - k0), A + k0, lda, panel + k0 * NB, NB,
-                           k0 ? 1.f : beta, c, ldc);
-    } else {  // a partial panel: the whole panel into scratch, its columns [j0, j1) back
-      ct.assign(size_t(M) * NB, 0.f);
-      const int64_t w = j1 - j0;
-      if (beta != 0.f)
-        for (int64_t m = 0; m < M; ++m)
-          std::memcpy(&ct[size_t(m) * NB + j0], c + m * ldc, w * sizeof(float));
-      for (int64_t k0 = 0; k0 < K; k0 += KC)
-        small_rows<NV_MAX>(M, std::min(KC, K - k0), A + k0, lda, panel + k0 * NB, NB,
-                           k0 ? 1.f : beta, ct.data(), NB);
-      for (int64_t m = 0; m < M; ++m)
-        std::memcpy(c + m * ldc, &ct[size_t(m) * NB + j0], w * sizeof(float));
-    }
+    const int64_t j1 = std::min(NB, n0 + ncols - pc0);
+    strips.push_back({p, n - pc0, j1});
     n = pc0 + j1;
+  }
+  // A partial panel (the first or last strip) runs on all NB columns into scratch, whose
+  // columns [j0, j1) go back to C at the end.
+  thread_local std::vector<float> ct[2];
+  auto target = [&](size_t si, int64_t m0, int64_t& ld) -> float* {
+    const Strip& st = strips[si];
+    if (st.j0 == 0 && st.j1 == NB) {
+      ld = ldc;
+      return C + m0 * ldc + (st.p * NB - n0);
+    }
+    ld = NB;
+    return ct[si == 0 ? 0 : 1].data() + m0 * NB;
+  };
+  for (size_t si = 0; si < strips.size(); ++si) {
+    const Strip& st = strips[si];
+    if (st.j0 == 0 && st.j1 == NB) continue;
+    std::vector<float>& sc = ct[si == 0 ? 0 : 1];
+    sc.assign(size_t(M) * NB, 0.f);
+    if (beta != 0.f)
+      for (int64_t m = 0; m < M; ++m)
+        std::memcpy(&sc[size_t(m) * NB + st.j0], C + m * ldc + (st.p * NB + st.j0 - n0),
+                    (st.j1 - st.j0) * sizeof(float));
+  }
+  auto block = [&](size_t si, int64_t k0) {
+    return P + (strips[si].p * k_total + k_off + k0) * NB;
+  };
+  if (M <= MC) {
+    for (size_t si = 0; si < strips.size(); ++si) {
+      int64_t ld;
+      float* c = target(si, 0, ld);
+      // the next block: this panel's next K block, or the next panel's first one
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const bool last = k0 + KC >= K, more = si + 1 < strips.size();
+        small_rows<NV_MAX>(M, std::min(KC, K - k0), A + k0, lda, block(si, k0), NB,
+                           k0 ? 1.f : beta, c, ld,
+                           !last ? block(si, k0 + KC) : more ? block(si + 1, 0) : nullptr,
+                           !last ? std::min(KC, K - k0 - KC) : std::min(KC, K));
+      }
+    }
+  } else {
+    for (int64_t k0 = 0; k0 < K; k0 += KC)
+      for (int64_t m0 = 0; m0 < M; m0 += MC)
+        for (size_t si = 0; si < strips.size(); ++si) {
+          int64_t ld;
+          float* c = target(si, m0, ld);
+          const int64_t kc = std::min(KC, K - k0);
+          small_rows<NV_MAX>(std::min(MC, M - m0), kc, A + m0 * lda + k0, lda, block(si, k0), NB,
+                             k0 ? 1.f : beta, c, ld,
+                             si + 1 < strips.size() ? block(si + 1, k0) : nullptr, kc);
+        }
+  }
+  for (size_t si = 0; si < strips.size(); ++si) {
+    const Strip& st = strips[si];
+    if (st.j0 == 0 && st.j1 == NB) continue;
+    const std::vector<float>& sc = ct[si == 0 ? 0 : 1];
+    for (int64_t m = 0; m < M; ++m)
+      std::memcpy(C + m * ldc + (st.p * NB + st.j0 - n0), &sc[size_t(m) * NB + st.j0],
+                  (st.j1 - st.j0) * sizeof(float));
   }
 }
 
@@ -473,7 +567,7 @@ void wino_f43_output(const float* __restrict m, int64_t ld_m, int64_t n, float* 
 
 extern const VecKernels kernels;
 const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
-                            gast_attention_frame, sgemm_small, NV_MAX * VW,
+                            gast_attention_frame, sgemm_small, NV_MAX * VW, kSmallAnyRows,
                             sgemm_small_packed, wino_f43_input, wino_f43_output, gemm_rows};
 
 }  // namespace GASTRT_VK_NS

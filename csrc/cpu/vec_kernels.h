@@ -43,6 +43,9 @@ struct VecKernels {
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
   // Columns per panel of the packed form of B below (pack_small_panels, conv.cpp).
   int small_panel;
+  // Whether convs of ANY row count run on sgemm_small_packed (gemm.h, conv_gemm_path), not
+  // only few-row ones. Set where it was measured to pay (AVX2: see vec_kernels.cpp).
+  bool small_any_rows;
   // sgemm_small on B packed into panels P [ceil(N / small_panel), k_total, small_panel]: rows
   // [k_off, k_off + K) and columns [n0, n0 + ncols) of B; C points at column n0. Bit-identical
   // to sgemm_small on the unpacked B; streams each panel contiguously.

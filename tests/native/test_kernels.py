@@ -11,11 +11,10 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 from gastrt.backends import numpy_backend as nb  # noqa: E402
-from gastrt_testutil import run_in_threads  # noqa: E402
+from gastrt_testutil import gast_weights, run_in_threads  # noqa: E402
 from gastrt.families.common import PlanBuilder  # noqa: E402
 from gastrt.families.rie import GROUPS, SOURCES  # noqa: E402
 from gastrt.plan import Op, Plan, conv_geometry  # noqa: E402
-from gastrt.skeletons import gast_masks, skeleton_for  # noqa: E402
 
 TOL = 1e-5
 THREADS = [1, 2, 3]
@@ -103,6 +102,8 @@ WINO_CASES = [
     (1, 1, 331, 131, 137, 9, "lrelu", True),    # 9 blocks of 36, tail 7
     (2, 1, 331, 257, 263, 27, "relu", True),    # tail of 7 per sequence; K >= 256
     (1, 1, 1000, 64, 97, 81, "relu", True),     # d = 81 (VideoPose3D-243's last layer)
+    (1, 1, 40, 128, 256, 1, "relu", True),      # whole 32- and 16-column panels (AVX2 packs U)
+    (2, 1, 75, 160, 128, 9, "lrelu", False),
 ]
 
 
@@ -205,37 +206,6 @@ def test_conv_rejects_bad_geometry(rng):
 
 
 # ---- gast_block --------------------------------------------------------------------------------
-
-def gast_weights(rng, j, c, heads=4, sparse=True) -> dict:
-    """Random weights in the lowered layout (families/gast.py), with GAST's sparse local
-    tables (zero diagonal, off-diagonal only on the masks) or dense ones."""
-    gc = c // heads
-    hg = heads * gc
-    s = 1 / np.sqrt(c)
-    if sparse:
-        masks = gast_masks(skeleton_for(j))
-    else:
-        masks = (np.ones((j, j), bool), np.ones((j, j), bool))
-    off = np.stack([rng.uniform(0, 1, (j, j, c)) * (m & ~np.eye(j, dtype=bool))[..., None] for m in masks])
-    W = {
-        "loc_w": rng.standard_normal((c, 4 * c)) * s,
-        "loc_diag": rng.uniform(0, 1, (2, j, c)),
-        "loc_off": off,
-        "loc_b": rng.standard_normal(2 * c) * 0.2,
-        "loc_cat_w": rng.standard_normal((2 * c, c)) / np.sqrt(2 * c),
-        "loc_cat_b": rng.standard_normal(c) * 0.2,
-        "glb_u": rng.standard_normal((c, 2 * heads)) * s,
-        "glb_c": rng.standard_normal(2 * heads) * 0.2,
-        "glb_g_w": rng.standard_normal((c, hg)) * s,
-        "glb_g_b": rng.standard_normal(hg) * 0.2,
-        "glb_ck": rng.standard_normal((heads, j, j)) * 0.1,
-        "glb_cat_w": rng.standard_normal((hg, c)) / np.sqrt(hg),
-        "glb_cat_b": rng.standard_normal(c) * 0.2,
-        "cat_w": rng.standard_normal((3 * c, 2 * c)) / np.sqrt(3 * c),
-        "cat_b": rng.standard_normal(2 * c) * 0.2,
-    }
-    return {k: f32(v) for k, v in W.items()}
-
 
 @pytest.mark.parametrize("j", [15, 17, 19])
 @pytest.mark.parametrize("c", [8, 36])

@@ -11,7 +11,8 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 import gastrt  # noqa: E402
-from test_kernels import f32, gast_weights  # noqa: E402
+from gastrt_testutil import gast_weights  # noqa: E402
+from test_kernels import f32  # noqa: E402
 
 THREADS = (1, 2, 3, 5)
 
@@ -106,6 +107,11 @@ PANEL_CASES = [
     (1, 7, 300, 5, 1, 1, 1),
     (3, 5, 97, 129, 3, 1, 1),
     (1, 1, 1030, 513, 1, 1, 1),
+    # many rows (AVX2 runs every conv on the packed kernel, over 144-row blocks of A): row tiles,
+    # a partial last panel, short and long K
+    (3, 301, 90, 200, 3, 3, 1),
+    (2, 130, 257, 256, 1, 1, 1),
+    (1, 700, 31, 97, 3, 1, 2),
 ]
 
 

@@ -22,7 +22,7 @@ namespace cpu {
 // dilated): k shifted GEMMs with K = ci accumulating into the same output tile.
 // Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
 void conv_f32(const ConvParams& p, Team& team);
-// Whether conv_f32 computes p with the small-M GEMM (batch-1 windows: few rows), i.e. whether
+// Whether conv_f32 computes p with the small-M GEMM (few rows; on AVX2 every conv), i.e. whether
 // p.w_panels would be read. pack_small_panels: w [K, N] -> the panels that kernel streams
 // ([ceil(N / panel), K, panel], zero-padded; panel = the CPU variant's width), once per layer.
 bool conv_uses_small_gemm(const ConvParams& p);
@@ -35,7 +35,9 @@ void conv_check_geometry(const ConvParams& p);
 // conv_winograd_shape_ok: fp32, k == 3, stride 1, t_out >= 4*dilation (else use conv_f32).
 // conv_winograd_pays: whether the channel counts make it faster than conv_f32 (and
 //   GASTRT_CONV_WINOGRAD is not "0").
-// conv_winograd_weights: w [3*ci, co] -> U [6, ci, co] (transformed in double, once per engine).
+// conv_winograd_weights: w [3*ci, co] -> U [6, ci, co] (transformed in double, once per engine;
+//   where every conv product runs on the packed small-M kernel (AVX2), each U_p is stored as
+//   its pack_small_panels form instead: opaque to callers, read only by conv_winograd_f32).
 // conv_winograd_f32: same contract as conv_f32 for those shapes; scratch holds
 //   conv_winograd_scratch_floats(p, team.size()) floats.
 bool conv_winograd_shape_ok(const ConvParams& p);
@@ -69,6 +71,9 @@ struct GastBlockWeights {
   std::vector<float> glb_cat_b; // [c]
   std::vector<float> cat_w;     // [3c, 2c]  rows: x | local | global
   std::vector<float> cat_b;     // [2c]
+  // The four GEMM weights above in the small-M kernel's panels (pack_small_panels): what the
+  // block's GEMMs read whenever they run on that kernel (same bits as the plain matrices).
+  std::vector<float> w1_p, loc_cat_p, glb_cat_p, cat_p;
   // Neighbours with a nonzero off-diagonal weight in any channel: for s in {sym, con} and
   // row i, nbr[nbr_start[s*j + i] .. nbr_start[s*j + i + 1]) (CSR). GAST's tables are sparse
   // (a handful of neighbours per joint); dense random tables work too.

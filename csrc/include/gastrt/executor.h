@@ -113,11 +113,12 @@ class Engine {
   // window-only caller never pays their memory); null for ops that never take that path.
   struct WinoWeights {
     std::once_flag once;
-    std::vector<float> u;  // [6, ci, co]
+    std::vector<float> u;  // conv_winograd_weights: [6, ci, co], or each U_p's panels (AVX2)
   };
   const float* wino_weights(size_t op_index);
   // A conv's weights packed for the small-M GEMM (pack_small_panels), made the first time the
-  // conv runs with few rows (a batch-1 window): a caller that never does never pays the memory.
+  // conv runs on that kernel (few rows; on AVX2 any): a caller that never does never pays the
+  // memory.
   struct PanelWeights {
     std::once_flag once;
     std::vector<float> p;  // [ceil(co / panel), k*ci, panel]

@@ -33,7 +33,7 @@ struct ConvParams {
   Act act;
   DType dtype;      // of x, w, res and y (b is always fp32)
   // CPU only, optional: w packed for the small-M GEMM (cpu::pack_small_panels), used when the
-  // conv's rows are few enough for that kernel; null: read w in place.
+  // conv runs on that kernel (few rows; on AVX2 every conv); null: read w in place.
   const float* w_panels;  // [ceil(co / panel), k*ci, panel]
 };
 

@@ -71,12 +71,31 @@ class ContenderError(Exception):
         self.name, self.error = name, error
 
 
+def settle(max_s: float = 1.0, window_s: float = 0.005, busy: float = 0.2) -> float:
+    """Wait (untimed) until this process's threads stop using the CPU: at most ``busy`` of one
+    core over a ``window_s`` window, or ``max_s`` seconds. -> seconds waited.
+
+    A contender's worker threads may keep a core busy after its call returns: ONNX Runtime's
+    intra-op pool spins for tens of milliseconds (measured: 20 ms of CPU in a 20 ms gap, ~50 ms
+    in a 100 ms one, on 2 cores), OpenMP / TBB pools spin for their block time. On a 2-core
+    machine the next contender's block then ran on one core for its first calls (VideoPose3D-243
+    at batch 1: 12.2 ms right after an ORT call, 6.8 ms after a pause), so the order of the
+    turns, not the runtimes, set the ratio. Each block now starts once the process is quiet."""
+    t0 = time.perf_counter()
+    while True:
+        c0 = time.process_time()
+        time.sleep(window_s)
+        if time.process_time() - c0 <= busy * window_s or time.perf_counter() - t0 >= max_s:
+            return time.perf_counter() - t0
+
+
 def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, min_rounds: int,
                 budget: float, blocks: dict[str, int] | None = None,
                 on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
     """Rounds in which every callable in turn runs a block of back-to-back calls (``blocks``,
-    default 1), timed as one; stops after ``max_rounds``, or once ``budget`` seconds have
-    passed and ``min_rounds`` are in. -> name -> seconds per call, one entry per round."""
+    default 1), timed as one, each block after the previous one's threads went quiet
+    (:func:`settle`); stops after ``max_rounds``, or once ``budget`` seconds have passed and
+    ``min_rounds`` are in. -> name -> seconds per call, one entry per round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     start = time.perf_counter()
@@ -85,6 +104,8 @@ def time_rounds(fns: dict[str, Callable[[], Any]], timer, *, max_rounds: int, mi
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn = fns[name]
             n = blocks[name] if blocks else 1
+            if len(fns) > 1:
+                settle()
             timer.start()
             try:
                 for _ in range(n):
@@ -141,6 +162,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget: float = 0.0, min_r
     for name, fn in fns.items():
         for _ in range(max(1, warmup) - 1):
             fn()
+        settle()
         timer.start()
         fn()
         t = timer.stop()
@@ -191,6 +213,7 @@ def warm_up_cell(run: Runner, *, warmup: float, block_s: float, timer, mem, prog
     the memory it needs is measured here, not while the others take turns. The last warm-up
     call sizes the block (calls filling ``block_s`` seconds, 1 to MAX_BLOCK)."""
     inputs = itertools.cycle(run.inputs)
+    settle()
     if not run.compiles:
         mem.start()
     t0 = time.perf_counter()

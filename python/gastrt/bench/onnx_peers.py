@@ -15,6 +15,7 @@ AMX or AVX512-BF16, and says so (``precision_used``); elsewhere it computes in f
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 
 import numpy as np
@@ -25,6 +26,24 @@ from ..errors import GastrtError
 from ..onnx_export import build_model
 from .schema import LABELS, ONNX_PEERS
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _keeping_affinity(fn):
+    """``fn`` with the calling thread's CPU affinity put back after each call. OpenVINO may pin
+    the thread that calls it (seen in ``gastrt bench`` on 2 cores: the main thread's mask went
+    from {0, 1} to {0}), and the next contender would then run its thread team from a pinned
+    thread. OpenVINO still pins as it likes inside its own calls."""
+    if not hasattr(os, "sched_getaffinity"):
+        return fn
+
+    def call(*args, **kwargs):
+        mask = os.sched_getaffinity(0)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if os.sched_getaffinity(0) != mask:
+                os.sched_setaffinity(0, mask)
+    return call
 
 
 def peer_unavailable(name: str) -> str | None:
@@ -92,13 +111,13 @@ class OnnxPeerBackend(Backend):
         model.reshape({0: list(shape)})
         cfg = {"INFERENCE_NUM_THREADS": self._threads, "PERFORMANCE_HINT": "LATENCY",
                "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": _OV_PRECISION[self._precision]}
-        compiled = core.compile_model(model, "CPU", cfg)
+        compiled = _keeping_affinity(core.compile_model)(model, "CPU", cfg)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         used = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.precision_used = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(used, used)
         out = compiled.output(0)
         # CompiledModel.__call__ keeps one infer request for all calls (none made per call)
-        return lambda x: compiled({0: x})[out]
+        return _keeping_affinity(lambda x: compiled({0: x})[out])
 
     def _session(self, plan: str, mode: str, shape: tuple):
         key = (plan, mode) if self.name == "ort" else (plan, mode, shape)

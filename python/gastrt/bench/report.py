@@ -44,6 +44,8 @@ def format_table(result: dict) -> str:
             f"{c['mode']} mode" + (f" ({c['seq_len']} frames per sequence)" if c["seq_len"] else "")
             + (", flip" if c["flip"] else "") + f" on {where}, {cpu}, {c['threads']} thread"
             + ("s" if c["threads"] != 1 else "")]
+    if c.get("precision_choice"):   # an engine built with --precision auto: how it chose
+        head.append(f"precision {c['precision']}, {c['precision_choice']}")
     fpf = {r["contender"]: r["flops_per_frame"] for r in result["rows"]}
     if fpf:
         head.append("FLOPs per output frame: " + ", ".join(

@@ -17,6 +17,7 @@ from ..errors import GastrtError
 from . import contenders as ct
 from .measure import (MIN_TIMED, ContenderError, CpuTimer, CudaMemProbe, CudaTimer, HostMemProbe, Progress,
                       cell_fields, time_cells, warm_up_cell)
+from .precision import describe_choice
 from .presets import Target, import_torch, resolve_target
 from ..engine_file import check_precision
 from .onnx_peers import peer_engine, peer_unavailable
@@ -276,6 +277,7 @@ def _run(tgt: Target, target, torch, created, notes, *, device, dev_kind, dev_in
         "parameter_count": int(eng.metadata.get("parameter_count", 0)), "causal": bool(eng.causal),
         "device": device, "backend": be_name, "mode": mode, "seq_len": seq_len if mode == "sequence" else None,
         "batches": list(batches), "precision": precision,
+        "precision_choice": describe_choice(eng.metadata.get("precision_choice")),
         "torch_dtype": None if dtype is None else str(dtype).replace("torch.", ""),
         "compare": list(compare), "flip": flip, "warmup_s": float(warmup), "repeat": int(repeat),
         "max_time_s": float(max_time), "threads": int(threads), "input_sets": MAX_INPUT_SETS,

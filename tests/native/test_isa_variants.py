@@ -1,0 +1,187 @@
+"""Every CPU kernel variant the machine can run (GASTRT_ISA=base / avx2 / avx512 caps the run-time
+choice; it is read once per process, so each variant runs in a child process): its direct and
+Winograd convs (packed panels or not) and GAST's fused block against float64 / the NumPy
+oracle. CI covers the fallbacks on any x86 CPU."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+_native = pytest.importorskip("gastrt._native")
+
+from gastrt_testutil import subprocess_env  # noqa: E402
+
+CHILD = r'''
+import json, sys
+import numpy as np
+from gastrt import _native
+rng = np.random.default_rng(int(sys.argv[1]))
+errs = {}
+# n, t, ci, co, k, stride, dilation: few rows (small-M kernel), many rows on narrow and wide
+# convs, partial panels, per-tap and fused K
+CASES = [(1, 27, 64, 300, 3, 3, 1), (1, 9, 171, 37, 3, 3, 1), (3, 301, 90, 200, 3, 3, 1),
+         (2, 130, 257, 256, 1, 1, 1), (1, 700, 31, 97, 3, 1, 2), (2, 75, 128, 520, 3, 3, 1)]
+for n, t, ci, co, k, stride, dil in CASES:
+    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
+    w = (rng.standard_normal((k * ci, co)) / np.sqrt(k * ci)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    span = (k - 1) * dil + 1
+    to = (t - span) // stride + 1
+    x64, w64 = x.astype(np.float64)[:, 0], w.astype(np.float64).reshape(k, ci, co)
+    ref = np.zeros((n, to, co))
+    for tau in range(k):
+        ref += x64[:, tau * dil: tau * dil + (to - 1) * stride + 1: stride] @ w64[tau]
+    ref = np.maximum(ref + b, 0)
+    scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
+    for packed in (False, True):
+        out = np.full((n, 1, to, co), np.nan, np.float32)
+        _native.conv(x, w, b, k=k, stride=stride, dilation=dil, act="relu", out=out, threads=2,
+                     algo="direct", small_panels=packed)
+        e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
+        errs[f"{n}x{t}x{ci}x{co}x{k}x{stride}x{dil} packed={packed}"] = e
+# sequence mode's Winograd F(4,3) convs (their six products, packed or not by ISA level)
+for n, t_out, ci, co, dil in [(2, 37, 131, 137, 3), (1, 100, 128, 256, 9)]:
+    t = t_out + 2 * dil
+    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
+    w = (rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    x64, w64 = x.astype(np.float64)[:, 0], w.astype(np.float64).reshape(3, ci, co)
+    ref = sum(x64[:, tau * dil: tau * dil + t_out] @ w64[tau] for tau in range(3)) + b
+    scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
+    out = np.full((n, 1, t_out, co), np.nan, np.float32)
+    _native.conv(x, w, b, k=3, stride=1, dilation=dil, out=out, threads=2, algo="winograd")
+    e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
+    errs[f"winograd {n}x{t_out}x{ci}x{co} d{dil}"] = e
+# GAST's fused attention block (its four GEMMs: packed or not by ISA level and rows)
+sys.path.insert(0, sys.argv[2])
+from gastrt_testutil import gast_weights
+from gastrt.backends import numpy_backend as nb
+from gastrt.plan import Op
+for j, c, n, t in [(17, 36, 1, 3), (17, 64, 3, 41), (15, 40, 2, 130)]:
+    W = gast_weights(rng, j, c, 4)
+    op = Op("gast_block", ["x"], ["y"], {"heads": 4, "head_channels": c // 4}, {})
+    x = rng.standard_normal((n, j, t, c)).astype(np.float32)
+    ref = nb.gast_block(op, x, W).astype(np.float64)
+    out = np.full(ref.shape, np.nan, np.float32)
+    _native.gast_block(x, W, heads=4, head_channels=c // 4, out=out, threads=2)
+    e = float(np.abs(out - ref).max() / np.abs(ref).max()) if np.isfinite(out).all() else float("nan")
+    errs[f"gast_block j{j} c{c} n{n} t{t}"] = e
+print(json.dumps({"isa": _native.build_config()["cpu_isa"], "errs": errs}))
+'''
+
+
+@functools.lru_cache(maxsize=None)
+def _supported() -> tuple[str, ...]:
+    """The variants this CPU can run (the dispatcher's own test, through the env cap)."""
+    out = []
+    for isa in ("base", "avx2", "avx512"):
+        r = subprocess.run([sys.executable, "-c", "from gastrt import _native; "
+                            "print(_native.build_config()['cpu_isa'])"],
+                           env={**subprocess_env(), "GASTRT_ISA": isa}, capture_output=True, text=True, timeout=120)
+        if r.returncode == 0 and r.stdout.strip().endswith(isa):
+            out.append(isa)
+    return tuple(out)
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_kernel_variant_against_float64(isa):
+    if isa not in _supported():
+        pytest.skip(f"this CPU cannot run the {isa} variant (or this build has none)")
+    seed = int(np.random.default_rng().integers(1 << 30))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(seed), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
+                       env={**subprocess_env(), "GASTRT_ISA": isa},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["isa"].endswith(isa)
+    bad = {k: v for k, v in res["errs"].items() if not v <= 1e-5}   # NaN fails too
+    assert not bad, f"seed {seed}, {isa}: {bad}"
+
+
+ENGINE_CHILD = r'''
+import json, sys
+import numpy as np
+import gastrt
+spec = json.loads(sys.argv[1])
+out = {}
+for key, path in spec["engines"].items():
+    e = gastrt.load(path, backend="native")
+    x = np.load(spec["windows"])
+    out[key + "/window"] = e.lift(x)
+    if spec["sequence"]:
+        out[key + "/sequence"] = e.lift_sequence(np.load(spec["sequence"]))
+np.savez(spec["out"], **out)
+from gastrt import _native
+print(_native.build_config()["cpu_isa"])
+'''
+
+# Small models with layers wide enough for whole and partial panels of every variant.
+ENGINE_CONFIGS = {
+    "gast": {"num_joints": 17, "filter_widths": [3, 3], "channels": 72},
+    "videopose3d": {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17, "filter_widths": [3, 3, 3],
+                    "channels": 136, "trajectory": False},
+    "rie": {"num_joints": 17, "filter_widths": [3, 3], "channels": 40, "latent": 48, "stage": 3},
+}
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+@pytest.mark.parametrize("family", list(ENGINE_CONFIGS))
+def test_engine_precisions_against_float64_on_each_variant(tmp_path, family, isa):
+    """fp32 / fp16 / bf16 engines lifted by the native runtime under each CPU variant, against
+    the eager reference model in float64, within the documented per-precision tolerance
+    (engine_file.PRECISION_TOLERANCE). On CPUs without 16-bit arithmetic the 16-bit engines
+    compute in fp32 on rounded weights: the kernels are the fp32 ones, their error is the
+    rounding of the weights."""
+    torch = pytest.importorskip("torch")
+    if isa not in _supported():
+        pytest.skip(f"this CPU cannot run the {isa} variant (or this build has none)")
+    import gastrt
+    from gastrt.engine_file import PRECISION_TOLERANCE
+    from gastrt.reference import factory
+    from gastrt_testutil import rel_err, save_checkpoint
+
+    config = ENGINE_CONFIGS[family]
+    ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=11)
+    engines = {p: gastrt.build(ck, str(tmp_path / f"{p}.gastrt"), precision=p) for p in ("fp32", "fp16", "bf16")}
+    rf = int(np.prod(config["filter_widths"]))
+    rng = np.random.default_rng(sum(map(ord, family + isa)))
+    x = (rng.standard_normal((3, rf, 17, 2)) * 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    seq = None
+    if family != "rie":
+        seq = (rng.standard_normal((rf + 40, 17, 2)) * 0.5).astype(np.float32)
+        np.save(tmp_path / "s.npy", seq)
+    spec = {"engines": engines, "windows": str(tmp_path / "x.npy"),
+            "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / "y.npz")}
+    r = subprocess.run([sys.executable, "-c", ENGINE_CHILD, json.dumps(spec)],
+                       env={**subprocess_env(), "GASTRT_ISA": isa}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith(isa)
+    got = np.load(tmp_path / "y.npz")
+
+    sd = torch.load(ck, weights_only=True)["model_pos"]
+    with torch.no_grad():
+        win = factory.build_model(family, config, optimized=True).double()
+        win.load_state_dict(sd)
+        win.eval()
+        ref_w = win(torch.from_numpy(x.astype(np.float64))).numpy()[:, 0]
+        ref_s = None
+        if seq is not None:
+            full = factory.build_model(family, config, optimized=False).double()
+            full.load_state_dict(sd)
+            full.eval()
+            pad = (rf - 1) // 2
+            padded = np.concatenate([np.repeat(seq[:1], pad, 0), seq, np.repeat(seq[-1:], pad, 0)])
+            ref_s = full(torch.from_numpy(padded[None].astype(np.float64))).numpy()[0]
+    for p in engines:
+        w = got[p + "/window"]
+        w = w[:, 0] if w.ndim == 4 else w
+        assert rel_err(w, ref_w) <= PRECISION_TOLERANCE[p], (p, "window")
+        if ref_s is not None:
+            assert rel_err(got[p + "/sequence"], ref_s) <= PRECISION_TOLERANCE[p], (p, "sequence")
