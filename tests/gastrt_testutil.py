@@ -176,3 +176,19 @@ def gast_weights(rng, j, c, heads=4, sparse=True) -> dict:
         "cat_b": rng.standard_normal(2 * c) * 0.2,
     }
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in W.items()}
+
+
+def conv_reference64(x, w, b, k: int, stride: int, dilation: int):
+    """A temporal conv in float64, before its activation: x [n, 1, t, ci], w [k*ci, co], b [co]
+    -> (y [n, t_out, co], scale), scale = the size of its summed terms (max |x| * the largest
+    column sum of |w| + max |b|), which error bounds are relative to."""
+    ci, co = x.shape[-1], w.shape[1]
+    span = (k - 1) * dilation + 1
+    to = (x.shape[2] - span) // stride + 1
+    x64, w64 = np.asarray(x, np.float64)[:, 0], np.asarray(w, np.float64).reshape(k, ci, co)
+    y = np.zeros((x.shape[0], to, co))
+    for tau in range(k):
+        y += x64[:, tau * dilation: tau * dilation + (to - 1) * stride + 1: stride] @ w64[tau]
+    y += b
+    scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
+    return y, scale

@@ -21,6 +21,8 @@ CHILD = r'''
 import json, sys
 import numpy as np
 from gastrt import _native
+sys.path.insert(0, sys.argv[2])   # tests/: the shared helpers
+from gastrt_testutil import conv_reference64, gast_weights
 rng = np.random.default_rng(int(sys.argv[1]))
 errs = {}
 # n, t, ci, co, k, stride, dilation: few rows (small-M kernel), many rows on narrow and wide
@@ -31,14 +33,9 @@ for n, t, ci, co, k, stride, dil in CASES:
     x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
     w = (rng.standard_normal((k * ci, co)) / np.sqrt(k * ci)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
-    span = (k - 1) * dil + 1
-    to = (t - span) // stride + 1
-    x64, w64 = x.astype(np.float64)[:, 0], w.astype(np.float64).reshape(k, ci, co)
-    ref = np.zeros((n, to, co))
-    for tau in range(k):
-        ref += x64[:, tau * dil: tau * dil + (to - 1) * stride + 1: stride] @ w64[tau]
-    ref = np.maximum(ref + b, 0)
-    scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
+    ref, scale = conv_reference64(x, w, b, k, stride, dil)
+    ref = np.maximum(ref, 0)
+    to = ref.shape[1]
     for packed in (False, True):
         out = np.full((n, 1, to, co), np.nan, np.float32)
         _native.conv(x, w, b, k=k, stride=stride, dilation=dil, act="relu", out=out, threads=2,
@@ -51,16 +48,12 @@ for n, t_out, ci, co, dil in [(2, 37, 131, 137, 3), (1, 100, 128, 256, 9)]:
     x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
     w = (rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
-    x64, w64 = x.astype(np.float64)[:, 0], w.astype(np.float64).reshape(3, ci, co)
-    ref = sum(x64[:, tau * dil: tau * dil + t_out] @ w64[tau] for tau in range(3)) + b
-    scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
+    ref, scale = conv_reference64(x, w, b, 3, 1, dil)
     out = np.full((n, 1, t_out, co), np.nan, np.float32)
     _native.conv(x, w, b, k=3, stride=1, dilation=dil, out=out, threads=2, algo="winograd")
     e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
     errs[f"winograd {n}x{t_out}x{ci}x{co} d{dil}"] = e
 # GAST's fused attention block (its four GEMMs: packed or not by ISA level and rows)
-sys.path.insert(0, sys.argv[2])
-from gastrt_testutil import gast_weights
 from gastrt.backends import numpy_backend as nb
 from gastrt.plan import Op
 for j, c, n, t in [(17, 36, 1, 3), (17, 64, 3, 41), (15, 40, 2, 130)]:

@@ -11,7 +11,7 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 import gastrt  # noqa: E402
-from gastrt_testutil import gast_weights  # noqa: E402
+from gastrt_testutil import conv_reference64, gast_weights  # noqa: E402
 from test_kernels import f32  # noqa: E402
 
 THREADS = (1, 2, 3, 5)
@@ -130,15 +130,8 @@ def test_packed_small_gemm_is_bit_identical(case):
     assert_same_for_all_threads(lambda th: run(th, True))
     assert np.array_equal(run(1, True), plain)
     # and the value: float64 reference of the same conv (tolerance relative to the terms)
-    span = (k - 1) * dil + 1
-    to = (t - span) // stride + 1
-    x64, w64 = x.astype(np.float64)[:, 0], w.astype(np.float64).reshape(k, ci, co)
-    ref = np.zeros((n, to, co))
-    for tau in range(k):
-        ref += x64[:, tau * dil: tau * dil + (to - 1) * stride + 1: stride] @ w64[tau]
-    ref += b
+    ref, scale = conv_reference64(x, w, b, k, stride, dil)
     ref = np.where(ref > 0, ref, 0.2 * ref)
-    scale = float((np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max()) + np.abs(b).max())
     assert np.abs(plain[:, 0] - ref).max() <= 1e-5 * scale
 
 
