@@ -266,6 +266,10 @@ inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const 
   }
 }
 
+// Rows per pass over the weights when a product has many (a multiple of every MR_MAX): the A block
+// of a pass (kSmallMC x KC floats, 110 KB) stays in L2 while B's K blocks stream past it.
+constexpr int64_t kSmallMC = 144;
+
 // K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
 // and then served from L1/L2 to every 6-row pass; C carries the partial sums between K blocks
 // (the first block applies the caller's beta, so beta == 0 never reads C).
@@ -291,6 +295,22 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   const bool pack = M > MR_MAX;
   thread_local std::vector<float> bp;
   if (pack) bp.resize(size_t(std::min(KC, K)) * NB);
+  if (M > kSmallMC) {  // many rows: K blocks outside, row blocks of A (kept in L2) inside, as
+                       // sgemm_small_packed does; the same sums, so the same bits
+    const int64_t n_full = N / NB * NB;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      for (int64_t m0 = 0; m0 < M; m0 += kSmallMC)
+        for (int64_t nn = 0; nn < n_full; nn += NB) {
+          const float* b = B + k0 * ldb + nn;
+          for (int64_t k = 0; k < kc; ++k)
+            std::memcpy(&bp[size_t(k) * NB], b + k * ldb, NB * sizeof(float));
+          small_rows<NV_MAX>(std::min(kSmallMC, M - m0), kc, A + m0 * lda + k0, lda, bp.data(), NB,
+                             k0 ? 1.f : beta, C + m0 * ldc + nn, ldc);
+        }
+    }
+    n = n_full;
+  }
   for (; n + NB <= N; n += NB)
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
@@ -341,12 +361,11 @@ void sgemm_small_packed(int64_t M, int64_t n0, int64_t ncols, int64_t K, const f
                         float* C, int64_t ldc) {
   constexpr int64_t NB = int64_t(NV_MAX) * VW;
   const int64_t KC = small_kc();
-  // Rows per pass over the panels when there are many (a multiple of every MR_MAX): the A block
-  // of a pass (MC x KC floats, 110 KB) stays in L2 while the panels' K blocks stream past it.
-  // Few rows run panel by panel instead, each panel's K blocks in order: one contiguous stream
+  // Many rows: passes of kSmallMC rows over the panels' K blocks (A block in L2). Few rows run
+  // panel by panel instead, each panel's K blocks in order: one contiguous stream
   // per panel for the hardware prefetcher. Every element's sum is the same either way (its K
   // blocks in order, each through the same register tile), so the two orders give the same bits.
-  constexpr int64_t MC = 144;
+  constexpr int64_t MC = kSmallMC;
   struct Strip {  // the columns [j0, j1) of panel p; C at column pc0 + j0
     int64_t p, j0, j1;
   };
