@@ -143,7 +143,8 @@ void bind_kernels(py::module_& m) {
       py::arg("threads") = 0, py::arg("algo") = "auto", py::arg("small_panels") = false,
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
-      "small_panels: pack w into the small-M GEMM's panels first when the rows are few (as the engine does).");
+      "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
+      "on AVX2 every conv), as the engine does.");
 
   m.def(
       "stream_linear",

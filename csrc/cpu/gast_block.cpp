@@ -30,8 +30,8 @@ namespace {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline size_t pad16(size_t n) { return (n + 15) & ~size_t(15); }  // 64-byte aligned slices
 
-// Target GEMM rows per chunk: enough to amortise the weights' trip through the cache (and
-// OpenBLAS's packing above 192 rows), few enough for the chunk to stay in L2/L3.
+// Target GEMM rows per chunk: enough to amortise the weights' trip through the cache (and, on
+// OpenBLAS, its packing), few enough for the chunk to stay in L2/L3.
 // GASTRT_GAST_CHUNK_ROWS overrides it (tuning).
 int64_t chunk_rows() {
   static const int64_t v = [] {

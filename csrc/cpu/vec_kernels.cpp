@@ -271,7 +271,7 @@ inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const 
 constexpr int64_t kSmallMC = 144;
 
 // K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
-// and then served from L1/L2 to every 6-row pass; C carries the partial sums between K blocks
+// and then served from L1/L2 to every pass of MR_MAX rows; C carries the partial sums between K blocks
 // (the first block applies the caller's beta, so beta == 0 never reads C).
 int64_t small_kc() {
   static const int64_t kc = [] {

@@ -35,10 +35,11 @@ struct VecKernels {
   // [h*gc] = sum_j att[h, i, j] * G row j (stride ldp, biases included). scratch: j*j floats.
   void (*gast_attention_frame)(const GastFrameTables& t, const float* ab, const float* G,
                                int64_t ldp, float* Y, int64_t ldy, float* scratch);
-  // Row-major C[M, N] = A[M, K] @ B[K, N] (+ beta * C; beta == 0 never reads C) for SMALL M
-  // (batch-1 layers: M = 1..~32 rows against MBs of weights). Streams B once per 6-row block,
-  // straight from its row-major layout: no packing (OpenBLAS would copy all of B to pack it,
-  // which for a few rows costs as much as the multiply). Register-blocked rows x vectors.
+  // Row-major C[M, N] = A[M, K] @ B[K, N] (+ beta * C; beta == 0 never reads C). Made for few
+  // rows (batch-1 layers: M = 1..~32 rows against MBs of weights; on AVX2 it also takes every
+  // conv, any M, in 144-row blocks). Register-blocked rows x vectors; B read from its row-major
+  // layout, each K block of a column strip copied once into a contiguous buffer (no packing of
+  // all of B, which for a few rows would cost as much as the multiply).
   void (*sgemm_small)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
   // Columns per panel of the packed form of B below (pack_small_panels, conv.cpp).

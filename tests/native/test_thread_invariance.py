@@ -107,8 +107,10 @@ PANEL_CASES = [
     (1, 7, 300, 5, 1, 1, 1),
     (3, 5, 97, 129, 3, 1, 1),
     (1, 1, 1030, 513, 1, 1, 1),
-    # many rows (AVX2 runs every conv on the packed kernel, over 144-row blocks of A): row tiles,
-    # a partial last panel, short and long K
+    # many rows (AVX2 runs every conv on the small-M kernel, over 144-row blocks of A): row tiles,
+    # a partial last panel, one K block and several (1 x 400 x 300: 208-row tiles, two K blocks,
+    # whole panels, a VW strip and a tail of the unpacked kernel)
+    (1, 400, 300, 110, 1, 1, 1),
     (3, 301, 90, 200, 3, 3, 1),
     (2, 130, 257, 256, 1, 1, 1),
     (1, 700, 31, 97, 3, 1, 2),
@@ -117,8 +119,8 @@ PANEL_CASES = [
 
 @pytest.mark.parametrize("case", PANEL_CASES, ids=lambda c: "x".join(map(str, c)))
 def test_packed_small_gemm_is_bit_identical(case):
-    """Weights packed into the small-M kernel's panels (what the engine does for few-row convs)
-    give the bits of the unpacked kernel, at every thread count, and match float64."""
+    """Weights packed into the small-M kernel's panels (what the engine does for the convs on that
+    kernel) give the bits of the unpacked kernel, at every thread count, and match float64."""
     n, t, ci, co, k, stride, dil = case
     rng = np.random.default_rng(ci * 7 + co)
     x = f32(rng.standard_normal((n, 1, t, ci)))
