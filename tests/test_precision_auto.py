@@ -75,6 +75,20 @@ def test_a_faster_candidate_within_tolerance_is_chosen(tmp_path, monkeypatch):
     assert auto.choose_precision(paths)["chosen"] == "fp32"
 
 
+def test_a_nan_in_any_check_is_never_within_tolerance(tmp_path, monkeypatch):
+    """Found by review: the candidate's error was max(window, sequence) in Python, which keeps a
+    finite window error over a NaN sequence error, so a NaN engine could be chosen."""
+    ck = save_checkpoint(tmp_path / "ck.bin", "gast", TINY["gast"], seed=8)
+    paths = {p: gastrt.build(ck, str(tmp_path / f"{p}.gastrt"), precision=p) for p in ("fp32", "fp16", "bf16")}
+    ms = {"fp32": 10.0, "fp16": 2.0, "bf16": 1.0}
+    monkeypatch.setattr(auto, "interleaved", lambda fns, **kw: {k: _T(ms[k.split("/")[0]] / 1e3) for k in fns})
+    errs = iter([1e-6, float("nan")] * 2)             # per candidate: window fine, sequence NaN
+    monkeypatch.setattr(auto, "rel_err", lambda got, ref: next(errs))
+    choice = auto.choose_precision(paths, seconds=0.3)
+    assert choice["chosen"] == "fp32"
+    assert not choice["candidates"]["fp16"]["within"] and not choice["candidates"]["bf16"]["within"]
+
+
 def test_cli_build_auto_and_info_say_which(tmp_path, capsys):
     ck = save_checkpoint(tmp_path / "ck.bin", "gast", TINY["gast"], seed=7)
     out = tmp_path / "m.gastrt"

@@ -56,9 +56,10 @@ def choose_precision(paths: dict[str, str], *, threads: int | None = None, secon
     for p, eng in engines.items():
         err = 0.0
         if p != "fp32":
-            err = max(rel_err(eng.lift(windows), ref_w), rel_err(eng.lift_sequence(seq), ref_s))
+            errs = [rel_err(eng.lift(windows), ref_w), rel_err(eng.lift_sequence(seq), ref_s)]
             if ref_t is not None:   # VideoPose3D's trajectory model too
-                err = max(err, rel_err(eng.trajectory_sequence(seq), ref_t))
+                errs.append(rel_err(eng.trajectory_sequence(seq), ref_t))
+            err = float(np.max(errs))   # NaN if any is (Python's max would drop a NaN after a number)
         tw, ts = times[f"{p}/window"], times[f"{p}/sequence"]
         speed = math.sqrt(times["fp32/window"].median / tw.median * times["fp32/sequence"].median / ts.median)
         cands[p] = {"rel_err": err, "tolerance": tolerance[p], "within": bool(err <= tolerance[p]),
