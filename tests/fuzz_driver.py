@@ -174,6 +174,16 @@ def check_cli(rc, err) -> str | None:
     return None
 
 
+def cli_case(argv, output: str, what: str) -> tuple[int, str | None]:
+    """Run the CLI on a mutated input whose result goes to ``output`` -> (exit code, what is
+    wrong or None): the exit / error-line contract, and nothing written when it refused."""
+    rc, err = run_cli(argv)
+    bad = check_cli(rc, err)
+    if bad is None and rc == 2 and os.path.exists(output):
+        bad = f"refused, yet {what} was written"
+    return rc, bad
+
+
 @contextlib.contextmanager
 def case_files(path: str, data: bytes, *outputs: str):
     """Write one case's mutated input to ``path``; afterwards remove it and any ``outputs``."""
@@ -200,14 +210,11 @@ def case_checkpoint(rng, work, i, ctx):
     ck = os.path.join(work, f"m{i}.bin")
     eng = os.path.join(work, f"m{i}.gastrt")
     with case_files(ck, data, eng):
-        rc, err = run_cli(["build", ck, "-o", eng])
-        bad = check_cli(rc, err)
+        rc, bad = cli_case(["build", ck, "-o", eng], eng, "an engine file")
         if bad is None and rc == 0:
             e = gastrt.load(eng, backend="numpy")
             x = np.random.default_rng(i).standard_normal((2, e.receptive_field, e.num_joints, 2)).astype(np.float32) * 0.3
             e.lift(x)
-        if bad is None and rc == 2 and os.path.exists(eng):
-            bad = "refused, yet an engine file was written"
         return bad
 
 
@@ -268,10 +275,8 @@ def case_keypoints(rng, work, i, ctx):
     p = os.path.join(work, f"m{i}{os.path.splitext(base)[1]}")
     out = os.path.join(work, f"m{i}_3d.npz")
     with case_files(p, data, out):
-        rc, err = run_cli(["lift", os.path.join(work, "small.gastrt"), p, "--size", "1280x720", "-o", out])
-        bad = check_cli(rc, err)
-        if bad is None and rc == 2 and os.path.exists(out):
-            bad = "refused, yet an output was written"
+        _, bad = cli_case(["lift", os.path.join(work, "small.gastrt"), p, "--size", "1280x720", "-o", out],
+                          out, "an output")
         return bad
 
 

@@ -107,11 +107,9 @@ void conv_f32(const ConvParams& p, Team& team) {
   // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
   const GemmPath path = conv_gemm_path(cg.rows, cg.K);
   const float* panels = path == GemmPath::Small ? p.w_panels : nullptr;
-  const int64_t nb = vec().small_panel;
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
-  // packed panels: column tiles on panel boundaries (only the last panel is partial)
-  const int64_t tile_cols = panels ? ceil_div(grid.tile_cols, nb) * nb : grid.tile_cols;
+  const int64_t tile_cols = panels ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
   struct Tile {

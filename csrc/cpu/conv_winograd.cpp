@@ -73,10 +73,7 @@ WinoGeometry geometry(const ConvParams& p) {
   g.grid = gemm_grid(g.tiles, p.co, int64_t(kTaps) * p.ci);
   g.grid.tile_rows = std::max<int64_t>(g.grid.tile_rows, 1);
   g.grid.tile_cols = std::max<int64_t>(g.grid.tile_cols, 1);
-  if (small_gemm_for_all_rows()) {  // packed U: column tiles on panel boundaries
-    const int64_t nb = vec().small_panel;
-    g.grid.tile_cols = ceil_div(g.grid.tile_cols, nb) * nb;
-  }
+  if (small_gemm_for_all_rows()) g.grid.tile_cols = panel_tile_cols(g.grid.tile_cols);  // packed U
   return g;
 }
 

@@ -129,10 +129,7 @@ struct Par {
   // The tile grid (tiling.h); on the small-M kernel, column tiles on panel boundaries.
   GemmGrid grid(const GemmJob& j) const {
     GemmGrid g = gemm_grid(j.M, j.N, j.K);
-    if (small(j)) {
-      const int64_t nb = vec().small_panel;
-      g.tile_cols = ceil_div(std::max<int64_t>(g.tile_cols, 1), nb) * nb;
-    }
+    if (small(j)) g.tile_cols = panel_tile_cols(g.tile_cols);
     return g;
   }
 

@@ -2,6 +2,7 @@
 // batch-1 inference, which go to the small-M kernel (vec_kernels.h, sgemm_small; convs: on
 // packed panels, and at every row count on AVX2, see conv_gemm_path).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 
@@ -47,6 +48,13 @@ inline bool small_gemm_for_all_rows() { return small_gemm_override() < 0 && vec(
 
 inline GemmPath conv_gemm_path(int64_t rows, int64_t K) {
   return small_gemm_for_all_rows() ? GemmPath::Small : gemm_path(rows, K);
+}
+
+// A tile width (tiling.h) rounded up to whole panels of the packed small-M kernel, so that a
+// tile reads whole panels (only the product's last one may be partial).
+inline int64_t panel_tile_cols(int64_t tile_cols) {
+  const int64_t nb = vec().small_panel;
+  return (std::max<int64_t>(tile_cols, 1) + nb - 1) / nb * nb;
 }
 
 // Row-major C[M, N] = A[M, K] @ B[K, N] + beta * C.

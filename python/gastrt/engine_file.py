@@ -222,6 +222,12 @@ def _read_whole(path: str, expected: str, min_size: int, too_short: str) -> byte
             raise EngineFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
+# What reading hostile metadata raises (check_metadata, Plan.from_json): callers turn it into one
+# EngineFileError.
+METADATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+                   RecursionError)
+
+
 def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """-> (metadata, name -> array in its stored dtype; bf16 as uint16 bits), read-only views of
     the file's bytes. Any damage is an EngineFileError naming the file."""
@@ -229,8 +235,7 @@ def read_engine(path: str, verify: bool = True) -> tuple[dict, dict[str, np.ndar
         return _read_engine(path, verify)
     except EngineFileError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError, OverflowError, ZeroDivisionError, AttributeError,
-            RecursionError, struct.error) as e:
+    except (*METADATA_ERRORS, struct.error) as e:
         raise EngineFileError(f"{path}: corrupted engine file ({type(e).__name__}: {str(e)[:160]})") from None
 
 
@@ -332,12 +337,6 @@ def read_model(path: str, verify: bool = True) -> EngineModel:
         # a file that passed the checksums (verify=False, or crafted with valid hashes): still one error type
         raise EngineFileError(f"{path}: corrupted engine metadata ({type(e).__name__}: {str(e)[:160]})") from None
     return EngineModel(meta, plans, weights_as_float32(tensors))
-
-
-# What reading hostile metadata raises (check_metadata, Plan.from_json): callers turn it into one
-# EngineFileError.
-METADATA_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
-                   RecursionError)
 
 
 def _int(meta: dict, key: str, lo: int, hi: int = 1 << 31, default=None) -> int:

@@ -48,9 +48,10 @@ class PreparedKeypoints:
 
 def resolve_max_gap(engine: Any, max_gap: Any = None) -> int:
     """The longest run of frames without any detection that lifting fills: ``max_gap`` frames
-    (0: no limit), or by default (None) MAX_GAP_RECEPTIVE_FIELDS x the engine's receptive field."""
+    (0: no limit), or by default (None) MAX_GAP_RECEPTIVE_FIELDS x the engine's receptive field
+    (no engine: no limit)."""
     if max_gap is None:
-        return MAX_GAP_RECEPTIVE_FIELDS * int(engine.receptive_field)
+        return 0 if engine is None else MAX_GAP_RECEPTIVE_FIELDS * int(engine.receptive_field)
     if isinstance(max_gap, bool) or not isinstance(max_gap, (int, np.integer)) or max_gap < 0:
         raise UserError(f"max_gap (--max-gap) must be a whole number of frames >= 0 (0: no limit), got {max_gap!r}")
     return int(max_gap)
@@ -127,7 +128,7 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
     kp, present = kp[keep], present[keep]
     if check_size:
         check_size_fits(kp, present, *wh, src)
-    limit = resolve_max_gap(engine, max_gap) if (engine is not None or max_gap is not None) else 0
+    limit = resolve_max_gap(engine, max_gap)
     check_gaps(present, limit, src, frame_offset=int(raw.extra.get("frame_start") or 0))
 
     filled = fill_missing(kp, present)
@@ -141,7 +142,7 @@ def prepare_keypoints(keypoints: Any, *, size: Any = None, layout: str | None = 
     valid = nonzero_frames(plan.convert(raw_zeroed))
     converted = plan.convert(filled.keypoints)
     norm = normalize_screen(converted, *wh)
-    reach = float(np.abs(norm).max())
+    reach = max(float(norm.max()), -float(norm.min()))   # max |norm| without an |norm| copy (NaN stays NaN)
     if reach > PIXEL_LIMIT:   # what the engine would refuse as pixels: say it is the size
         raise UserError(f"{src}: with a {wh[0]}x{wh[1]} frame the keypoints reach {reach:.3g} frame half-widths "
                         f"from its centre: the size is far too small for them (pass the video's resolution, "
