@@ -1,12 +1,13 @@
 """A/B of gastrt builds (or settings), interleaved round by round in one run.
 
     python benchmarks/ab_native.py OLD_PATH NEW_PATH [--rounds R] [--presets gast-27,...]
-                                   [--env NAME:VAR=VALUE[,VAR=VALUE]] ...
+                                   [--precision fp32|fp16|bf16] [--env NAME:VAR=VALUE[,VAR=VALUE]] ...
 
 OLD_PATH / NEW_PATH: folders holding an importable ``gastrt`` package with its built extension
 (a checkout's ``python/`` after an in-place build, or a copy of an older one). Each ``--env``
 adds one more contender: NEW_PATH run with those environment variables (e.g.
-``--env nopack:GASTRT_SMALL_PANELS=0``). Every contender is one child process that loads the
+``--env nopack:GASTRT_SMALL_PANELS=0``; ``--precision bf16 --env p32:GASTRT_PANELS_16BIT=0`` times a
+bf16 engine's 16-bit conv panels against fp32 ones). Every contender is one child process that loads the
 same bench preset engines (default threads: all cores) and times one case per request; the
 parent runs the cases round by round, each round every contender once (the order reversed every
 other round), so a noisy machine slows all of them alike. Per case: the median frames/s of OLD
@@ -66,6 +67,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--presets", default=",".join(CASES))
     ap.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                    help="the preset engines' precision (default fp32)")
     args = ap.parse_args()
     sys.path.insert(0, os.path.abspath(args.new))
     from gastrt.bench.presets import preset_engine
@@ -75,7 +78,7 @@ def main() -> int:
         name, _, assigns = spec.partition(":")
         contenders[name] = (args.new, dict(a.split("=", 1) for a in assigns.split(",") if a))
     cases = [(p, *c) for p in args.presets.split(",") for c in CASES[p]]
-    paths = {p: preset_engine(p) for p in dict.fromkeys(c[0] for c in cases)}
+    paths = {p: preset_engine(p, args.precision) for p in dict.fromkeys(c[0] for c in cases)}
     procs = {k: subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True, env={**os.environ, "PYTHONPATH": os.path.abspath(root), **env})
              for k, (root, env) in contenders.items()}

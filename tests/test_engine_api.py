@@ -438,3 +438,19 @@ def test_bad_workspace_budget_is_one_error(small, monkeypatch, value):
     monkeypatch.setenv("GASTRT_WORKSPACE_BUDGET", value)
     with pytest.raises(gastrt.GastrtError, match="GASTRT_WORKSPACE_BUDGET"):
         gastrt.load(small[1], backend="numpy")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_16bit_engine_with_fp32_weights_is_refused(small, tmp_path, capsys, precision):
+    """The native runtime streams a 16-bit engine's conv weights as 16-bit panels: a crafted file
+    whose metadata says fp16 / bf16 while it stores fp32 weights is one EngineFileError (not a
+    native error at load, nor weights silently rounded)."""
+    from gastrt.cli import main
+    path = _rewritten(small, tmp_path, precision, lambda m: m.__setitem__("precision", precision))
+    for backend in ("numpy", None):
+        with pytest.raises(gastrt.EngineFileError, match=f"a {precision} engine stores {precision} weights; "
+                                                          r"'.+' is float32"):
+            gastrt.load(path, backend=backend)
+    assert main(["info", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"a {precision} engine stores {precision} weights" in err[0]

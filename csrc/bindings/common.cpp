@@ -51,6 +51,13 @@ py::array_t<float> output_array(const py::object& out, const std::vector<int64_t
 
 int resolve_threads(int threads) { return threads > 0 ? threads : available_cpus(); }
 
+DType parse_precision(const std::string& s, const char* arg) {
+  if (s == "fp32") return DType::F32;
+  if (s == "fp16") return DType::F16;
+  if (s == "bf16") return DType::BF16;
+  throw py::value_error(std::string(arg) + ": expected 'fp32', 'fp16' or 'bf16', got '" + s + "'");
+}
+
 cpu::Mode parse_mode(const std::string& s) {
   if (s == "window") return cpu::Mode::Window;
   if (s == "sequence") return cpu::Mode::Sequence;

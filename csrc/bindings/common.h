@@ -43,6 +43,8 @@ py::array_t<float> output_array(const py::object& out, const std::vector<int64_t
                                 const char* what);
 // threads <= 0: every CPU this process may run on.
 int resolve_threads(int threads);
+// "fp32" / "fp16" / "bf16" (an engine's precision) -> DType; ValueError naming arg otherwise.
+DType parse_precision(const std::string& s, const char* arg);
 using cpu::parse_act;  // csrc/cpu/plan_spec.cpp (InvalidArgument -> ValueError)
 cpu::Mode parse_mode(const std::string& s);
 

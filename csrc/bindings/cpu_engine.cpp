@@ -77,8 +77,9 @@ cpu::PlanSpec parse_plan(const py::dict& plan, const py::dict& weights) {
 // ---- the Python-facing engine ----------------------------------------------------------------------
 class PyEngine {
  public:
-  PyEngine(const py::dict& plan, const py::dict& weights, int threads)
-      : eng_(std::make_shared<cpu::Engine>(parse_plan(plan, weights), resolve_threads(threads))) {}
+  PyEngine(const py::dict& plan, const py::dict& weights, int threads, const std::string& precision)
+      : eng_(std::make_shared<cpu::Engine>(parse_plan(plan, weights), resolve_threads(threads),
+                                           parse_precision(precision, "precision"))) {}
 
   py::array_t<float> run(const py::handle& xh, const std::string& mode_s, const py::object& out) {
     const cpu::Mode mode = parse_mode(mode_s);
@@ -158,8 +159,8 @@ class PyEngine {
 
 void bind_cpu_engine(py::module_& m) {
   py::class_<PyEngine>(m, "Engine", "A plan compiled for the native CPU runtime (thread-safe).")
-      .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("plan"), py::arg("weights"),
-           py::arg("threads") = 0)
+      .def(py::init<const py::dict&, const py::dict&, int, const std::string&>(), py::arg("plan"),
+           py::arg("weights"), py::arg("threads") = 0, py::arg("precision") = "fp32")
       .def("run", &PyEngine::run, py::arg("x"), py::arg("mode") = "window", py::arg("out") = py::none(),
            "x [N, T, J, F] float32 -> [N, T_out, J_out, 3]; releases the GIL for the whole forward.")
       .def("profile", &PyEngine::profile, py::arg("x"), py::arg("mode") = "window",

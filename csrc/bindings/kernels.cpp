@@ -69,9 +69,11 @@ void bind_kernels(py::module_& m) {
       "conv",
       [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
          int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
-         const py::object& out, int threads, const std::string& algo, bool small_panels) {
+         const py::object& out, int threads, const std::string& algo, bool small_panels,
+         const std::string& panel_dtype) {
         if (algo != "auto" && algo != "direct" && algo != "winograd")
           throw py::value_error("algo must be 'auto', 'direct' or 'winograd', got '" + algo + "'");
+        const DType pdt = parse_precision(panel_dtype, "panel_dtype");
         FArray x = as_f32(xh, "x"), w = as_f32(wh, "w"), b = as_f32(bh, "b");
         if (x.ndim() != 4) throw py::value_error("x: expected [N, G, T, Ci]");
         if (k < 1 || stride < 1 || dilation < 1) throw py::value_error("k, stride, dilation must be >= 1");
@@ -128,9 +130,14 @@ void bind_kernels(py::module_& m) {
             cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
           } else {
             std::vector<float> panels;
-            if (small_panels && cpu::conv_uses_small_gemm(p)) {
+            std::vector<uint16_t> panels16;
+            if (small_panels && cpu::conv_uses_small_gemm(p) && pdt == DType::F32) {
               panels = cpu::pack_small_panels(w.data(), int64_t(k) * Ci, Co);
               p.w_panels = panels.data();
+            } else if (small_panels && cpu::conv_uses_small_gemm(p)) {
+              panels16 = cpu::pack_small_panels16(w.data(), int64_t(k) * Ci, Co, pdt);
+              p.w_panels16 = panels16.data();
+              p.panels16_dtype = pdt;
             }
             cpu::conv_f32(p, team);
           }
@@ -141,10 +148,12 @@ void bind_kernels(py::module_& m) {
       py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
       py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
       py::arg("threads") = 0, py::arg("algo") = "auto", py::arg("small_panels") = false,
+      py::arg("panel_dtype") = "fp32",
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
       "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
-      "on AVX2 every conv), as the engine does.");
+      "on AVX2 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
+      "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values).");
 
   m.def(
       "stream_linear",

@@ -1,7 +1,9 @@
 // Temporal conv / 1x1 conv / Linear on the CPU: GEMMs straight on the channels-last activations
 // (no im2col), epilogue fused per output tile. See cpu_ops.h for the two GEMM forms.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common/check.h"
@@ -75,6 +77,67 @@ std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
   return out;
 }
 
+namespace {
+
+// f -> the bits of dt (F16 / BF16) holding exactly f; false when no such value exists. NaN maps
+// to a NaN (a weight of an engine file never is one: its hashes and the builder refuse them).
+bool to_16bit_exact(float f, DType dt, uint16_t& h) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  if (dt == DType::BF16) {
+    h = uint16_t(b >> 16);
+    return (b & 0xffffu) == 0 || std::isnan(f);
+  }
+  const uint16_t sign = uint16_t((b >> 16) & 0x8000u);
+  const uint32_t e = (b >> 23) & 0xffu, man = b & 0x7fffffu;
+  if (e == 0xff) {  // inf / NaN
+    h = uint16_t(sign | 0x7c00u | (man ? 0x200u : 0u));
+    return man == 0 || std::isnan(f);
+  }
+  if (e == 0) {  // zero (fp32 subnormals are far below fp16's smallest)
+    h = sign;
+    return man == 0;
+  }
+  const int ue = int(e) - 127;
+  if (ue > 15) return false;
+  if (ue >= -14) {  // normal fp16: the low 13 mantissa bits must be zero
+    h = uint16_t(sign | uint32_t(ue + 15) << 10 | man >> 13);
+    return (man & 0x1fffu) == 0;
+  }
+  const int shift = 13 + (-14 - ue);  // fp16 subnormal: (1.man) * 2^ue = m * 2^-24
+  if (shift > 24) return false;
+  const uint32_t sig = 0x800000u | man;
+  h = uint16_t(sign | sig >> shift);
+  return (sig & ((1u << shift) - 1)) == 0;
+}
+
+}  // namespace
+
+bool weights_exact_in(const float* w, size_t n, DType dt) {
+  GASTRT_CHECK(dt == DType::F16 || dt == DType::BF16, "16-bit weights are F16 or BF16");
+  uint16_t h;
+  for (size_t i = 0; i < n; ++i)
+    if (!to_16bit_exact(w[i], dt, h)) return false;
+  return true;
+}
+
+std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt) {
+  GASTRT_CHECK(weights_exact_in(w, size_t(K * N), dt),
+               "weights are not exactly representable in " << (dt == DType::F16 ? "fp16" : "bf16")
+                                                           << " (16-bit panels hold an fp16 / "
+                                                              "bf16 engine's own weights)");
+  const int64_t nb = vec().small_panel;
+  const int64_t np = ceil_div(N, nb);
+  std::vector<uint16_t> out(size_t(np * K * nb), 0);
+  for (int64_t p = 0; p < np; ++p) {
+    const int64_t c0 = p * nb, w_cols = std::min(nb, N - c0);
+    uint16_t* dst = out.data() + size_t(p * K * nb);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < w_cols; ++j) to_16bit_exact(w[k * N + c0 + j], dt, dst[k * nb + j]);
+  }
+  return out;
+}
+
 void conv_f32(const ConvParams& p, Team& team) {
   conv_check_geometry(p);
   if (p.n_seq == 0) return;
@@ -106,10 +169,15 @@ void conv_f32(const ConvParams& p, Team& team) {
 
   // Tiling (tiling.h); row tiles never cross a segment (sequence) boundary.
   const GemmPath path = conv_gemm_path(cg.rows, cg.K);
-  const float* panels = path == GemmPath::Small ? p.w_panels : nullptr;
+  const uint16_t* panels16 = path == GemmPath::Small ? p.w_panels16 : nullptr;
+  const float* panels = path == GemmPath::Small && !panels16 ? p.w_panels : nullptr;
+  GASTRT_CHECK(!panels16 || p.panels16_dtype == DType::F16 || p.panels16_dtype == DType::BF16,
+               "w_panels16: panels16_dtype must be F16 or BF16");
+  const bool bf16 = p.panels16_dtype == DType::BF16;
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
-  const int64_t tile_cols = panels ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
+  const int64_t tile_cols =
+      panels || panels16 ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
   struct Tile {
@@ -133,7 +201,15 @@ void conv_f32(const ConvParams& p, Team& team) {
     const int64_t s0 = tl.row0 / t_out, t0 = tl.row0 % t_out;
     const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
     float* c0 = y + tl.row0 * co + tl.col0;
-    if (panels && fused_k) {
+    if (panels16 && fused_k) {
+      vk.sgemm_small_packed16(tl.rows, tl.col0, tl.cols, k_total, a0, lda, panels16, bf16,
+                              k_total, 0, 0.f, c0, co);
+    } else if (panels16) {
+      for (int tau = 0; tau < p.k; ++tau)
+        vk.sgemm_small_packed16(tl.rows, tl.col0, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci,
+                                lda, panels16, bf16, k_total, int64_t(tau) * ci, tau ? 1.f : 0.f,
+                                c0, co);
+    } else if (panels && fused_k) {
       vk.sgemm_small_packed(tl.rows, tl.col0, tl.cols, k_total, a0, lda, panels, k_total, 0, 0.f,
                             c0, co);
     } else if (panels) {

@@ -106,6 +106,16 @@ bool small_panels_enabled() {
   return on;
 }
 
+// GASTRT_PANELS_16BIT=0: an fp16 / bf16 engine's convs read fp32 panels of its widened weights
+// (bit-identical results; for A/B timing of the 16-bit panels).
+bool panels_16bit_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("GASTRT_PANELS_16BIT");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 bool wino_candidate(const OpSpec& op) {
   return op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
 }
@@ -329,10 +339,17 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
 }  // namespace
 
 // The thread count is capped like Team's (its scratch is sized for the team a call gets).
-Engine::Engine(PlanSpec plan, int threads)
-    : plan_(std::move(plan)), threads_(std::clamp(threads, 1, Team::kMaxThreads)) {
+Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
+    : plan_(std::move(plan)), threads_(std::clamp(threads, 1, Team::kMaxThreads)),
+      panel_dtype_(weight_dtype == DType::F32 || !panels_16bit_enabled() ? DType::F32
+                                                                          : weight_dtype) {
   GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
   GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
+  if (weight_dtype != DType::F32)
+    for (const OpSpec& op : plan_.ops)
+      GASTRT_CHECK(op.kind != OpKind::Conv || weights_exact_in(op.w.data(), op.w.size(), weight_dtype),
+                   "op " << op.name << ": weights are not " << (weight_dtype == DType::F16 ? "fp16" : "bf16")
+                         << " values, as the engine's precision says they are");
   wino_.resize(plan_.ops.size());
   panels_.resize(plan_.ops.size());
   for (size_t i = 0; i < plan_.ops.size(); ++i)
@@ -351,13 +368,21 @@ const float* Engine::wino_weights(size_t op_index) {
   return ww->u.data();
 }
 
-const float* Engine::small_panels(size_t op_index) {
+void Engine::set_small_panels(size_t op_index, ConvParams& p) {
   PanelWeights* pw = panels_[op_index].get();
-  if (!pw) return nullptr;
+  if (!pw) return;
   const OpSpec& op = plan_.ops[op_index];
-  std::call_once(pw->once,
-                 [&] { pw->p = pack_small_panels(op.w.data(), int64_t(op.k) * op.ci, op.co); });
-  return pw->p.data();
+  const int64_t K = int64_t(op.k) * op.ci;
+  std::call_once(pw->once, [&] {
+    if (panel_dtype_ == DType::F32) pw->p = pack_small_panels(op.w.data(), K, op.co);
+    else pw->p16 = pack_small_panels16(op.w.data(), K, op.co, panel_dtype_);
+  });
+  if (panel_dtype_ == DType::F32) {
+    p.w_panels = pw->p.data();
+  } else {
+    p.w_panels16 = pw->p16.data();
+    p.panels16_dtype = panel_dtype_;
+  }
 }
 
 Engine::~Engine() = default;
@@ -511,7 +536,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
             conv_winograd_scratch_floats(p, team.size()) <= s->scratch_floats) {
           conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
         } else {
-          if (conv_uses_small_gemm(p)) p.w_panels = small_panels(size_t(oi));
+          if (conv_uses_small_gemm(p)) set_small_panels(size_t(oi), p);
           conv_f32(p, team);
         }
         break;

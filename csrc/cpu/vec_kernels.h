@@ -1,8 +1,10 @@
-// Element-wise inner loops of the CPU kernels, compiled several times (baseline x86-64, AVX2+FMA,
-// AVX-512) from vec_kernels.cpp and picked once at run time by CPUID, so the wheel runs on any
-// x86-64 machine and still uses the wide vectors where they exist. The GEMMs are OpenBLAS's
-// (which dispatches by itself); these loops are the epilogues and GAST's per-frame mixing and
-// attention, a few percent of the FLOPs but far more of the time if left scalar.
+// Element-wise inner loops and the small-M GEMM of the CPU kernels, compiled several times
+// (baseline x86-64, AVX2+FMA, AVX-512) from vec_kernels.cpp and vec_gemm_small.cpp and picked
+// once at run time by CPUID, so the wheel runs on any x86-64 machine and still uses the wide
+// vectors where they exist. Large GEMMs are OpenBLAS's (which dispatches by itself) where the
+// small-M kernel was not measured to win; the element-wise loops are the epilogues and GAST's
+// per-frame mixing and attention, a few percent of the FLOPs but far more of the time if left
+// scalar.
 #pragma once
 #include <cstdint>
 
@@ -53,6 +55,12 @@ struct VecKernels {
   void (*sgemm_small_packed)(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A,
                              int64_t lda, const float* P, int64_t k_total, int64_t k_off,
                              float beta, float* C, int64_t ldc);
+  // The same on 16-bit panels (an fp16 / bf16 engine's weights, pack_small_panels16): bf16 or
+  // IEEE fp16 bits in the same layout, converted exactly to fp32 a K block at a time; results
+  // are bit-identical to sgemm_small_packed on the widened weights, for half the weight bytes.
+  void (*sgemm_small_packed16)(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A,
+                               int64_t lda, const uint16_t* P, bool bf16, int64_t k_total,
+                               int64_t k_off, float beta, float* C, int64_t ldc);
   // Winograd F(4,3) input transform of one tile: the 6 taps x + j*ld_tap (n channels each) ->
   // the 6 transformed rows v + p*ld_v (conv_winograd.cpp).
   void (*wino_f43_input)(const float* x, int64_t ld_tap, int64_t n, float* v, int64_t ld_v);

@@ -40,6 +40,7 @@ def conv(
     threads: int = 0,
     algo: str = "auto",               # direct | winograd (F(4,3): k=3, stride 1) | auto
     small_panels: bool = False,       # pack w for the small-M GEMM first (as the engine does)
+    panel_dtype: str = "fp32",        # fp32 | fp16 | bf16 panels (16-bit: w must hold exact such values)
 ) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
     ...
 
@@ -98,8 +99,11 @@ def sgemm(
 class Engine:
     """One plan compiled for the CPU (thread-safe; workspaces cached per input shape)."""
 
-    def __init__(self, plan: dict[str, Any], weights: dict[str, npt.ArrayLike], threads: int = 0) -> None:
-        """plan: Plan.to_json(); weights: name -> array (copied)."""
+    def __init__(self, plan: dict[str, Any], weights: dict[str, npt.ArrayLike], threads: int = 0,
+                 precision: str = "fp32") -> None:
+        """plan: Plan.to_json(); weights: name -> array (copied). precision: the engine file's;
+        fp16 / bf16: the weights must be exact such values (NativeError otherwise), and the convs
+        read them as 16-bit panels."""
     def run(
         self,
         x: npt.ArrayLike,             # [N, T, J, F]

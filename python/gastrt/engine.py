@@ -25,7 +25,7 @@ def _make_backend(kind: str, device: str, index: int, plans, weights, threads, p
     if device == "cuda":
         return make_cuda_backend(plans, weights, index, precision)
     if kind in (None, "native"):
-        native = make_native_backend(plans, weights, threads)
+        native = make_native_backend(plans, weights, threads, precision)
         if native is not None:
             return native
         if kind == "native":

@@ -336,6 +336,13 @@ def read_model(path: str, verify: bool = True) -> EngineModel:
     except METADATA_ERRORS as e:
         # a file that passed the checksums (verify=False, or crafted with valid hashes): still one error type
         raise EngineFileError(f"{path}: corrupted engine metadata ({type(e).__name__}: {str(e)[:160]})") from None
+    precision = meta.get("precision", "fp32")
+    stored = {"fp16": np.float16, "bf16": np.uint16}.get(precision)
+    if stored is not None:   # the native runtime streams a 16-bit engine's weights as 16-bit values
+        odd = [n for p in plans.values() for n in p.weight_names() if tensors[n].dtype != stored]
+        if odd:
+            raise EngineFileError(f"{path}: corrupted engine (a {precision} engine stores {precision} weights; "
+                                  f"{odd[0]!r} is {tensors[odd[0]].dtype})")
     return EngineModel(meta, plans, weights_as_float32(tensors))
 
 

@@ -67,3 +67,27 @@ def test_misaligned_float_arrays_are_copied_not_read_in_place():
     out = out_buf[1:].view(np.float32).reshape(want.shape)
     with pytest.raises(ValueError, match="aligned"):
         _native.conv(x, w, b, k=3, stride=3, out=out)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_16bit_weights_must_be_16bit_values(precision):
+    """A 16-bit engine's fp32 weights are widened fp16 / bf16 values: the engine (and the conv
+    kernel's 16-bit panels) refuse others, naming the op, instead of silently rounding them."""
+    conv = {"kind": "conv", "inputs": ["input"], "outputs": ["y"], "attrs": {"k": 1},
+            "weights": {"w": "w0", "b": "b0"}}
+    w = np.full((34, 3), 1 + 2.0 ** -20, np.float32)   # in neither format
+    with pytest.raises(NativeError, match=rf"conv -> y: weights are not {precision} values"):
+        _native.Engine(dict(PLAN, ops=[conv]), {"w0": w, "b0": np.zeros(3)}, 1, precision)
+    exact = np.full((34, 3), 1.5, np.float32)
+    _native.Engine(dict(PLAN, ops=[conv]), {"w0": exact, "b0": np.zeros(3)}, 1, precision)
+    x = np.ones((1, 1, 3, 34), np.float32)
+    with pytest.raises(NativeError, match=f"not exactly representable in {precision}"):
+        _native.conv(x, w, np.zeros(3, np.float32), k=1, stride=1, small_panels=True, panel_dtype=precision)
+
+
+def test_precision_arguments_are_value_errors():
+    with pytest.raises(ValueError, match="precision: expected 'fp32', 'fp16' or 'bf16', got 'int8'"):
+        _native.Engine(dict(PLAN, ops=[]), {}, 1, "int8")
+    x, w, b = np.ones((1, 1, 3, 4), np.float32), np.ones((4, 2), np.float32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="panel_dtype: expected 'fp32', 'fp16' or 'bf16', got 'f16'"):
+        _native.conv(x, w, b, k=1, stride=1, small_panels=True, panel_dtype="f16")

@@ -1,7 +1,7 @@
 """Every CPU kernel variant the machine can run (GASTRT_ISA=base / avx2 / avx512 caps the run-time
 choice; it is read once per process, so each variant runs in a child process): its direct and
-Winograd convs (packed panels or not) and GAST's fused block against float64 / the NumPy
-oracle. CI covers the fallbacks on any x86 CPU."""
+Winograd convs (packed panels or not, fp32 or 16-bit panels) and GAST's fused block against
+float64 / the NumPy oracle. CI covers the fallbacks on any x86 CPU."""
 from __future__ import annotations
 
 import functools
@@ -23,12 +23,14 @@ import numpy as np
 from gastrt import _native
 sys.path.insert(0, sys.argv[2])   # tests/: the shared helpers
 from gastrt_testutil import conv_reference64, gast_weights
+from gastrt.engine_file import from_bf16_bits, to_bf16_bits
 rng = np.random.default_rng(int(sys.argv[1]))
-errs = {}
+errs, same = {}, {}
 # n, t, ci, co, k, stride, dilation: few rows (small-M kernel), many rows on narrow and wide
 # convs, partial panels, per-tap and fused K
 CASES = [(1, 27, 64, 300, 3, 3, 1), (1, 9, 171, 37, 3, 3, 1), (3, 301, 90, 200, 3, 3, 1),
-         (2, 130, 257, 256, 1, 1, 1), (1, 700, 31, 97, 3, 1, 2), (2, 75, 128, 520, 3, 3, 1)]
+         (2, 130, 257, 256, 1, 1, 1), (1, 700, 31, 97, 3, 1, 2), (2, 75, 128, 520, 3, 3, 1),
+         (1, 3, 200, 70, 3, 3, 1), (1, 6, 333, 96, 3, 3, 1)]
 for n, t, ci, co, k, stride, dil in CASES:
     x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
     w = (rng.standard_normal((k * ci, co)) / np.sqrt(k * ci)).astype(np.float32)
@@ -42,6 +44,19 @@ for n, t, ci, co, k, stride, dil in CASES:
                      algo="direct", small_panels=packed)
         e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
         errs[f"{n}x{t}x{ci}x{co}x{k}x{stride}x{dil} packed={packed}"] = e
+    # an fp16 / bf16 engine's 16-bit panels: the fp32 kernel's bits on the widened weights
+    for dt, wr in (("bf16", from_bf16_bits(to_bf16_bits(w))), ("fp16", w.astype(np.float16).astype(np.float32))):
+        outs = []
+        for pdt in ("fp32", dt):
+            o = np.full((n, 1, to, co), np.nan, np.float32)
+            _native.conv(x, wr, b, k=k, stride=stride, dilation=dil, act="relu", out=o, threads=2,
+                         algo="direct", small_panels=True, panel_dtype=pdt)
+            outs.append(o)
+        key = f"{n}x{t}x{ci}x{co}x{k}x{stride}x{dil} {dt} panels"
+        same[key] = bool(np.isfinite(outs[1]).all() and np.array_equal(outs[0], outs[1]))
+        ref16, scale16 = conv_reference64(x, wr, b, k, stride, dil)
+        errs[key] = float(np.abs(outs[1][:, 0] - np.maximum(ref16, 0)).max() / scale16) \
+            if np.isfinite(outs[1]).all() else float("nan")
 # sequence mode's Winograd F(4,3) convs (their six products, packed or not by ISA level)
 for n, t_out, ci, co, dil in [(2, 37, 131, 137, 3), (1, 100, 128, 256, 9)]:
     t = t_out + 2 * dil
@@ -65,7 +80,7 @@ for j, c, n, t in [(17, 36, 1, 3), (17, 64, 3, 41), (15, 40, 2, 130)]:
     _native.gast_block(x, W, heads=4, head_channels=c // 4, out=out, threads=2)
     e = float(np.abs(out - ref).max() / np.abs(ref).max()) if np.isfinite(out).all() else float("nan")
     errs[f"gast_block j{j} c{c} n{n} t{t}"] = e
-print(json.dumps({"isa": _native.build_config()["cpu_isa"], "errs": errs}))
+print(json.dumps({"isa": _native.build_config()["cpu_isa"], "errs": errs, "same": same}))
 '''
 
 
@@ -95,6 +110,7 @@ def test_kernel_variant_against_float64(isa):
     assert res["isa"].endswith(isa)
     bad = {k: v for k, v in res["errs"].items() if not v <= 1e-5}   # NaN fails too
     assert not bad, f"seed {seed}, {isa}: {bad}"
+    assert len(res["same"]) == 16 and all(res["same"].values()), f"seed {seed}, {isa}: {res['same']}"
 
 
 ENGINE_CHILD = r'''
@@ -157,6 +173,17 @@ def test_engine_precisions_against_float64_on_each_variant(tmp_path, family, isa
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith(isa)
     got = np.load(tmp_path / "y.npz")
+    # The 16-bit engines' convs stream 16-bit panels; with GASTRT_PANELS_16BIT=0 they read fp32
+    # panels of the same (widened) weights: the same bits either way.
+    spec32 = dict(spec, engines={p: engines[p] for p in ("fp16", "bf16")}, out=str(tmp_path / "y32.npz"))
+    r = subprocess.run([sys.executable, "-c", ENGINE_CHILD, json.dumps(spec32)],
+                       env={**subprocess_env(), "GASTRT_ISA": isa, "GASTRT_PANELS_16BIT": "0"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got32 = np.load(tmp_path / "y32.npz")
+    assert sorted(got32.files) == sorted(k for k in got.files if not k.startswith("fp32/"))
+    for key in got32.files:
+        assert np.isfinite(got[key]).all() and np.array_equal(got[key], got32[key]), key
 
     sd = torch.load(ck, weights_only=True)["model_pos"]
     with torch.no_grad():

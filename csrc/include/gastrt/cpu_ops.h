@@ -27,6 +27,11 @@ void conv_f32(const ConvParams& p, Team& team);
 // ([ceil(N / panel), K, panel], zero-padded; panel = the CPU variant's width), once per layer.
 bool conv_uses_small_gemm(const ConvParams& p);
 std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N);
+// pack_small_panels16: the same panels as 16-bit bits of dt (F16 / BF16) for an fp16 / bf16
+// engine, whose fp32 weights are widened 16-bit values; throws unless every weight is exactly
+// representable in dt (weights_exact_in checks without packing).
+bool weights_exact_in(const float* w, size_t n, DType dt);
+std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt);
 // Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
 void conv_check_geometry(const ConvParams& p);
 

@@ -79,7 +79,10 @@ struct Workspace;
 
 class Engine {
  public:
-  Engine(PlanSpec plan, int threads);
+  // weight_dtype: the engine file's weight precision. F16 / BF16: the plan's fp32 weights are
+  // widened 16-bit values (checked here; throws otherwise), and conv panels stay 16-bit (half the
+  // bytes streamed by batch-1 layers; same results). GASTRT_PANELS_16BIT=0 keeps fp32 panels.
+  Engine(PlanSpec plan, int threads, DType weight_dtype = DType::F32);
   ~Engine();
 
   const PlanSpec& plan() const { return plan_; }
@@ -121,12 +124,15 @@ class Engine {
   // memory.
   struct PanelWeights {
     std::once_flag once;
-    std::vector<float> p;  // [ceil(co / panel), k*ci, panel]
+    std::vector<float> p;       // [ceil(co / panel), k*ci, panel]  (fp32 engines)
+    std::vector<uint16_t> p16;  // the same, 16-bit (panel_dtype_ F16 / BF16)
   };
-  const float* small_panels(size_t op_index);
+  // Sets p.w_panels or p.w_panels16 (and panels16_dtype) for conv op op_index, packing on first use.
+  void set_small_panels(size_t op_index, ConvParams& p);
 
   PlanSpec plan_;
   int threads_;
+  DType panel_dtype_;  // of the conv panels: F32, or the engine's 16-bit weight type
   std::vector<std::unique_ptr<WinoWeights>> wino_;
   std::vector<std::unique_ptr<PanelWeights>> panels_;  // one per op (Conv ops only)
   struct CacheEntry;

@@ -35,6 +35,10 @@ struct ConvParams {
   // CPU only, optional: w packed for the small-M GEMM (cpu::pack_small_panels), used when the
   // conv runs on that kernel (few rows; on AVX2 every conv); null: read w in place.
   const float* w_panels;  // [ceil(co / panel), k*ci, panel]
+  // CPU only, optional: the same panels in 16 bits (an fp16 / bf16 engine's weights, exactly;
+  // cpu::pack_small_panels16), read instead of w_panels when set: half the weight bytes.
+  const uint16_t* w_panels16;  // [ceil(co / panel), k*ci, panel] fp16 or bf16 bits
+  DType panels16_dtype;        // F16 or BF16 (when w_panels16 is set)
 };
 
 // Linear layer over the few rows of a streaming push (CPU): y[m, :] = act(x[m, :] @ w + b) (+ res[m, :]).

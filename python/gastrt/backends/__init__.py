@@ -37,12 +37,12 @@ def cuda_available() -> bool:
         return False
 
 
-def make_native_backend(plans, weights, threads) -> Backend | None:
+def make_native_backend(plans, weights, threads, precision: str = "fp32") -> Backend | None:
     """The C++ CPU backend, or None when this install has no compiled runtime."""
     if native_module() is None:
         return None
     from .native import NativeBackend
-    return NativeBackend(plans, weights, threads)
+    return NativeBackend(plans, weights, threads, precision)
 
 
 def make_numpy_backend(plans, weights, threads) -> Backend:
