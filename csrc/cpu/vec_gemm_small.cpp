@@ -149,12 +149,22 @@ constexpr int64_t kSmallMC = 144;
 
 // K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
 // and then served from L1/L2 to every pass of MR_MAX rows; C carries the partial sums between K blocks
-// (the first block applies the caller's beta, so beta == 0 never reads C).
+// (the first block applies the caller's beta, so beta == 0 never reads C). AVX2: 384 (a 48 KB
+// block, L2-resident), measured on Zen 1 against 192 (ab_native.py, 2 threads, 3 rounds):
+// VideoPose3D-243 b64 1.03-1.05x, sequences 1.01-1.02x, RIE-243 1.01-1.07x, GAST 1.01-1.02x,
+// VideoPose3D-243 b1 even; 512 and 768 no better. Other ISA levels keep 192 (not measured).
+// GASTRT_SMALL_GEMM_KC overrides it (tuning; K blocks change the rounding, within fp32's).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr int64_t kSmallKcDefault = 384;
+#else
+constexpr int64_t kSmallKcDefault = 192;
+#endif
+
 int64_t small_kc() {
   static const int64_t kc = [] {
     const char* e = std::getenv("GASTRT_SMALL_GEMM_KC");
     const long long v = e ? std::atoll(e) : 0;
-    return v > 0 ? int64_t(v) : int64_t(192);
+    return v > 0 ? int64_t(v) : kSmallKcDefault;
   }();
   return kc;
 }
@@ -389,7 +399,7 @@ struct W16Panels {
     small_rows<NV_MAX>(M - MR_MAX, kc, A + MR_MAX * lda, lda, buf, NB, beta, C + MR_MAX * ldc, ldc);
   }
   // Many rows (several row blocks per K block): the n panels' K blocks widened into a
-  // per-thread buffer [n, kc, NB] (n * KC * NB floats: 768 KB for a 1024-column tile on AVX2).
+  // per-thread buffer [n, kc, NB] (n * KC * NB floats: 1.5 MB for a 1024-column tile on AVX2).
   const float* k_block(int64_t p0, int64_t n, int64_t k0, int64_t kc, int64_t& stride) const {
     constexpr int64_t NB = int64_t(NV_MAX) * VW;
     thread_local std::vector<float> wide;

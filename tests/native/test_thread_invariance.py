@@ -108,9 +108,10 @@ PANEL_CASES = [
     (3, 5, 97, 129, 3, 1, 1),
     (1, 1, 1030, 513, 1, 1, 1),
     # many rows (AVX2 runs every conv on the small-M kernel, over 144-row blocks of A): row tiles,
-    # a partial last panel, one K block and several (1 x 400 x 300: 208-row tiles, two K blocks,
-    # whole panels, a VW strip and a tail of the unpacked kernel)
+    # a partial last panel, one K block and several (1 x 400 x 300 / 800: 208-row tiles, one /
+    # three K blocks, whole panels, a VW strip and a tail of the unpacked kernel)
     (1, 400, 300, 110, 1, 1, 1),
+    (1, 400, 800, 110, 1, 1, 1),
     (3, 301, 90, 200, 3, 3, 1),
     (2, 130, 257, 256, 1, 1, 1),
     (1, 700, 31, 97, 3, 1, 2),
