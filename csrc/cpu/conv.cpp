@@ -86,6 +86,7 @@ bool to_16bit_exact(float f, DType dt, uint16_t& h) {
   std::memcpy(&b, &f, sizeof b);
   if (dt == DType::BF16) {
     h = uint16_t(b >> 16);
+    if (std::isnan(f)) h |= 0x0040u;  // stays a NaN when its payload was in the low half
     return (b & 0xffffu) == 0 || std::isnan(f);
   }
   const uint16_t sign = uint16_t((b >> 16) & 0x8000u);

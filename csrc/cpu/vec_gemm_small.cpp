@@ -123,22 +123,33 @@ inline void small_tile(int64_t K, const float* __restrict A, int64_t lda,
     }
 }
 
-// pf / pf_rows: the next block of B (see small_tile), prefetched by the first pass over the rows.
+// pf / pf_rows: the next block of B (see small_tile), its prefetch spread over the passes: pass i
+// prefetches rows [i * chunk, (i + 1) * chunk), so the next block streams in while this one
+// is computed (all of it in the first pass, a 9-row layer's three passes left DRAM idle for two
+// and waited on it in the first: VideoPose3D-243's 9- and 27-row layers at batch 1).
 template <int NV, class BF = F32B>
 inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const typename BF::T* B,
                        int64_t ldb, float beta, float* C, int64_t ldc,
                        const typename BF::T* pf = nullptr, int64_t pf_rows = 0) {
-  int64_t m = 0;
-  for (; m + MR_MAX <= M; m += MR_MAX, pf = nullptr)
-    small_tile<MR_MAX, NV, BF>(K, A + m * lda, lda, B, ldb, beta, C + m * ldc, ldc, pf, pf_rows);
+  const int64_t passes = (M + MR_MAX - 1) / MR_MAX;
+  const int64_t chunk = passes > 0 ? (pf_rows + passes - 1) / passes : 0;
+  auto pf_at = [&](int64_t i) -> const typename BF::T* {
+    return pf && i * chunk < pf_rows ? pf + i * chunk * ldb : nullptr;
+  };
+  auto pf_n = [&](int64_t i) { return std::min(chunk, pf_rows - i * chunk); };
+  int64_t m = 0, i = 0;
+  for (; m + MR_MAX <= M; m += MR_MAX, ++i)
+    small_tile<MR_MAX, NV, BF>(K, A + m * lda, lda, B, ldb, beta, C + m * ldc, ldc, pf_at(i), pf_n(i));
   const float* a = A + m * lda;
   float* c = C + m * ldc;
+  const typename BF::T* p = pf_at(i);
+  const int64_t pn = pf_n(i);
   switch (M - m) {
-    case 1: small_tile<1, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
-    case 2: small_tile<2, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
-    case 3: small_tile<3, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
-    case 4: if (MR_MAX > 4) small_tile<(MR_MAX > 4 ? 4 : 1), NV, BF>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
-    case 5: if (MR_MAX > 5) small_tile<(MR_MAX > 5 ? 5 : 1), NV, BF>(K, a, lda, B, ldb, beta, c, ldc, pf, pf_rows); break;
+    case 1: small_tile<1, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, p, pn); break;
+    case 2: small_tile<2, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, p, pn); break;
+    case 3: small_tile<3, NV, BF>(K, a, lda, B, ldb, beta, c, ldc, p, pn); break;
+    case 4: if (MR_MAX > 4) small_tile<(MR_MAX > 4 ? 4 : 1), NV, BF>(K, a, lda, B, ldb, beta, c, ldc, p, pn); break;
+    case 5: if (MR_MAX > 5) small_tile<(MR_MAX > 5 ? 5 : 1), NV, BF>(K, a, lda, B, ldb, beta, c, ldc, p, pn); break;
     default: break;
   }
 }
@@ -149,24 +160,31 @@ constexpr int64_t kSmallMC = 144;
 
 // K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
 // and then served from L1/L2 to every pass of MR_MAX rows; C carries the partial sums between K blocks
-// (the first block applies the caller's beta, so beta == 0 never reads C). AVX2: 384 (a 48 KB
-// block, L2-resident), measured on Zen 1 against 192 (ab_native.py, 2 threads, 3 rounds):
-// VideoPose3D-243 b64 1.03-1.05x, sequences 1.01-1.02x, RIE-243 1.01-1.07x, GAST 1.01-1.02x,
-// VideoPose3D-243 b1 even; 512 and 768 no better. Other ISA levels keep 192 (not measured).
-// GASTRT_SMALL_GEMM_KC overrides it (tuning; K blocks change the rounding, within fp32's).
+// (the first block applies the caller's beta, so beta == 0 never reads C). KC depends on the
+// rows M of the call (a tile's: fixed by the product's shape, never by the thread count, so
+// results stay thread-invariant; packed and unpacked calls of the same M block alike).
+// AVX2, measured on Zen 1 (ab_native.py, 2 threads, 3 rounds, against 192 for all): 384 for
+// more than 40 rows (a 48 KB block, L2-resident: VideoPose3D-243 b64 1.03-1.05x, sequences
+// 1.01-1.02x, RIE-243 1.01x; 512 / 768 no better), 96 for up to 40 (a 12 KB block, L1-resident
+// next to the one being prefetched: GAST-27 and VideoPose3D-243 b1 1.05-1.06x; 64 / 128 alike,
+// 384 there 2-5% slower). Other ISA levels keep 192 (not measured).
+// GASTRT_SMALL_GEMM_KC overrides it for every M (tuning; K blocks change the rounding, within
+// fp32's).
 #if defined(__AVX2__) && !defined(__AVX512F__)
-constexpr int64_t kSmallKcDefault = 384;
+constexpr int64_t kSmallKcFewRows = 96, kSmallKcManyRows = 384;
 #else
-constexpr int64_t kSmallKcDefault = 192;
+constexpr int64_t kSmallKcFewRows = 192, kSmallKcManyRows = 192;
 #endif
+constexpr int64_t kSmallKcFewRowsMax = 40;
 
-int64_t small_kc() {
+int64_t small_kc(int64_t M) {
   static const int64_t kc = [] {
     const char* e = std::getenv("GASTRT_SMALL_GEMM_KC");
     const long long v = e ? std::atoll(e) : 0;
-    return v > 0 ? int64_t(v) : kSmallKcDefault;
+    return v > 0 ? int64_t(v) : int64_t(0);
   }();
-  return kc;
+  if (kc > 0) return kc;
+  return M <= kSmallKcFewRowsMax ? kSmallKcFewRows : kSmallKcManyRows;
 }
 
 }  // namespace
@@ -174,7 +192,7 @@ int64_t small_kc() {
 void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float beta, float* C, int64_t ldc) {
   constexpr int64_t NB = int64_t(NV_MAX) * VW;
-  const int64_t KC = small_kc();
+  const int64_t KC = small_kc(M);
   int64_t n = 0;
   // With more than one register-tile pass over the rows, the B block (KC x NB) is first copied
   // into a contiguous buffer: read in place, each of its KC rows sits in another page (ldb is a
@@ -273,7 +291,7 @@ template <class Src>
 void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A, int64_t lda,
                  const Src& src, float beta, float* C, int64_t ldc) {
   constexpr int64_t NB = int64_t(NV_MAX) * VW;
-  const int64_t KC = small_kc();
+  const int64_t KC = small_kc(M);
   // Many rows: passes of kSmallMC rows over the panels' K blocks (A block in L2). Few rows run
   // panel by panel instead, each panel's K blocks in order: one contiguous stream
   // per panel for the hardware prefetcher. Every element's sum is the same either way (its K
@@ -395,8 +413,15 @@ struct W16Panels {
       small_rows<NV_MAX, BF>(M, kc, A, lda, at(p, k0), NB, beta, C, ldc, next, nrows);
       return;
     }
-    small_tile<MR_MAX, NV_MAX, BF>(kc, A, lda, at(p, k0), NB, beta, C, ldc, next, nrows, buf);
-    small_rows<NV_MAX>(M - MR_MAX, kc, A + MR_MAX * lda, lda, buf, NB, beta, C + MR_MAX * ldc, ldc);
+    // the next block's prefetch spread over the passes as in small_rows: the first pass takes its
+    // share of the 16-bit rows, the buffer's passes the rest (a 16-bit row is half an fp32 row
+    // of the buffer, so its rows as fp32 are half as many)
+    const int64_t passes = (M + MR_MAX - 1) / MR_MAX;
+    const int64_t first = next ? std::min(nrows, (nrows + passes - 1) / passes) : 0;
+    small_tile<MR_MAX, NV_MAX, BF>(kc, A, lda, at(p, k0), NB, beta, C, ldc, next, first, buf);
+    small_rows<NV_MAX>(M - MR_MAX, kc, A + MR_MAX * lda, lda, buf, NB, beta, C + MR_MAX * ldc, ldc,
+                       next ? reinterpret_cast<const float*>(next + first * NB) : nullptr,
+                       (nrows - first) / 2);
   }
   // Many rows (several row blocks per K block): the n panels' K blocks widened into a
   // per-thread buffer [n, kc, NB] (n * KC * NB floats: 1.5 MB for a 1024-column tile on AVX2).
@@ -430,7 +455,7 @@ void sgemm_small_packed16(int64_t M, int64_t n0, int64_t ncols, int64_t K, const
                           int64_t lda, const uint16_t* P, bool bf16, int64_t k_total,
                           int64_t k_off, float beta, float* C, int64_t ldc) {
   thread_local std::vector<float> buf;
-  buf.resize(size_t(std::min(small_kc(), std::max<int64_t>(K, 1))) * NV_MAX * VW);
+  buf.resize(size_t(std::min(small_kc(M), std::max<int64_t>(K, 1))) * NV_MAX * VW);
   if (bf16) {
     W16Panels<Bf16B> src{P, k_total, k_off, buf.data()};
     packed_impl(M, n0, ncols, K, A, lda, src, beta, C, ldc);
