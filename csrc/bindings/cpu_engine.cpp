@@ -127,6 +127,11 @@ class PyEngine {
     return r;
   }
 
+  std::string weight_panels() const {
+    const DType d = eng_->panel_dtype();
+    return d == DType::F16 ? "fp16" : d == DType::BF16 ? "bf16" : "fp32";
+  }
+
   std::vector<int64_t> output_shape(int64_t n, int64_t t, const std::string& mode) {
     return eng_->output_shape(n, t, parse_mode(mode));
   }
@@ -165,6 +170,9 @@ void bind_cpu_engine(py::module_& m) {
            "x [N, T, J, F] float32 -> [N, T_out, J_out, 3]; releases the GIL for the whole forward.")
       .def("profile", &PyEngine::profile, py::arg("x"), py::arg("mode") = "window",
            "One forward, returning [(op, seconds)] in plan order (benchmarks).")
+      .def_property_readonly("weight_panels", &PyEngine::weight_panels,
+                             "What the convs' small-M weight panels hold: 'fp32', or 'fp16' / 'bf16' "
+                             "(a 16-bit engine's weights as stored; GASTRT_PANELS_16BIT=0: 'fp32').")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
       .def("schedule_shapes", &PyEngine::schedule_shapes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",

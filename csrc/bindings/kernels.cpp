@@ -120,6 +120,10 @@ void bind_kernels(py::module_& m) {
                                 std::to_string(4 * dilation) + " output frames (got k=" +
                                 std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
                                 std::to_string(To) + " frames)");
+        if (pdt != DType::F32 && (!small_panels || wino || !cpu::conv_uses_small_gemm(p)))
+          throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
+                                "on the small-M kernel; this one runs " +
+                                (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
         const int nt = resolve_threads(threads);
         {
           py::gil_scoped_release nogil;
@@ -153,7 +157,8 @@ void bind_kernels(py::module_& m) {
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
       "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
       "on AVX2 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
-      "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values).");
+      "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values; ValueError where the conv\n"
+      "would not read panels: small_panels=False, Winograd, or OpenBLAS for its rows on this CPU).");
 
   m.def(
       "stream_linear",

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "common/check.h"
@@ -58,6 +60,27 @@ ConvGemm conv_gemm(const ConvParams& p) {
 }
 
 }  // namespace
+
+// GASTRT_SMALL_PANELS=0 reads the weights of convs on the small-M kernel (few-row ones; on AVX2
+// every one) in place instead of packing them (the results are bit-identical either way; for
+// A/B timing and memory). GAST blocks always keep their packed copy (gast_block_prepare).
+bool small_panels_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("GASTRT_SMALL_PANELS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
+// GASTRT_PANELS_16BIT=0: an fp16 / bf16 engine's convs read fp32 panels of its widened weights
+// (bit-identical results; for A/B timing of the 16-bit panels).
+bool panels_16bit_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("GASTRT_PANELS_16BIT");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
 
 bool conv_uses_small_gemm(const ConvParams& p) {
   const ConvGemm g = conv_gemm(p);

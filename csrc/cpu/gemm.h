@@ -28,10 +28,13 @@ inline int64_t small_gemm_override() {  // -1: no override
 
 // Which kernel computes a product. Chosen ONCE per product from its whole row count (or a row
 // count fixed by the op, never by the team size), and then used for every tile of it: the
-// two kernels round differently, and a tile's rows depend on the thread count, so choosing per
-// tile would make a result depend on how many threads computed it. Within one path every
-// element's sum runs in the same order whatever the tile (sgemm_small: see its tail handling;
-// OpenBLAS: K blocking depends on K only), so results are the same for any thread count.
+// two kernels round differently. Within one path, column tiling never changes a result
+// (sgemm_small: see its tail handling; OpenBLAS: K blocking depends on K only), but row tiles
+// do on the small kernel: their row count picks its K block (small_kc in vec_gemm_small.cpp).
+// So tile rows must come from the product's shape only, never from the team (tiling.h
+// gemm_grid, GAST chunks, Winograd grids), and results are the same for any thread count. (They
+// may differ in the last bits between batch sizes: a window in a batch of 64 sits in other tiles
+// than alone.)
 enum class GemmPath { Small, Blas };
 
 inline GemmPath gemm_path(int64_t rows, int64_t K) {

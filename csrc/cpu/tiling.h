@@ -21,6 +21,9 @@
 namespace gastrt {
 namespace cpu {
 
+// Tile rows must depend on the product's shape only, never on the team size: the small-M
+// kernel's K blocking depends on a tile's rows (gemm.h), so team-sized tiles would make results
+// depend on the thread count.
 struct GemmGrid {
   int64_t tile_rows, tile_cols;
 };

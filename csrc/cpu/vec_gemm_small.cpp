@@ -46,8 +46,9 @@ inline vf load_b(F32B, const float* p) { return *reinterpret_cast<const vfu*>(p)
 
 inline vf load_b(Bf16B, const uint16_t* p) {
 #if defined(__AVX512F__)
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  // (the maskz forms: GCC 12 warns that the plain ones' undefined source may be uninitialized)
+  const __m512i w = _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, w, 16));
 #elif defined(__AVX2__)
   return _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
@@ -59,7 +60,9 @@ inline vf load_b(Bf16B, const uint16_t* p) {
   vf v;
   for (int i = 0; i < VW; ++i) {
     const uint32_t bits = uint32_t(p[i]) << 16;
-    std::memcpy(&v[i], &bits, sizeof(float));
+    float f;  // (Clang refuses the address of a vector element)
+    std::memcpy(&f, &bits, sizeof f);
+    v[i] = f;
   }
   return v;
 #endif
@@ -67,7 +70,7 @@ inline vf load_b(Bf16B, const uint16_t* p) {
 
 inline vf load_b(F16B, const uint16_t* p) {
 #if defined(__AVX512F__)
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 #elif defined(__AVX2__) && defined(__F16C__)
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
@@ -77,9 +80,9 @@ inline vf load_b(F16B, const uint16_t* p) {
 #endif
 }
 
-// pf (optional): the next block of B, ldb-strided like B, pf_rows rows, which this pass
-// prefetches one row per k (each row's NV * VW elements), so that the next block is in cache when
-// its first pass starts; without it that pass waited on DRAM for every row (few-row products:
+// pf (optional): rows of the next block of B, ldb-strided like B, pf_rows of them, which this
+// pass prefetches one row per k (each row's NV * VW elements; small_rows gives each pass its
+// share), so that the next block is in cache when its first pass starts; without it that pass waited on DRAM for every row (few-row products:
 // VideoPose3D-243's 9- and 27-row layers at batch 1 ran at 60-75% of the register tile's rate).
 // spill (optional): also store each widened row of B there ([K, NV * VW] fp32), for the passes
 // that follow to read (W16Panels).
@@ -155,7 +158,8 @@ inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const 
 }
 
 // Rows per pass over the weights when a product has many (a multiple of every MR_MAX): the A block
-// of a pass (kSmallMC x KC floats, 110 KB) stays in L2 while B's K blocks stream past it.
+// of a pass (kSmallMC x KC floats, 221 KB with AVX2's KC of 384) stays in L2 while B's K blocks
+// stream past it.
 constexpr int64_t kSmallMC = 144;
 
 // K is cut into blocks of KC so that a block of B (KC x NV*VW floats) is read from memory once
@@ -237,7 +241,7 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   if (n < N) {
     // The last < VW columns go through the same register tile, zero-padded to VW in scratch,
     // so that every column's sum runs in the same order (same K blocks, same FMAs) wherever a
-    // caller's tile boundaries put it: results do not depend on how a product was tiled.
+    // caller's column tile boundaries put it (row tiles pick the K block: see small_kc).
     const int64_t nt = N - n;  // < VW
     thread_local std::vector<float> bt, ct;
     bt.assign(size_t(std::min(KC, K)) * VW, 0.f);
@@ -373,8 +377,8 @@ void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A
 }
 
 
-// fp32 panels [ceil(N / NB), k_total, NB], read in place; the next block is prefetched by the
-// register tile's first pass (small_tile's pf).
+// fp32 panels P [ceil(N / NB), k_total, NB], read in place; the next block is prefetched over
+// the register tile's passes (small_rows).
 struct F32Panels {
   const float* P;
   int64_t k_total, k_off;
@@ -393,8 +397,9 @@ struct F32Panels {
 };
 
 // 16-bit panels (bf16 or IEEE fp16 bits, same layout): half the bytes of fp32 panels, which is
-// what batch-1 layers, streaming their weights from DRAM, are bound by. The first pass of the
-// register tile widens B as it loads it (and prefetches the next block); with more rows it also
+// what batch-1 layers, streaming their weights from DRAM, are bound by. P [ceil(N / NB), k_total,
+// NB] 16-bit. The first pass of the register tile widens B as it loads it (and prefetches its
+// share of the next block); with more rows it also
 // stores the widened block into a per-thread buffer (kc x NB floats, L1/L2-resident) that the
 // other passes read as fp32 (measured on Zen 1: widening again in every pass, or widening the
 // block in a loop of its own before the passes, cost 5-35% of a many-row layer). Many row
@@ -404,7 +409,7 @@ template <class BF>
 struct W16Panels {
   const uint16_t* P;
   int64_t k_total, k_off;
-  float* buf;  // [KC, NB]
+  float* buf;  // [kc, NB] fp32, the widened block (sized by the caller for small_kc(M))
   void rows(int64_t M, int64_t kc, const float* A, int64_t lda, int64_t p, int64_t k0, float beta,
             float* C, int64_t ldc, int64_t np, int64_t nk, int64_t nrows) const {
     constexpr int64_t NB = int64_t(NV_MAX) * VW;

@@ -47,7 +47,7 @@ struct VecKernels {
   // Columns per panel of the packed form of B below (pack_small_panels, conv.cpp).
   int small_panel;
   // Whether convs of ANY row count run on sgemm_small_packed (gemm.h, conv_gemm_path), not
-  // only few-row ones. Set where it was measured to pay (AVX2: see vec_kernels.cpp).
+  // only few-row ones. Set where it was measured to pay (AVX2: see vec_simd.h kSmallAnyRows).
   bool small_any_rows;
   // sgemm_small on B packed into panels P [ceil(N / small_panel), k_total, small_panel]: rows
   // [k_off, k_off + K) and columns [n0, n0 + ncols) of B; C points at column n0. Bit-identical
@@ -75,8 +75,8 @@ struct VecKernels {
 
 const VecKernels& vec();  // the best variant for this CPU (chosen once)
 
-// The variants (vec_kernels.cpp compiled with the matching flags; only vk_base exists on
-// non-x86 builds).
+// The variants (vec_kernels.cpp and vec_gemm_small.cpp compiled with the matching flags; only
+// vk_base exists on non-x86 builds).
 namespace vk_base { extern const VecKernels kernels; }
 namespace vk_avx2 { extern const VecKernels kernels; }
 namespace vk_avx512 { extern const VecKernels kernels; }

@@ -61,7 +61,7 @@ typedef float vfu __attribute__((vector_size(VW * sizeof(float)), aligned(4))); 
 
 // One float in every lane: one vbroadcastss from memory. (`vf{} + x` must keep -0 + 0 = +0, so
 // GCC emitted an add and a register broadcast per row and k, which held a register that the
-// 4 x 3 AVX2 tile needed and cost 10-20% of the small-M kernel; an element-wise splat loop
+// AVX2 register tile needed and cost 10-20% of the small-M kernel; an element-wise splat loop
 // compiles to masked inserts.)
 inline vf splat(float x) {
 #if defined(__AVX512F__)

@@ -102,8 +102,11 @@ class Engine:
     def __init__(self, plan: dict[str, Any], weights: dict[str, npt.ArrayLike], threads: int = 0,
                  precision: str = "fp32") -> None:
         """plan: Plan.to_json(); weights: name -> array (copied). precision: the engine file's;
-        fp16 / bf16: the weights must be exact such values (NativeError otherwise), and the convs
-        read them as 16-bit panels."""
+        fp16 / bf16: the weights must be exact such values (NativeError otherwise, checked on the
+        conv ops), and the convs on the small-M kernel read them as 16-bit panels (the engine also
+        keeps the fp32 copy, which GAST blocks, Winograd and OpenBLAS convs read)."""
+    @property
+    def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16: what the conv panels hold
     def run(
         self,
         x: npt.ArrayLike,             # [N, T, J, F]

@@ -91,3 +91,13 @@ def test_precision_arguments_are_value_errors():
     x, w, b = np.ones((1, 1, 3, 4), np.float32), np.ones((4, 2), np.float32), np.zeros(2, np.float32)
     with pytest.raises(ValueError, match="panel_dtype: expected 'fp32', 'fp16' or 'bf16', got 'f16'"):
         _native.conv(x, w, b, k=1, stride=1, small_panels=True, panel_dtype="f16")
+
+
+def test_panel_dtype_without_panels_is_a_value_error():
+    """16-bit panels are asked for where the conv would read none: refused, not ignored."""
+    x, w, b = np.ones((1, 1, 3, 4), np.float32), np.ones((12, 2), np.float32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="panel_dtype='bf16' needs small_panels=True"):
+        _native.conv(x, w, b, k=3, stride=1, panel_dtype="bf16")
+    xs = np.ones((1, 1, 20, 4), np.float32)
+    with pytest.raises(ValueError, match="this one runs Winograd"):
+        _native.conv(xs, w, b, k=3, stride=1, algo="winograd", small_panels=True, panel_dtype="fp16")

@@ -108,30 +108,46 @@ PANEL_CASES = [
     (3, 5, 97, 129, 3, 1, 1),
     (1, 1, 1030, 513, 1, 1, 1),
     # many rows (AVX2 runs every conv on the small-M kernel, over 144-row blocks of A): row tiles,
-    # a partial last panel, one K block and several (1 x 400 x 300 / 800: 208-row tiles, one /
-    # three K blocks, whole panels, a VW strip and a tail of the unpacked kernel)
+    # a partial last panel, one K block and several (1 x 400 x 300: 208-row tiles, one K block,
+    # whole panels, a VW strip and a tail of the unpacked kernel; 1 x 400 x 800: 64-row tiles,
+    # three K blocks; 1 x 1800 x 300 x 512: 160-row tiles, more than one 144-row block per K
+    # block, three K blocks)
     (1, 400, 300, 110, 1, 1, 1),
     (1, 400, 800, 110, 1, 1, 1),
+    (1, 1800, 300, 512, 3, 3, 1),
     (3, 301, 90, 200, 3, 3, 1),
     (2, 130, 257, 256, 1, 1, 1),
     (1, 700, 31, 97, 3, 1, 2),
 ]
 
 
+@pytest.mark.parametrize("panel_dtype", ["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("case", PANEL_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_packed_small_gemm_is_bit_identical(case):
+def test_packed_small_gemm_is_bit_identical(case, panel_dtype):
     """Weights packed into the small-M kernel's panels (what the engine does for the convs on that
-    kernel) give the bits of the unpacked kernel, at every thread count, and match float64."""
+    kernel; fp16 / bf16 engines: 16-bit panels of their weights) give the bits of the unpacked
+    kernel, at every thread count, and match float64."""
+    from gastrt.engine_file import from_bf16_bits, to_bf16_bits
     n, t, ci, co, k, stride, dil = case
     rng = np.random.default_rng(ci * 7 + co)
     x = f32(rng.standard_normal((n, 1, t, ci)))
     w = f32(rng.standard_normal((k * ci, co)) / np.sqrt(k * ci))
+    if panel_dtype == "fp16":
+        w = w.astype(np.float16).astype(np.float32)
+    elif panel_dtype == "bf16":
+        w = from_bf16_bits(to_bf16_bits(w))
     b = f32(rng.standard_normal(co))
     run = lambda th, packed: _native.conv(x, w, b, k=k, stride=stride, dilation=dil, act="lrelu",
-                                          threads=th, algo="direct", small_panels=packed)
+                                          threads=th, algo="direct", small_panels=packed,
+                                          panel_dtype=panel_dtype if packed else "fp32")
     plain = run(1, False)
+    try:
+        packed = run(1, True)
+    except ValueError:   # this conv runs on OpenBLAS on this CPU (base / AVX-512 keep the row rule)
+        assert panel_dtype != "fp32" and not _native.build_config()["cpu_isa"].endswith("avx2")
+        return
     assert_same_for_all_threads(lambda th: run(th, True))
-    assert np.array_equal(run(1, True), plain)
+    assert np.array_equal(packed, plain)
     # and the value: float64 reference of the same conv (tolerance relative to the terms)
     ref, scale = conv_reference64(x, w, b, k, stride, dil)
     ref = np.where(ref > 0, ref, 0.2 * ref)

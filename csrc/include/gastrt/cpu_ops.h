@@ -23,9 +23,14 @@ namespace cpu {
 // Then bias + act (+ residual) on the tile while it is in cache. Throws on bad geometry.
 void conv_f32(const ConvParams& p, Team& team);
 // Whether conv_f32 computes p with the small-M GEMM (few rows; on AVX2 every conv), i.e. whether
-// p.w_panels would be read. pack_small_panels: w [K, N] -> the panels that kernel streams
+// p.w_panels / p.w_panels16 would be read. pack_small_panels: w [K, N] -> the panels that kernel streams
 // ([ceil(N / panel), K, panel], zero-padded; panel = the CPU variant's width), once per layer.
 bool conv_uses_small_gemm(const ConvParams& p);
+// The engine's switches for those panels (read once): GASTRT_SMALL_PANELS=0 reads conv weights
+// in place instead; GASTRT_PANELS_16BIT=0 gives an fp16 / bf16 engine fp32 panels of its widened
+// weights instead of 16-bit ones. Same results either way (A/B timing, memory).
+bool small_panels_enabled();
+bool panels_16bit_enabled();
 std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N);
 // pack_small_panels16: the same panels as 16-bit bits of dt (F16 / BF16) for an fp16 / bf16
 // engine, whose fp32 weights are widened 16-bit values; throws unless every weight is exactly

@@ -86,6 +86,8 @@ class Engine {
   ~Engine();
 
   const PlanSpec& plan() const { return plan_; }
+  // What the convs' small-M panels hold: F32, or the engine's 16-bit weight type.
+  DType panel_dtype() const { return panel_dtype_; }
   int threads() const { return threads_; }
 
   // [N, T_out, J_out, 3] for an input [n, t, in_joints, in_features]; throws on bad shapes.
