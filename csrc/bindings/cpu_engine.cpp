@@ -128,8 +128,16 @@ class PyEngine {
   }
 
   std::string weight_panels() const {
+    if (!cpu::small_panels_enabled()) return "none";
     const DType d = eng_->panel_dtype();
     return d == DType::F16 ? "fp16" : d == DType::BF16 ? "bf16" : "fp32";
+  }
+  py::dict panel_bytes() const {
+    const auto b = eng_->panel_bytes();
+    py::dict r;
+    r["fp32"] = b.first;
+    r["16bit"] = b.second;
+    return r;
   }
 
   std::vector<int64_t> output_shape(int64_t n, int64_t t, const std::string& mode) {
@@ -172,7 +180,11 @@ void bind_cpu_engine(py::module_& m) {
            "One forward, returning [(op, seconds)] in plan order (benchmarks).")
       .def_property_readonly("weight_panels", &PyEngine::weight_panels,
                              "What the convs' small-M weight panels hold: 'fp32', or 'fp16' / 'bf16' "
-                             "(a 16-bit engine's weights as stored; GASTRT_PANELS_16BIT=0: 'fp32').")
+                             "(a 16-bit engine's weights as stored; GASTRT_PANELS_16BIT=0: 'fp32'; "
+                             "GASTRT_SMALL_PANELS=0: 'none').")
+      .def_property_readonly("panel_bytes", &PyEngine::panel_bytes,
+                             "{'fp32': bytes, '16bit': bytes} of conv panels packed so far (each conv "
+                             "packs on its first run on the small-M kernel); not during a call.")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
       .def("schedule_shapes", &PyEngine::schedule_shapes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",

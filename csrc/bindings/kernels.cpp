@@ -120,10 +120,13 @@ void bind_kernels(py::module_& m) {
                                 std::to_string(4 * dilation) + " output frames (got k=" +
                                 std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
                                 std::to_string(To) + " frames)");
-        if (pdt != DType::F32 && (!small_panels || wino || !cpu::conv_uses_small_gemm(p)))
+        if (pdt != DType::F32 && p.n_seq > 0 && (!small_panels || wino || !cpu::conv_uses_small_gemm(p)))
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +
                                 (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
+        if (pdt != DType::F32 && !cpu::weights_exact_in(w.data(), size_t(w.size()), pdt))
+          throw py::value_error("w: panel_dtype='" + panel_dtype + "' needs weights exactly representable in " +
+                                panel_dtype);
         const int nt = resolve_threads(threads);
         {
           py::gil_scoped_release nogil;

@@ -87,23 +87,33 @@ bool conv_uses_small_gemm(const ConvParams& p) {
   return p.n_seq > 0 && conv_gemm_path(g.rows, g.K) == GemmPath::Small;
 }
 
-std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
+namespace {
+
+// w [K, N] -> panels [ceil(N / nb), K, nb] of T (zero-padded), each value through put(v, T&).
+template <class T, class Put>
+std::vector<T> pack_panels(const float* w, int64_t K, int64_t N, Put put) {
   const int64_t nb = vec().small_panel;
   const int64_t np = ceil_div(N, nb);
-  std::vector<float> out(size_t(np * K * nb), 0.f);
+  std::vector<T> out(size_t(np * K * nb), T(0));
   for (int64_t p = 0; p < np; ++p) {
     const int64_t c0 = p * nb, w_cols = std::min(nb, N - c0);
-    float* dst = out.data() + size_t(p * K * nb);
+    T* dst = out.data() + size_t(p * K * nb);
     for (int64_t k = 0; k < K; ++k)
-      std::copy_n(w + k * N + c0, w_cols, dst + k * nb);
+      for (int64_t j = 0; j < w_cols; ++j) put(w[k * N + c0 + j], dst[k * nb + j]);
   }
   return out;
 }
 
+}  // namespace
+
+std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
+  return pack_panels<float>(w, K, N, [](float v, float& d) { d = v; });
+}
+
 namespace {
 
-// f -> the bits of dt (F16 / BF16) holding exactly f; false when no such value exists. NaN maps
-// to a NaN (a weight of an engine file never is one: its hashes and the builder refuse them).
+// f -> the bits of dt (F16 / BF16) holding exactly f; false when no such value exists. A NaN maps
+// to a NaN (its payload need not survive).
 bool to_16bit_exact(float f, DType dt, uint16_t& h) {
   uint32_t b;
   std::memcpy(&b, &f, sizeof b);
@@ -150,16 +160,7 @@ std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, 
                "weights are not exactly representable in " << (dt == DType::F16 ? "fp16" : "bf16")
                                                            << " (16-bit panels hold an fp16 / "
                                                               "bf16 engine's own weights)");
-  const int64_t nb = vec().small_panel;
-  const int64_t np = ceil_div(N, nb);
-  std::vector<uint16_t> out(size_t(np * K * nb), 0);
-  for (int64_t p = 0; p < np; ++p) {
-    const int64_t c0 = p * nb, w_cols = std::min(nb, N - c0);
-    uint16_t* dst = out.data() + size_t(p * K * nb);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < w_cols; ++j) to_16bit_exact(w[k * N + c0 + j], dt, dst[k * nb + j]);
-  }
-  return out;
+  return pack_panels<uint16_t>(w, K, N, [dt](float v, uint16_t& d) { to_16bit_exact(v, dt, d); });
 }
 
 void conv_f32(const ConvParams& p, Team& team) {

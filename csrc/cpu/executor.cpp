@@ -347,6 +347,16 @@ const float* Engine::wino_weights(size_t op_index) {
   return ww->u.data();
 }
 
+std::pair<size_t, size_t> Engine::panel_bytes() const {
+  size_t f32 = 0, f16 = 0;
+  for (const auto& pw : panels_)
+    if (pw) {
+      f32 += pw->p.size() * sizeof(float);
+      f16 += pw->p16.size() * sizeof(uint16_t);
+    }
+  return {f32, f16};
+}
+
 void Engine::set_small_panels(size_t op_index, ConvParams& p) {
   PanelWeights* pw = panels_[op_index].get();
   if (!pw) return;

@@ -106,7 +106,9 @@ class Engine:
         conv ops), and the convs on the small-M kernel read them as 16-bit panels (the engine also
         keeps the fp32 copy, which GAST blocks, Winograd and OpenBLAS convs read)."""
     @property
-    def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16: what the conv panels hold
+    def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16 | none: what the conv panels hold
+    @property
+    def panel_bytes(self) -> dict[str, int]: ...   # {"fp32": n, "16bit": n} packed so far
     def run(
         self,
         x: npt.ArrayLike,             # [N, T, J, F]

@@ -81,7 +81,7 @@ def test_16bit_weights_must_be_16bit_values(precision):
     exact = np.full((34, 3), 1.5, np.float32)
     _native.Engine(dict(PLAN, ops=[conv]), {"w0": exact, "b0": np.zeros(3)}, 1, precision)
     x = np.ones((1, 1, 3, 34), np.float32)
-    with pytest.raises(NativeError, match=f"not exactly representable in {precision}"):
+    with pytest.raises(ValueError, match=f"w: panel_dtype='{precision}' needs weights exactly representable"):
         _native.conv(x, w, np.zeros(3, np.float32), k=1, stride=1, small_panels=True, panel_dtype=precision)
 
 

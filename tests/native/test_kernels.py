@@ -212,14 +212,15 @@ def test_16bit_panels_widen_every_value_exactly(precision, rows):
     w = np.resize(vals, ((vals.size + n_cols - 1) // n_cols, n_cols)).astype(np.float32)   # [K, 96]
     K = w.shape[0]
     b = np.zeros(n_cols, np.float32)
-    for r0 in range(0, K, rows):   # every weight row (2000 rows: 160-row tiles, the K-block path)
+    for r0 in range(0, K, rows):   # every weight row (2000 rows: 256-row tiles, the K-block path)
         sel = np.arange(r0, r0 + rows) % K
         x = np.zeros((1, 1, sel.size, K), np.float32)
         x[0, 0, np.arange(sel.size), sel] = 1
         try:
             y = _native.conv(x, w, b, k=1, stride=1, small_panels=True, panel_dtype=precision, threads=2)
-        except ValueError:   # base / AVX-512 keep the row rule: many rows run on OpenBLAS there
-            assert rows > 40 and not _native.build_config()["cpu_isa"].endswith("avx2")
+        except ValueError as e:   # base / AVX-512 keep the row rule: many rows run on OpenBLAS there
+            if rows <= 40 or _native.build_config()["cpu_isa"].endswith("avx2") or "on OpenBLAS here" not in str(e):
+                raise
             pytest.skip("this conv runs on OpenBLAS on this CPU (no panels)")
         np.testing.assert_array_equal(y[0, 0], w[sel])
 

@@ -88,6 +88,9 @@ class Engine {
   const PlanSpec& plan() const { return plan_; }
   // What the convs' small-M panels hold: F32, or the engine's 16-bit weight type.
   DType panel_dtype() const { return panel_dtype_; }
+  // Bytes of fp32 and of 16-bit conv panels packed so far (packing happens on a conv's first
+  // run on the small-M kernel). For tests and memory reports; not while a call runs.
+  std::pair<size_t, size_t> panel_bytes() const;
   int threads() const { return threads_; }
 
   // [N, T_out, J_out, 3] for an input [n, t, in_joints, in_features]; throws on bad shapes.

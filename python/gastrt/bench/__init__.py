@@ -34,8 +34,8 @@ contender, in chunks of 4096 windows like the engine. ``compile``: ``torch.compi
 model (default mode on CPU, ``mode="max-autotune", dynamic=False`` on CUDA); a failure is
 reported in its row and the run goes on. All torch work runs under ``torch.inference_mode``,
 ``torch.set_num_threads(threads)``; the engine is loaded with ``threads=threads``. On CPU the
-torch contenders compute in fp32 (so does gastrt's CPU runtime: fp16 / bf16 engines store and
-stream 16-bit weights, widened exactly in its kernels); on CUDA they run in the engine's precision. ``tensorrt`` (GPU only; by default
+torch contenders compute in fp32 (so does gastrt's CPU runtime: fp16 / bf16 engines stream the
+weights of convs on its small-M kernel as 16-bit panels, widened exactly); on CUDA they run in the engine's precision. ``tensorrt`` (GPU only; by default
 when TensorRT, cuda-python and onnx are installed): a TensorRT engine built per batch size from
 the same gastrt engine (its ONNX export; optimization profile fixed at that batch, build time in
 ``build_s``), run on the same torch device tensors and stream (``TensorRTBackend.run_device``);
