@@ -192,3 +192,31 @@ def conv_reference64(x, w, b, k: int, stride: int, dilation: int):
     y += b
     scale = float(np.abs(x64).max() * np.abs(w64).sum(axis=(0, 1)).max() + np.abs(b).max())
     return y, scale
+
+
+def round_to_16bit(w, precision: str):
+    """w rounded to fp16 / bf16 and widened back to float32 (what a 16-bit engine's weights hold)."""
+    from gastrt.engine_file import from_bf16_bits, to_bf16_bits
+    w = np.asarray(w, np.float32)
+    return w.astype(np.float16).astype(np.float32) if precision == "fp16" else from_bf16_bits(to_bf16_bits(w))
+
+
+def all_finite_16bit(precision: str, cols: int):
+    """Every finite fp16 / bf16 value, widened to float32, as a [K, cols] matrix (the last row
+    wrapping round to the first values)."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    if precision == "fp16":
+        v = bits.view(np.float16).astype(np.float32)
+    else:
+        v = (bits.astype(np.uint32) << 16).view(np.float32)
+    v = v[np.isfinite(v)]
+    return np.resize(v, ((v.size + cols - 1) // cols, cols)).astype(np.float32)
+
+
+def one_hot_rows(k: int, r0: int, rows: int):
+    """(x [1, 1, rows, k] with a 1 at column sel[i] of row i, sel = r0.. mod k): a 1x1 conv of x
+    reads back rows sel of its weights exactly."""
+    sel = np.arange(r0, r0 + rows) % k
+    x = np.zeros((1, 1, rows, k), np.float32)
+    x[0, 0, np.arange(rows), sel] = 1
+    return x, sel

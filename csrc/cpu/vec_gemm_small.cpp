@@ -42,6 +42,15 @@ inline float fp16_bits_to_float(uint16_t h) {
   return f;
 }
 
+// One value, the scalar form of load_b below (row tails, ISA levels without the vector form).
+inline float widen1(Bf16B, uint16_t h) {
+  const uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline float widen1(F16B, uint16_t h) { return fp16_bits_to_float(h); }
+
 inline vf load_b(F32B, const float* p) { return *reinterpret_cast<const vfu*>(p); }
 
 inline vf load_b(Bf16B, const uint16_t* p) {
@@ -58,12 +67,7 @@ inline vf load_b(Bf16B, const uint16_t* p) {
       _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 #else
   vf v;
-  for (int i = 0; i < VW; ++i) {
-    const uint32_t bits = uint32_t(p[i]) << 16;
-    float f;  // (Clang refuses the address of a vector element)
-    std::memcpy(&f, &bits, sizeof f);
-    v[i] = f;
-  }
+  for (int i = 0; i < VW; ++i) v[i] = widen1(Bf16B{}, p[i]);
   return v;
 #endif
 }
@@ -75,9 +79,24 @@ inline vf load_b(F16B, const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
   vf v;
-  for (int i = 0; i < VW; ++i) v[i] = fp16_bits_to_float(p[i]);
+  for (int i = 0; i < VW; ++i) v[i] = widen1(F16B{}, p[i]);
   return v;
 #endif
+}
+
+// dst[0:n] = the 16-bit values src[0:n] widened exactly (whole vectors by load_b).
+template <class BF>
+inline void widen_row(const uint16_t* __restrict src, float* __restrict dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) *reinterpret_cast<vfu*>(dst + j) = load_b(BF{}, src + j);
+  for (; j < n; ++j) dst[j] = widen1(BF{}, src[j]);
+}
+
+// Rows of the next block each pass of the register tile prefetches (small_rows): pf_rows spread
+// over the ceil(M / MR_MAX) passes of M rows.
+inline int64_t prefetch_share(int64_t M, int64_t pf_rows) {
+  const int64_t passes = (M + MR_MAX - 1) / MR_MAX;
+  return passes > 0 ? (pf_rows + passes - 1) / passes : 0;
 }
 
 // pf (optional): rows of the next block of B, ldb-strided like B, pf_rows of them, which this
@@ -134,8 +153,7 @@ template <int NV, class BF = F32B>
 inline void small_rows(int64_t M, int64_t K, const float* A, int64_t lda, const typename BF::T* B,
                        int64_t ldb, float beta, float* C, int64_t ldc,
                        const typename BF::T* pf = nullptr, int64_t pf_rows = 0) {
-  const int64_t passes = (M + MR_MAX - 1) / MR_MAX;
-  const int64_t chunk = passes > 0 ? (pf_rows + passes - 1) / passes : 0;
+  const int64_t chunk = prefetch_share(M, pf_rows);
   auto pf_at = [&](int64_t i) -> const typename BF::T* {
     return pf && i * chunk < pf_rows ? pf + i * chunk * ldb : nullptr;
   };
@@ -261,23 +279,6 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 }
 
 namespace {
-
-// 16-bit weights -> fp32, exactly (a row of a streaming layer's weights).
-void w16_row_to_f32(const uint16_t* __restrict src, float* __restrict dst, int64_t n, bool bf16) {
-  if (bf16) {
-    for (int64_t j = 0; j < n; ++j) {
-      const uint32_t bits = uint32_t(src[j]) << 16;
-      std::memcpy(dst + j, &bits, sizeof(float));
-    }
-    return;
-  }
-  int64_t j = 0;
-#if defined(__F16C__)
-  for (; j + 8 <= n; j += 8)
-    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
-#endif
-  for (; j < n; ++j) dst[j] = fp16_bits_to_float(src[j]);
-}
 
 // The same products on weights pre-packed into panels of NB = NV_MAX * VW columns
 // ([ceil(N / NB), k_total, NB], the last panel zero-padded; conv.cpp packs them once per layer):
@@ -421,8 +422,7 @@ struct W16Panels {
     // the next block's prefetch spread over the passes as in small_rows: the first pass takes its
     // share of the 16-bit rows, the buffer's passes the rest (a 16-bit row is half an fp32 row
     // of the buffer, so its rows as fp32 are half as many)
-    const int64_t passes = (M + MR_MAX - 1) / MR_MAX;
-    const int64_t first = next ? std::min(nrows, (nrows + passes - 1) / passes) : 0;
+    const int64_t first = next ? std::min(nrows, prefetch_share(M, nrows)) : 0;
     small_tile<MR_MAX, NV_MAX, BF>(kc, A, lda, at(p, k0), NB, beta, C, ldc, next, first, buf);
     small_rows<NV_MAX>(M - MR_MAX, kc, A + MR_MAX * lda, lda, buf, NB, beta, C + MR_MAX * ldc, ldc,
                        next ? reinterpret_cast<const float*>(next + first * NB) : nullptr,
@@ -434,11 +434,7 @@ struct W16Panels {
     constexpr int64_t NB = int64_t(NV_MAX) * VW;
     thread_local std::vector<float> wide;
     wide.resize(size_t(n * kc * NB));
-    for (int64_t i = 0; i < n; ++i) {
-      const uint16_t* __restrict s = at(p0 + i, k0);
-      float* __restrict d = wide.data() + i * kc * NB;
-      for (int64_t j = 0; j < kc * NB; j += VW) *reinterpret_cast<vfu*>(d + j) = load_b(BF{}, s + j);
-    }
+    for (int64_t i = 0; i < n; ++i) widen_row<BF>(at(p0 + i, k0), wide.data() + i * kc * NB, kc * NB);
     stride = kc * NB;
     return wide.data();
   }
@@ -484,8 +480,9 @@ void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
   const int64_t MB = std::max<int64_t>(1, ACC / nbw);
   auto row = [&](int64_t k, int64_t n0, int64_t nb, int64_t slot) -> const float* {
     if (wfmt == 0) return static_cast<const float*>(B) + k * ldb + n0;
-    w16_row_to_f32(static_cast<const uint16_t*>(B) + k * ldb + n0, brow + slot * NB_MAX, nb,
-                   wfmt == 2);
+    const uint16_t* src = static_cast<const uint16_t*>(B) + k * ldb + n0;
+    if (wfmt == 2) widen_row<Bf16B>(src, brow + slot * NB_MAX, nb);
+    else widen_row<F16B>(src, brow + slot * NB_MAX, nb);
     return brow + slot * NB_MAX;
   };
   for (int64_t n0 = 0; n0 < N; n0 += NB_MAX) {

@@ -22,8 +22,7 @@ import json, sys
 import numpy as np
 from gastrt import _native
 sys.path.insert(0, sys.argv[2])   # tests/: the shared helpers
-from gastrt_testutil import conv_reference64, gast_weights
-from gastrt.engine_file import from_bf16_bits, to_bf16_bits
+from gastrt_testutil import all_finite_16bit, conv_reference64, gast_weights, one_hot_rows, round_to_16bit
 rng = np.random.default_rng(int(sys.argv[1]))
 errs, same = {}, {}
 # n, t, ci, co, k, stride, dilation: few rows (small-M kernel), many rows on narrow and wide
@@ -49,7 +48,7 @@ for n, t, ci, co, k, stride, dil in CASES:
         e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
         errs[f"{n}x{t}x{ci}x{co}x{k}x{stride}x{dil} packed={packed}"] = e
     # an fp16 / bf16 engine's 16-bit panels: the fp32 kernel's bits on the widened weights
-    for dt, wr in (("bf16", from_bf16_bits(to_bf16_bits(w))), ("fp16", w.astype(np.float16).astype(np.float32))):
+    for dt, wr in ((dt, round_to_16bit(w, dt)) for dt in ("bf16", "fp16")):
         outs = []
         for pdt in ("fp32", dt):
             o = np.full((n, 1, to, co), np.nan, np.float32)
@@ -71,17 +70,12 @@ for n, t, ci, co, k, stride, dil in CASES:
             if np.isfinite(outs[1]).all() else float("nan")
 # every finite fp16 / bf16 value through 16-bit panels (one-hot rows of x read weight rows back),
 # on the few-row and several-pass paths of this variant's widening
-bits = np.arange(1 << 16, dtype=np.uint16)
-for dt, vals in (("fp16", bits.view(np.float16).astype(np.float32)),
-                 ("bf16", (bits.astype(np.uint32) << 16).view(np.float32))):
-    vals = vals[np.isfinite(vals)]
-    wv = np.resize(vals, ((vals.size + 63) // 64, 64)).astype(np.float32)
+for dt in ("fp16", "bf16"):
+    wv = all_finite_16bit(dt, 64)
     for rows in (3, 30):
         ok = True
         for r0 in range(0, wv.shape[0], rows):
-            sel = np.arange(r0, r0 + rows) % wv.shape[0]
-            xo = np.zeros((1, 1, rows, wv.shape[0]), np.float32)
-            xo[0, 0, np.arange(rows), sel] = 1
+            xo, sel = one_hot_rows(wv.shape[0], r0, rows)
             yo = _native.conv(xo, wv, np.zeros(64, np.float32), k=1, stride=1, small_panels=True,
                               panel_dtype=dt, threads=2)
             ok &= bool(np.array_equal(yo[0, 0], wv[sel]))

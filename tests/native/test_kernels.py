@@ -11,7 +11,7 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 from gastrt.backends import numpy_backend as nb  # noqa: E402
-from gastrt_testutil import gast_weights, run_in_threads  # noqa: E402
+from gastrt_testutil import all_finite_16bit, gast_weights, one_hot_rows, run_in_threads  # noqa: E402
 from gastrt.families.common import PlanBuilder  # noqa: E402
 from gastrt.families.rie import GROUPS, SOURCES  # noqa: E402
 from gastrt.plan import Op, Plan, conv_geometry  # noqa: E402
@@ -189,16 +189,6 @@ def test_conv_allocates_output_and_takes_noncontiguous(rng):
     assert rel_err(y, ref) <= TOL
 
 
-def _all_finite_16bit(precision):
-    """Every finite fp16 / bf16 value, as float32 (each widened by NumPy / bit shift)."""
-    bits = np.arange(1 << 16, dtype=np.uint16)
-    if precision == "fp16":
-        v = bits.view(np.float16).astype(np.float32)
-    else:
-        v = (bits.astype(np.uint32) << 16).view(np.float32)
-    return v[np.isfinite(v)]
-
-
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 64, 2000])
 def test_16bit_panels_widen_every_value_exactly(precision, rows):
@@ -207,15 +197,11 @@ def test_16bit_panels_widen_every_value_exactly(precision, rows):
     largest) must come back exactly, on the few-row (widened as loaded), several-pass (widened
     once into a buffer) and many-row (K blocks widened once) paths alike. This CPU's variant;
     tests/native/test_isa_variants.py runs the few-row paths of every variant."""
-    vals = _all_finite_16bit(precision)
-    n_cols = 96
-    w = np.resize(vals, ((vals.size + n_cols - 1) // n_cols, n_cols)).astype(np.float32)   # [K, 96]
+    w = all_finite_16bit(precision, 96)   # [K, 96]
     K = w.shape[0]
-    b = np.zeros(n_cols, np.float32)
+    b = np.zeros(96, np.float32)
     for r0 in range(0, K, rows):   # every weight row (2000 rows: 256-row tiles, the K-block path)
-        sel = np.arange(r0, r0 + rows) % K
-        x = np.zeros((1, 1, sel.size, K), np.float32)
-        x[0, 0, np.arange(sel.size), sel] = 1
+        x, sel = one_hot_rows(K, r0, rows)
         try:
             y = _native.conv(x, w, b, k=1, stride=1, small_panels=True, panel_dtype=precision, threads=2)
         except ValueError as e:   # base / AVX-512 keep the row rule: many rows run on OpenBLAS there

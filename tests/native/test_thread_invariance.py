@@ -11,7 +11,7 @@ import pytest
 _native = pytest.importorskip("gastrt._native")
 
 import gastrt  # noqa: E402
-from gastrt_testutil import conv_reference64, gast_weights  # noqa: E402
+from gastrt_testutil import conv_reference64, gast_weights, round_to_16bit  # noqa: E402
 from test_kernels import f32  # noqa: E402
 
 THREADS = (1, 2, 3, 5)
@@ -127,15 +127,12 @@ def test_packed_small_gemm_is_bit_identical(case, panel_dtype):
     """Weights packed into the small-M kernel's panels (what the engine does for the convs on that
     kernel; fp16 / bf16 engines: 16-bit panels of their weights) give the bits of the unpacked
     kernel, at every thread count, and match float64."""
-    from gastrt.engine_file import from_bf16_bits, to_bf16_bits
     n, t, ci, co, k, stride, dil = case
     rng = np.random.default_rng(ci * 7 + co)
     x = f32(rng.standard_normal((n, 1, t, ci)))
     w = f32(rng.standard_normal((k * ci, co)) / np.sqrt(k * ci))
-    if panel_dtype == "fp16":
-        w = w.astype(np.float16).astype(np.float32)
-    elif panel_dtype == "bf16":
-        w = from_bf16_bits(to_bf16_bits(w))
+    if panel_dtype != "fp32":
+        w = round_to_16bit(w, panel_dtype)
     b = f32(rng.standard_normal(co))
     run = lambda th, packed: _native.conv(x, w, b, k=k, stride=stride, dilation=dil, act="lrelu",
                                           threads=th, algo="direct", small_panels=packed,
