@@ -9,6 +9,11 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# bf16 engines run on the bf16 dot-product kernel where the CPU has AVX512-BF16 (the default,
+# GASTRT_BF16_DOT=auto). The suite pins fp32 arithmetic for them, so that its bf16 expectations
+# hold on every CPU; tests/native/test_bf16_dot.py runs the dot-product kernels (emulated on any
+# CPU, AVX512-BF16 where there is one) in-process by name and in child processes by mode.
+os.environ.setdefault("GASTRT_BF16_DOT", "off")
 try:  # test the installed package (with its compiled runtime) when there is one
     import gastrt  # noqa: F401
 except ImportError:

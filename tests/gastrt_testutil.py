@@ -17,6 +17,15 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 TOL = dict(PRECISION_TOLERANCE)
 
 
+# Small models with layers wide enough for whole and partial panels of every CPU kernel variant.
+SMALL_ENGINE_CONFIGS = {
+    "gast": {"num_joints": 17, "filter_widths": [3, 3], "channels": 72},
+    "videopose3d": {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17, "filter_widths": [3, 3, 3],
+                    "channels": 136, "trajectory": False},
+    "rie": {"num_joints": 17, "filter_widths": [3, 3], "channels": 40, "latent": 48, "stage": 3},
+}
+
+
 def rel_err(got, ref) -> float:
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     assert got.shape == ref.shape, (got.shape, ref.shape)

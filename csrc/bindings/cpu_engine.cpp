@@ -128,6 +128,7 @@ class PyEngine {
   }
 
   std::string weight_panels() const {
+    if (eng_->bf16_dot() != Bf16DotKernel::None) return "bf16-pairs";
     if (!cpu::small_panels_enabled()) return "none";
     const DType d = eng_->panel_dtype();
     return d == DType::F16 ? "fp16" : d == DType::BF16 ? "bf16" : "fp32";
@@ -135,10 +136,12 @@ class PyEngine {
   py::dict panel_bytes() const {
     const auto b = eng_->panel_bytes();
     py::dict r;
-    r["fp32"] = b.first;
-    r["16bit"] = b.second;
+    r["fp32"] = b.f32;
+    r["16bit"] = b.b16;
+    r["bf16_pairs"] = b.bf16_pairs;
     return r;
   }
+  std::string bf16_dot() const { return cpu::bf16_dot_kernel_name(eng_->bf16_dot()); }
 
   std::vector<int64_t> output_shape(int64_t n, int64_t t, const std::string& mode) {
     return eng_->output_shape(n, t, parse_mode(mode));
@@ -181,10 +184,15 @@ void bind_cpu_engine(py::module_& m) {
       .def_property_readonly("weight_panels", &PyEngine::weight_panels,
                              "What the convs' small-M weight panels hold: 'fp32', or 'fp16' / 'bf16' "
                              "(a 16-bit engine's weights as stored; GASTRT_PANELS_16BIT=0: 'fp32'; "
-                             "GASTRT_SMALL_PANELS=0: 'none').")
+                             "GASTRT_SMALL_PANELS=0: 'none'); 'bf16-pairs' where the convs run on a bf16 "
+                             "dot-product kernel (bf16_dot) instead.")
       .def_property_readonly("panel_bytes", &PyEngine::panel_bytes,
-                             "{'fp32': bytes, '16bit': bytes} of conv panels packed so far (each conv "
-                             "packs on its first run on the small-M kernel); not during a call.")
+                             "{'fp32': bytes, '16bit': bytes, 'bf16_pairs': bytes} of conv weights packed so "
+                             "far (panels on a conv's first run on the small-M kernel, bf16 pairs on its "
+                             "first run); not during a call.")
+      .def_property_readonly("bf16_dot", &PyEngine::bf16_dot,
+                             "The bf16 dot-product kernel this engine's convs run on: 'avx512bf16' or "
+                             "'emulated' (a bf16 engine; GASTRT_BF16_DOT), else 'none' (fp32 arithmetic).")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
       .def("schedule_shapes", &PyEngine::schedule_shapes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",

@@ -61,6 +61,28 @@ struct GastBlockKernel {
   std::vector<float> scratch;
 };
 
+// A kernel name (cpu::bf16_dot_kernel_name) or 'auto' (the engines' choice) -> a kernel this CPU
+// runs; ValueError else.
+Bf16DotKernel parse_bf16_dot(const std::string& s) {
+  for (Bf16DotKernel k : {Bf16DotKernel::Emulated, Bf16DotKernel::AmxEmulated, Bf16DotKernel::Avx512Bf16,
+                          Bf16DotKernel::Amx})
+    if (s == cpu::bf16_dot_kernel_name(k)) {
+      if (!cpu::bf16_dot_kernel_runs_here(k))
+        throw py::value_error("bf16_dot='" + s + "': this CPU (or OS) has no " +
+                              (k == Bf16DotKernel::Amx ? "AMX-BF16 tiles" : "AVX512-BF16"));
+      return k;
+    }
+  if (s == "auto") {
+    const Bf16DotKernel k = cpu::bf16_dot_kernel();
+    if (k == Bf16DotKernel::None)
+      throw py::value_error("bf16_dot='auto': engines here use no bf16 dot-product kernel (no AVX512-BF16, "
+                            "or GASTRT_BF16_DOT=off)" + (cpu::bf16_dot_status().empty() ? std::string()
+                                                                                  : "; " + cpu::bf16_dot_status()));
+    return k;
+  }
+  throw py::value_error("bf16_dot must be 'emulated', 'emulated-amx', 'avx512bf16', 'amx' or 'auto', got '" + s + "'");
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -70,7 +92,7 @@ void bind_kernels(py::module_& m) {
       [](const py::handle& xh, const py::handle& wh, const py::handle& bh, const py::object& resh,
          int k, int stride, int dilation, int res_offset, int res_stride, const std::string& act,
          const py::object& out, int threads, const std::string& algo, bool small_panels,
-         const std::string& panel_dtype) {
+         const std::string& panel_dtype, const std::string& bf16_dot) {
         if (algo != "auto" && algo != "direct" && algo != "winograd")
           throw py::value_error("algo must be 'auto', 'direct' or 'winograd', got '" + algo + "'");
         const DType pdt = parse_precision(panel_dtype, "panel_dtype");
@@ -124,6 +146,11 @@ void bind_kernels(py::module_& m) {
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +
                                 (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
+        const Bf16DotKernel bdk = bf16_dot == "none" ? Bf16DotKernel::None : parse_bf16_dot(bf16_dot);
+        if (bdk != Bf16DotKernel::None && wino)
+          throw py::value_error("bf16_dot runs direct convs: pass algo='direct'");
+        if (bdk != Bf16DotKernel::None && !cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))
+          throw py::value_error("w: bf16_dot needs weights exactly representable in bf16");
         if (pdt != DType::F32 && !cpu::weights_exact_in(w.data(), size_t(w.size()), pdt))
           throw py::value_error("w: panel_dtype='" + panel_dtype + "' needs weights exactly representable in " +
                                 panel_dtype);
@@ -138,7 +165,12 @@ void bind_kernels(py::module_& m) {
           } else {
             std::vector<float> panels;
             std::vector<uint16_t> panels16;
-            if (small_panels && cpu::conv_uses_small_gemm(p) && pdt == DType::F32) {
+            std::vector<uint32_t> pairs;
+            if (bdk != Bf16DotKernel::None) {
+              pairs = cpu::pack_bf16_pairs(w.data(), k, p.ci, Co);
+              p.w_bf16_pairs = pairs.data();
+              p.bf16_dot = bdk;
+            } else if (small_panels && cpu::conv_uses_small_gemm(p) && pdt == DType::F32) {
               panels = cpu::pack_small_panels(w.data(), int64_t(k) * Ci, Co);
               p.w_panels = panels.data();
             } else if (small_panels && cpu::conv_uses_small_gemm(p)) {
@@ -155,13 +187,76 @@ void bind_kernels(py::module_& m) {
       py::arg("k"), py::arg("stride"), py::arg("dilation") = 1, py::arg("res_offset") = 0,
       py::arg("res_stride") = 1, py::arg("act") = "none", py::arg("out") = py::none(),
       py::arg("threads") = 0, py::arg("algo") = "auto", py::arg("small_panels") = false,
-      py::arg("panel_dtype") = "fp32",
+      py::arg("panel_dtype") = "fp32", py::arg("bf16_dot") = "none",
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
       "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
       "on AVX2 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
       "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values; ValueError where the conv\n"
-      "would not read panels: small_panels=False, Winograd, or OpenBLAS for its rows on this CPU).");
+      "would not read panels: small_panels=False, Winograd, or OpenBLAS for its rows on this CPU).\n"
+      "bf16_dot: 'none', or run the conv on the bf16 dot-product GEMM as a bf16 engine does ('emulated',\n"
+      "'emulated-amx', 'avx512bf16', 'amx', or 'auto': the engines' kernel here); w must hold exact bf16 values;\n"
+      "direct convs only.");
+
+  m.def(
+      "gemm_bf16_dot",
+      [](const py::handle& ah, const py::handle& wh, int taps, int64_t tap_stride, int64_t n0,
+         int64_t ncols, const std::string& kernel, const py::object& out) {
+        FArray a = as_f32(ah, "a"), w = as_f32(wh, "w");
+        if (a.ndim() != 2 || w.ndim() != 2) throw py::value_error("gemm_bf16_dot: expected a [M, L] and w [taps*ci, N]");
+        if (taps < 1 || w.shape(0) % taps != 0 || w.shape(0) == 0)
+          throw py::value_error("gemm_bf16_dot: w must have taps * ci rows, ci >= 1 (taps=" + std::to_string(taps) + ")");
+        const int64_t M = a.shape(0), L = a.shape(1), ci = w.shape(0) / taps, N = w.shape(1);
+        if (tap_stride < 0) tap_stride = ci;
+        if (int64_t(taps - 1) * tap_stride + ci > L)
+          throw py::value_error("gemm_bf16_dot: rows of a hold " + std::to_string(L) + " values; taps at stride " +
+                                std::to_string(tap_stride) + " of " + std::to_string(ci) + " channels need " +
+                                std::to_string(int64_t(taps - 1) * tap_stride + ci));
+        if (ncols < 0) ncols = N - n0;
+        if (n0 < 0 || ncols < 0 || n0 + ncols > N)
+          throw py::value_error("gemm_bf16_dot: columns [n0, n0 + ncols) must lie in [0, " + std::to_string(N) + ")");
+        if (!cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))
+          throw py::value_error("w: gemm_bf16_dot needs weights exactly representable in bf16");
+        const Bf16DotKernel k = parse_bf16_dot(kernel);
+        py::array_t<float> c = output_array(out, {M, ncols}, "gemm_bf16_dot");
+        const std::vector<uint32_t> pairs = cpu::pack_bf16_pairs(w.data(), taps, int32_t(ci), N);
+        GemmBf16DotParams p{};
+        p.a = a.data();
+        p.m = M;
+        p.lda = L;
+        p.tap_stride = tap_stride;
+        p.taps = taps;
+        p.ci = int32_t(ci);
+        p.w_pairs = pairs.data();
+        p.n_total = N;
+        p.n0 = n0;
+        p.ncols = ncols;
+        p.c = c.mutable_data();
+        p.ldc = ncols;
+        {
+          py::gil_scoped_release nogil;
+          cpu::gemm_bf16_dot(k, p);
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("w"), py::kw_only(), py::arg("taps") = 1, py::arg("tap_stride") = -1,
+      py::arg("n0") = 0, py::arg("ncols") = -1, py::arg("kernel") = "emulated", py::arg("out") = py::none(),
+      "bf16 dot-product GEMM (a bf16 engine's convs): a [M, L], w [taps*ci, N] exact bf16 -> C [M, ncols],\n"
+      "C[r, j] = sum over taps t, channels c of bf16(a[r, t*tap_stride + c]) * w[t*ci + c, n0 + j] in\n"
+      "vdpbf16ps order (pairs of c, fp32 sums). tap_stride defaults to ci; ncols to N - n0.\n"
+      "kernel: 'emulated' / 'emulated-amx' (any CPU), 'avx512bf16' / 'amx' (ValueError without them), 'auto'\n"
+      "(the engines' kernel). 'amx' runs AMX tiles at >= 32 rows and vdpbf16ps below (so do the emulations).");
+
+  m.def(
+      "bf16_dot_kernels",
+      [] {
+        std::vector<std::string> r;
+        for (Bf16DotKernel k : {Bf16DotKernel::Emulated, Bf16DotKernel::AmxEmulated, Bf16DotKernel::Avx512Bf16,
+                                Bf16DotKernel::Amx})
+          if (cpu::bf16_dot_kernel_runs_here(k)) r.push_back(cpu::bf16_dot_kernel_name(k));
+        return r;
+      },
+      "The bf16 dot-product kernels this CPU and OS can run (the emulations always).");
 
   m.def(
       "stream_linear",

@@ -12,6 +12,7 @@
 #include "common/check.h"
 #include "common/thread_pool.h"
 #include "cpu/vec_kernels.h"
+#include "gastrt/cpu_ops.h"
 
 using namespace gastrt;
 using namespace gastrt::bindings;
@@ -153,6 +154,12 @@ PYBIND11_MODULE(_native, m) {
     d["openmp"] = false;
     d["threading"] = "gastrt thread pool (OpenBLAS single-threaded inside its tasks)";
     d["cpu_isa"] = cpu::vec().isa;
+    try {  // the bf16 engines' dot-product kernel here (GASTRT_BF16_DOT; a bad value: its error)
+      d["bf16_dot"] = cpu::bf16_dot_kernel_name(cpu::bf16_dot_kernel());
+      if (!cpu::bf16_dot_status().empty()) d["bf16_dot_status"] = cpu::bf16_dot_status();
+    } catch (const std::exception& e) {
+      d["bf16_dot"] = std::string("error: ") + e.what();
+    }
 #ifdef GASTRT_SANITIZERS
     d["sanitize"] = GASTRT_SANITIZERS;  // a checking build (GASTRT_SANITIZE)
 #else

@@ -12,6 +12,7 @@
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
 #include "gemm.h"
+#include "gemm_bf16_dot.h"
 #include "tiling.h"
 #include "vec_kernels.h"
 
@@ -205,10 +206,14 @@ void conv_f32(const ConvParams& p, Team& team) {
   GASTRT_CHECK(!panels16 || p.panels16_dtype == DType::F16 || p.panels16_dtype == DType::BF16,
                "w_panels16: panels16_dtype must be F16 or BF16");
   const bool bf16 = p.panels16_dtype == DType::BF16;
+  // A bf16 engine's bf16 dot-product GEMM: at every row count, whatever path says.
+  const uint32_t* pairs = p.w_bf16_pairs;
+  GASTRT_CHECK(!pairs || p.bf16_dot != Bf16DotKernel::None, "w_bf16_pairs: bf16_dot must name a kernel");
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
   const int64_t tile_cols =
-      panels || panels16 ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
+      pairs ? ceil_div(std::max<int64_t>(grid.tile_cols, 1), kBf16DotPanel) * kBf16DotPanel
+      : panels || panels16 ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 
   struct Tile {
@@ -232,7 +237,22 @@ void conv_f32(const ConvParams& p, Team& team) {
     const int64_t s0 = tl.row0 / t_out, t0 = tl.row0 % t_out;
     const float* a0 = x + (s0 * t_in + t0 * p.stride) * ci;
     float* c0 = y + tl.row0 * co + tl.col0;
-    if (panels16 && fused_k) {
+    if (pairs) {  // the k taps in one product: fused or dilated, tap t at t * dilation * ci
+      GemmBf16DotParams g{};
+      g.a = a0;
+      g.m = tl.rows;
+      g.lda = lda;
+      g.tap_stride = int64_t(p.dilation) * ci;
+      g.taps = p.k;
+      g.ci = p.ci;
+      g.w_pairs = pairs;
+      g.n_total = co;
+      g.n0 = tl.col0;
+      g.ncols = tl.cols;
+      g.c = c0;
+      g.ldc = co;
+      gemm_bf16_dot(p.bf16_dot, g);
+    } else if (panels16 && fused_k) {
       vk.sgemm_small_packed16(tl.rows, tl.col0, tl.cols, k_total, a0, lda, panels16, bf16,
                               k_total, 0, 0.f, c0, co);
     } else if (panels16) {

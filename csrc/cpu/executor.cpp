@@ -321,7 +321,8 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
 Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
     : plan_(std::move(plan)), threads_(std::clamp(threads, 1, Team::kMaxThreads)),
       panel_dtype_(weight_dtype == DType::F32 || !panels_16bit_enabled() ? DType::F32
-                                                                          : weight_dtype) {
+                                                                          : weight_dtype),
+      bf16_dot_(weight_dtype == DType::BF16 ? bf16_dot_kernel() : Bf16DotKernel::None) {
   GASTRT_CHECK(!plan_.ops.empty(), "empty plan");
   GASTRT_CHECK(plan_.in_joints > 0 && plan_.in_features > 0, "plan without input joints");
   if (weight_dtype != DType::F32)
@@ -332,46 +333,11 @@ Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
   wino_.resize(plan_.ops.size());
   panels_.resize(plan_.ops.size());
   for (size_t i = 0; i < plan_.ops.size(); ++i)
-    if (plan_.ops[i].kind == OpKind::Conv && small_panels_enabled())
+    if (plan_.ops[i].kind == OpKind::Conv && (small_panels_enabled() || bf16_dot_ != Bf16DotKernel::None))
       panels_[i] = std::make_unique<PanelWeights>();
   if (plan_.has_sequence)
     for (size_t i = 0; i < plan_.ops.size(); ++i)
       if (wino_candidate(plan_.ops[i])) wino_[i] = std::make_unique<WinoWeights>();
-}
-
-const float* Engine::wino_weights(size_t op_index) {
-  WinoWeights* ww = wino_[op_index].get();
-  GASTRT_CHECK(ww != nullptr, "no Winograd weights for op " << op_index);
-  const OpSpec& op = plan_.ops[op_index];
-  std::call_once(ww->once, [&] { ww->u = conv_winograd_weights(op.w.data(), op.ci, op.co); });
-  return ww->u.data();
-}
-
-std::pair<size_t, size_t> Engine::panel_bytes() const {
-  size_t f32 = 0, f16 = 0;
-  for (const auto& pw : panels_)
-    if (pw) {
-      f32 += pw->p.size() * sizeof(float);
-      f16 += pw->p16.size() * sizeof(uint16_t);
-    }
-  return {f32, f16};
-}
-
-void Engine::set_small_panels(size_t op_index, ConvParams& p) {
-  PanelWeights* pw = panels_[op_index].get();
-  if (!pw) return;
-  const OpSpec& op = plan_.ops[op_index];
-  const int64_t K = int64_t(op.k) * op.ci;
-  std::call_once(pw->once, [&] {
-    if (panel_dtype_ == DType::F32) pw->p = pack_small_panels(op.w.data(), K, op.co);
-    else pw->p16 = pack_small_panels16(op.w.data(), K, op.co, panel_dtype_);
-  });
-  if (panel_dtype_ == DType::F32) {
-    p.w_panels = pw->p.data();
-  } else {
-    p.w_panels16 = pw->p16.data();
-    p.panels16_dtype = panel_dtype_;
-  }
 }
 
 Engine::~Engine() = default;
@@ -525,7 +491,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
             conv_winograd_scratch_floats(p, team.size()) <= s->scratch_floats) {
           conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
         } else {
-          if (conv_uses_small_gemm(p)) set_small_panels(size_t(oi), p);
+          set_conv_weights(size_t(oi), p);
           conv_f32(p, team);
         }
         break;

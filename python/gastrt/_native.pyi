@@ -41,8 +41,24 @@ def conv(
     algo: str = "auto",               # direct | winograd (F(4,3): k=3, stride 1) | auto
     small_panels: bool = False,       # pack w for the small-M GEMM first (as the engine does)
     panel_dtype: str = "fp32",        # fp32 | fp16 | bf16 panels (16-bit: w must hold exact such values)
+    bf16_dot: str = "none",           # none | emulated | emulated-amx | avx512bf16 | amx | auto: a bf16 engine's GEMM
 ) -> FloatArray:                      # [N, G, To, Co], To = (T - (k-1)*dilation - 1) // stride + 1
     ...
+
+def gemm_bf16_dot(
+    a: npt.ArrayLike,                 # [M, L]: row r, tap t at a[r, t*tap_stride : t*tap_stride + ci]
+    w: npt.ArrayLike,                 # [taps*ci, N] exact bf16 values
+    *,
+    taps: int = 1,
+    tap_stride: int = -1,             # default ci
+    n0: int = 0,
+    ncols: int = -1,                  # default N - n0
+    kernel: str = "emulated",         # emulated | emulated-amx | avx512bf16 | amx | auto (the engines' kernel here)
+    out: Optional[FloatArray] = None,  # [M, ncols]
+) -> FloatArray:                      # [M, ncols]: bf16(a) pairs x w pairs, fp32 sums (vdpbf16ps / tdpbf16ps order)
+    ...
+
+def bf16_dot_kernels() -> list[str]: ...   # the kernels this CPU and OS run (the emulations always)
 
 def stream_linear(
     x: npt.ArrayLike,                 # [M, K]
@@ -106,9 +122,11 @@ class Engine:
         conv ops), and the convs on the small-M kernel read them as 16-bit panels (the engine also
         keeps the fp32 copy, which GAST blocks, Winograd and OpenBLAS convs read)."""
     @property
-    def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16 | none: what the conv panels hold
+    def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16 | bf16-pairs | none: what the conv panels hold
     @property
-    def panel_bytes(self) -> dict[str, int]: ...   # {"fp32": n, "16bit": n} packed so far
+    def panel_bytes(self) -> dict[str, int]: ...   # {"fp32": n, "16bit": n, "bf16_pairs": n} packed so far
+    @property
+    def bf16_dot(self) -> str: ...   # amx | avx512bf16 | emulated(-amx) | none: the bf16 GEMM kernel of the convs
     def run(
         self,
         x: npt.ArrayLike,             # [N, T, J, F]

@@ -58,11 +58,17 @@ def cmd_build(args) -> int:
     return 0
 
 
-def _precision_line(meta: dict) -> str:
+def _precision_line(meta: dict, arithmetic_here: bool = False) -> str:
+    """The engine's precision (and how --precision auto chose it); arithmetic_here: also what the
+    native CPU runtime of this machine computes a 16-bit engine in (``gastrt info``)."""
+    from .backends import arithmetic
     from .bench.precision import describe_choice
 
     how = describe_choice(meta.get("precision_choice"))
-    return meta["precision"] + (f" ({how})" if how else "")
+    line = meta["precision"] + (f" ({how})" if how else "")
+    if meta["precision"] == "fp32" or not arithmetic_here:
+        return line
+    return line + f"; the native CPU runtime here computes in {arithmetic(meta['precision'])}"
 
 
 def _family_line(meta: dict) -> str:
@@ -126,7 +132,7 @@ def cmd_info(args) -> int:
         ("channels", str(h["channels"])),
         ("parameters", f"{meta['parameter_count']:,} trainable in the checkpoint; {_stored_weights(eng):,} values "
                        "stored after folding each BatchNorm into its convolution (what `gastrt export` counts)"),
-        ("precision", _precision_line(meta)),
+        ("precision", _precision_line(meta, arithmetic_here=True)),
         ("FLOPs/frame window", _fmt_count(eng.flops_per_frame("window"))),
         ("FLOPs/frame sequence", _fmt_count(eng.flops_per_frame("sequence")) if seq_ok
          else "n/a (windows: encodes relative to each window's centre)"),

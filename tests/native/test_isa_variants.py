@@ -15,7 +15,7 @@ import pytest
 
 _native = pytest.importorskip("gastrt._native")
 
-from gastrt_testutil import subprocess_env  # noqa: E402
+from gastrt_testutil import SMALL_ENGINE_CONFIGS, subprocess_env  # noqa: E402
 
 CHILD = r'''
 import json, sys
@@ -158,13 +158,7 @@ print(json.dumps(panels))
 print(_native.build_config()["cpu_isa"])
 '''
 
-# Small models with layers wide enough for whole and partial panels of every variant.
-ENGINE_CONFIGS = {
-    "gast": {"num_joints": 17, "filter_widths": [3, 3], "channels": 72},
-    "videopose3d": {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17, "filter_widths": [3, 3, 3],
-                    "channels": 136, "trajectory": False},
-    "rie": {"num_joints": 17, "filter_widths": [3, 3], "channels": 40, "latent": 48, "stage": 3},
-}
+ENGINE_CONFIGS = SMALL_ENGINE_CONFIGS
 
 
 @pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "gastrt/params.h"
@@ -39,6 +40,29 @@ bool weights_exact_in(const float* w, size_t n, DType dt);
 std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt);
 // Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
 void conv_check_geometry(const ConvParams& p);
+
+// ---- bf16 dot-product GEMM (csrc/cpu/gemm_bf16_dot.cpp, gemm_bf16_dot_select.cpp) -------------
+// A bf16 engine's convs with bf16 arithmetic: activations rounded to bf16, products of bf16
+// pairs summed in fp32 (vdpbf16ps, AMX tdpbf16ps). bf16_dot_kernel: the kernel engines use
+// (Bf16DotKernel, params.h), chosen once: GASTRT_BF16_DOT=auto (default: Amx where the CPU and
+// the OS allow it, else Avx512Bf16 where the CPU has it, each only once it matched its
+// emulation on a test product here; else None), off (None), emulate, emulate-amx.
+Bf16DotKernel bf16_dot_kernel();
+// "none" | "emulated" | "avx512bf16" | "emulated-amx" | "amx"
+const char* bf16_dot_kernel_name(Bf16DotKernel k);
+// Why auto did not pick the best kernel the CPU has ("" when it did): a failed check.
+const std::string& bf16_dot_status();
+bool cpu_has_avx512bf16();
+bool cpu_has_amx_bf16();  // AMX-BF16 + AVX512-BF16, and Linux granted this process the tile state
+bool bf16_dot_kernel_runs_here(Bf16DotKernel k);
+// Runs p on kernel k (Amx: AMX tiles at >= kBf16AmxMinRows rows, vdpbf16ps below); throws
+// unless bf16_dot_kernel_runs_here(k).
+void gemm_bf16_dot(Bf16DotKernel k, const GemmBf16DotParams& p);
+// w [taps * ci, n] (exact bf16 values) -> [ceil(n / 64), pair rows, 64] pairs of bf16 bits (pair
+// row t * ceil(ci / 2) + j: rows k = t * ci + 2j in the low half, + 1 in the high; zero past ci,
+// n and taps * ceil(ci / 2) rows, which are rounded up to 16), denormals flushed as the
+// instructions read them. Throws unless every weight is a bf16 value.
+std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n);
 
 // ---- dilated width-3 conv by Winograd F(4,3) (csrc/cpu/conv_winograd.cpp) --------------------
 // Sequence mode's k = 3, stride-1 convs with half the multiply work of the direct form.

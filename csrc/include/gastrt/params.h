@@ -14,6 +14,15 @@ constexpr float kLReluSlope = 0.2f;
 // fp16 / bf16 operands with fp32 accumulation.
 enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2 };
 
+// The CPU's bf16 dot-product GEMM kernels (cpu::bf16_dot_kernel picks one once):
+//   Amx         AMX tiles (tdpbf16ps) for products of >= 32 rows, vdpbf16ps below (the CPU has
+//               AMX-BF16 and AVX512-BF16, Linux granted the tile state, both passed their check);
+//   Avx512Bf16  vdpbf16ps (the CPU has AVX512-BF16, and the kernel passed its check there);
+//   Emulated, AmxEmulated  the same kernels with the instructions emulated in C++
+//               (GASTRT_BF16_DOT=emulate / emulate-amx: tests on any CPU; slow);
+//   None        none: bf16 engines compute in fp32 on their widened weights.
+enum class Bf16DotKernel : int32_t { None = 0, Emulated = 1, Avx512Bf16 = 2, AmxEmulated = 3, Amx = 4 };
+
 // Temporal conv (strided or dilated), 1x1 conv and Linear, channels-last, fused epilogue:
 //   y[s, t, :] = act( sum_tau x[s, t*stride + tau*dilation, :] @ w[tau*ci : (tau+1)*ci, :] + b )
 //              (+ res[s, res_offset + t*res_stride, :])
@@ -39,6 +48,26 @@ struct ConvParams {
   // cpu::pack_small_panels16), read instead of w_panels when set: half the weight bytes.
   const uint16_t* w_panels16;  // [ceil(co / panel), k*ci, panel] fp16 or bf16 bits
   DType panels16_dtype;        // F16 or BF16 (when w_panels16 is set)
+  // CPU only, optional: a bf16 engine's weights as bf16 pairs (cpu::pack_bf16_pairs); when set,
+  // the conv runs on the bf16 dot-product GEMM (activations rounded to bf16, fp32 sums) at
+  // every row count, and w_panels / w_panels16 are not read.
+  const uint32_t* w_bf16_pairs;  // [ceil(co / 64), pair rows, 64] (cpu::bf16_pair_rows)
+  Bf16DotKernel bf16_dot;        // the kernel that reads them (not None when they are set)
+};
+
+// The bf16 dot-product GEMM of the CPU (cpu::gemm_bf16_dot): C[m, n0 : n0 + ncols] =
+// bf16(A) @ W over taps x ci input channels, with fp32 sums in the order of vdpbf16ps.
+// Row r of A reads tap t's ci channels at a + r * lda + t * tap_stride (a conv's window or
+// dilated taps, no im2col); they are rounded to bf16 (RNE) as the kernel packs them in pairs.
+struct GemmBf16DotParams {
+  const float* a;            // [m, taps, ci] strided as above
+  int64_t m, lda, tap_stride;
+  int32_t taps, ci;
+  const uint32_t* w_pairs;   // [ceil(n_total / 64), pair rows, 64] (pack_bf16_pairs)
+  int64_t n_total;           // columns of W
+  int64_t n0, ncols;         // the columns computed (any range inside [0, n_total))
+  float* c;                  // [m, ncols] at column n0, row stride ldc (written, never read)
+  int64_t ldc;
 };
 
 // Linear layer over the few rows of a streaming push (CPU): y[m, :] = act(x[m, :] @ w + b) (+ res[m, :]).

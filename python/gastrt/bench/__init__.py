@@ -139,6 +139,7 @@ seq_len           int|null         frames per sequence (sequence mode)
 batches           list             batch sizes, in run order
 precision         str              engine precision: "fp32", "fp16" or "bf16"
 precision_choice  str|null         how ``gastrt build --precision auto`` chose it (the engine's metadata), else null
+arithmetic        str              what gastrt computes in (backends.arithmetic: "fp32", "bf16 dot products (amx)", ...)
 torch_dtype       str|null         dtype of the torch contenders; null without them
 compare           list             contenders asked for besides gastrt: "eager", "compile", "tensorrt", "ort", "openvino"
 flip              bool             flip test-time augmentation

@@ -46,6 +46,8 @@ def format_table(result: dict) -> str:
             + ("s" if c["threads"] != 1 else "")]
     if c.get("precision_choice"):   # an engine built with --precision auto: how it chose
         head.append(f"precision {c['precision']}, {c['precision_choice']}")
+    if c.get("arithmetic") and c["arithmetic"] != c["precision"]:
+        head.append(f"gastrt computes in {c['arithmetic']}")
     fpf = {r["contender"]: r["flops_per_frame"] for r in result["rows"]}
     if fpf:
         head.append("FLOPs per output frame: " + ", ".join(

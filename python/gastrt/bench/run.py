@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..argtypes import parse_device, require_positive_int, require_positive_number
+from ..backends import arithmetic
 from ..backends.native import default_threads
 from ..engine import load
 from ..errors import GastrtError
@@ -278,6 +279,7 @@ def _run(tgt: Target, target, torch, created, notes, *, device, dev_kind, dev_in
         "device": device, "backend": be_name, "mode": mode, "seq_len": seq_len if mode == "sequence" else None,
         "batches": list(batches), "precision": precision,
         "precision_choice": describe_choice(eng.metadata.get("precision_choice")),
+        "arithmetic": arithmetic(precision, device) if be_name == "native" else precision,
         "torch_dtype": None if dtype is None else str(dtype).replace("torch.", ""),
         "compare": list(compare), "flip": flip, "warmup_s": float(warmup), "repeat": int(repeat),
         "max_time_s": float(max_time), "threads": int(threads), "input_sets": MAX_INPUT_SETS,

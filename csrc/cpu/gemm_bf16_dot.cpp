@@ -1,0 +1,206 @@
+// The bf16 dot-product GEMM (GemmBf16DotParams, params.h; entry: cpu::gemm_bf16_dot,
+// gemm_bf16_dot.h), compiled twice from this one source (CMakeLists.txt):
+//  - bf16dot_avx512: vdpbf16ps (AVX512-BF16), fp32 sums of bf16 pairs, 32 MACs per instruction;
+//  - bf16dot_emu: the same kernel, loop for loop, with each instruction emulated lane by lane in
+//    portable C++ (the instruction's pseudo-code in the Intel SDM: per lane, two fp32 FMAs,
+//    odd element first, denormal inputs read as zero and denormal results flushed, RNE). It runs
+//    anywhere, so the kernel's blocking, packing and edges are tested on every CPU, and the
+//    bf16 engines' accuracy on this path is checked in CI whatever the machine has.
+// Both share every index computation below; only the Ops struct differs.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+#include "gemm_bf16_dot.h"
+
+#ifndef GASTRT_BF16_NS
+#define GASTRT_BF16_NS bf16dot_emu
+#endif
+
+namespace gastrt {
+namespace cpu {
+namespace GASTRT_BF16_NS {
+namespace {
+
+constexpr int kLanes = 16;               // fp32 lanes of one vector (one zmm)
+constexpr int kNv = kBf16DotPanel / kLanes;  // vectors per panel row (4)
+constexpr int kMr = 6;                   // rows of the register tile (24 accumulators of 32 zmm)
+
+#if defined(__AVX512BF16__)
+
+struct Ops {
+  using V = __m512;   // 16 fp32 sums
+  using W = __m512i;  // 16 bf16 pairs of the weights
+  using A = __m512i;  // one bf16 pair of A, broadcast
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p, uint16_t mask) { return _mm512_maskz_loadu_ps(mask, p); }
+  static void store(float* p, V v, uint16_t mask) { _mm512_mask_storeu_ps(p, mask, v); }
+  static W load_w(const uint32_t* p) { return _mm512_loadu_si512(p); }
+  static A splat_a(const uint32_t* p) { return _mm512_set1_epi32(int(*p)); }
+  static V dot(V acc, A a, W w) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)w); }
+  // src[0:32] fp32 -> 16 pairs (vcvtne2ps2bf16: RNE, denormals to zero, NaN quieted)
+  static void pairs32(const float* src, uint32_t* dst) {
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+    _mm512_storeu_si512(dst, (__m512i)h);
+  }
+};
+
+#else
+
+// One lane of vdpbf16ps' FMA steps: denormal inputs read as zero, denormal result flushed.
+inline float daz(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  if ((b & 0x7f800000u) == 0) b &= 0x80000000u;
+  std::memcpy(&x, &b, sizeof b);
+  return x;
+}
+inline float bf16_value(uint32_t h16) {
+  const uint32_t b = h16 << 16;
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return daz(f);
+}
+
+struct Ops {
+  struct V {
+    float f[kLanes];
+  };
+  using W = const uint32_t*;
+  using A = uint32_t;
+  static V zero() { return V{}; }
+  static V load(const float* p, uint16_t mask) {
+    V v{};
+    for (int i = 0; i < kLanes; ++i)
+      if (mask >> i & 1) v.f[i] = p[i];
+    return v;
+  }
+  static void store(float* p, const V& v, uint16_t mask) {
+    for (int i = 0; i < kLanes; ++i)
+      if (mask >> i & 1) p[i] = v.f[i];
+  }
+  static W load_w(const uint32_t* p) { return p; }
+  static A splat_a(const uint32_t* p) { return *p; }
+  static V dot(V acc, A a, W w) {
+    for (int i = 0; i < kLanes; ++i) {
+      float s = acc.f[i];
+      s = daz(std::fma(bf16_value(a >> 16), bf16_value(w[i] >> 16), daz(s)));
+      s = daz(std::fma(bf16_value(a & 0xffffu), bf16_value(w[i] & 0xffffu), s));
+      acc.f[i] = s;
+    }
+    return acc;
+  }
+  static void pairs32(const float* src, uint32_t* dst) {
+    for (int i = 0; i < kLanes; ++i)
+      dst[i] = uint32_t(bf16_round(src[2 * i])) | uint32_t(bf16_round(src[2 * i + 1])) << 16;
+  }
+};
+
+#endif
+
+}  // namespace
+
+// A's rows as bf16 pairs: ap[r * ld + t * cp + j] = (A[r, t, 2j], A[r, t, 2j + 1]), the high
+// half zero past an odd ci. 32 channels at a time by pairs32, the rest by bf16_round (the
+// same rounding).
+void pack_a_pairs(const GemmBf16DotParams& p, int64_t ld, uint32_t* ap) {
+  const int64_t cp = bf16_pairs_per_tap(p.ci);
+  for (int64_t r = 0; r < p.m; ++r)
+    for (int32_t t = 0; t < p.taps; ++t) {
+      const float* src = p.a + r * p.lda + t * p.tap_stride;
+      uint32_t* dst = ap + r * ld + t * cp;
+      int64_t c = 0;
+      for (; c + 2 * kLanes <= p.ci; c += 2 * kLanes) Ops::pairs32(src + c, dst + c / 2);
+      for (; c < p.ci; c += 2) {
+        const uint32_t hi = c + 1 < p.ci ? uint32_t(bf16_round(src[c + 1])) << 16 : 0u;
+        dst[c / 2] = uint32_t(bf16_round(src[c])) | hi;
+      }
+    }
+}
+
+namespace {
+
+// MR rows x one 64-column panel over pairs [0, kb) of a K block: acc starts from C (load) or
+// zero, so every element's sum is one chain over all pairs in order, however K is blocked.
+template <int MR>
+void tile(int64_t kb, const uint32_t* __restrict ap, int64_t kp, const uint32_t* __restrict w,
+          float* c, int64_t ldc, const uint16_t* mask, bool load) {
+  typename Ops::V acc[MR][kNv];
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < kNv; ++v)
+      acc[m][v] = load ? Ops::load(c + m * ldc + v * kLanes, mask[v]) : Ops::zero();
+  for (int64_t k = 0; k < kb; ++k) {
+    typename Ops::W wv[kNv];
+    for (int v = 0; v < kNv; ++v) wv[v] = Ops::load_w(w + k * kBf16DotPanel + v * kLanes);
+    for (int m = 0; m < MR; ++m) {
+      const typename Ops::A a = Ops::splat_a(ap + m * kp + k);
+      for (int v = 0; v < kNv; ++v) acc[m][v] = Ops::dot(acc[m][v], a, wv[v]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < kNv; ++v) Ops::store(c + m * ldc + v * kLanes, acc[m][v], mask[v]);
+}
+
+void rows(int64_t m, int64_t kb, const uint32_t* ap, int64_t kp, const uint32_t* w, float* c,
+          int64_t ldc, const uint16_t* mask, bool load) {
+  int64_t r = 0;
+  for (; r + kMr <= m; r += kMr) tile<kMr>(kb, ap + r * kp, kp, w, c + r * ldc, ldc, mask, load);
+  const uint32_t* a = ap + r * kp;
+  float* cc = c + r * ldc;
+  switch (m - r) {
+    case 1: tile<1>(kb, a, kp, w, cc, ldc, mask, load); break;
+    case 2: tile<2>(kb, a, kp, w, cc, ldc, mask, load); break;
+    case 3: tile<3>(kb, a, kp, w, cc, ldc, mask, load); break;
+    case 4: tile<4>(kb, a, kp, w, cc, ldc, mask, load); break;
+    case 5: tile<5>(kb, a, kp, w, cc, ldc, mask, load); break;
+    default: break;
+  }
+}
+
+// Pairs per K block when a panel has several row passes (64 pairs x 64 columns x 4 bytes = 16 KB
+// of weights, L1-resident for the passes; not measured on AVX512-BF16 hardware yet), and rows per
+// chunk of A (its pairs for a chunk: chunk x kp x 4 bytes, L2-resident across the panels).
+constexpr int64_t kKcPairs = 64, kMc = 96;
+
+}  // namespace
+
+void gemm(const GemmBf16DotParams& p) {
+  if (p.m <= 0 || p.ncols <= 0) return;
+  const int64_t kp = int64_t(p.taps) * bf16_pairs_per_tap(p.ci), kp_rows = bf16_pair_rows(p.taps, p.ci);
+  thread_local std::vector<uint32_t> ap;
+  ap.resize(size_t(p.m * kp));
+  pack_a_pairs(p, kp, ap.data());
+  const int64_t p_first = p.n0 / kBf16DotPanel, p_last = (p.n0 + p.ncols - 1) / kBf16DotPanel;
+  const int64_t kc = p.m <= kMr ? kp : kKcPairs;
+  for (int64_t m0 = 0; m0 < p.m; m0 += kMc) {
+    const int64_t mc = std::min(kMc, p.m - m0);
+    for (int64_t pn = p_first; pn <= p_last; ++pn) {
+      // this panel's columns inside [n0, n0 + ncols), as a lane mask per vector; C's column
+      // pc0 is at c + (pc0 - n0) (masked-off lanes are never touched)
+      const int64_t pc0 = pn * kBf16DotPanel;
+      uint16_t mask[kNv];
+      for (int v = 0; v < kNv; ++v) {
+        mask[v] = 0;
+        for (int i = 0; i < kLanes; ++i) {
+          const int64_t col = pc0 + v * kLanes + i;
+          if (col >= p.n0 && col < p.n0 + p.ncols) mask[v] = uint16_t(mask[v] | 1u << i);
+        }
+      }
+      float* c = p.c + m0 * p.ldc + (pc0 - p.n0);
+      const uint32_t* w = p.w_pairs + pn * kp_rows * kBf16DotPanel;
+      for (int64_t k0 = 0; k0 < kp; k0 += kc)
+        rows(mc, std::min(kc, kp - k0), ap.data() + m0 * kp + k0, kp, w + k0 * kBf16DotPanel, c,
+             p.ldc, mask, k0 > 0);
+    }
+  }
+}
+
+}  // namespace GASTRT_BF16_NS
+}  // namespace cpu
+}  // namespace gastrt

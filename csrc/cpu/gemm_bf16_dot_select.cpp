@@ -1,0 +1,198 @@
+// Which bf16 dot-product kernel runs (cpu_ops.h: Bf16DotKernel), its weight packing, and the
+// check the AVX512-BF16 kernel passes against the emulated one before an engine uses it.
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "gastrt/cpu_ops.h"
+#include "gemm_bf16_dot.h"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace gastrt {
+namespace cpu {
+
+bool cpu_has_avx512bf16() {
+#if defined(GASTRT_HAVE_VK_X86)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+// AMX-BF16 and the OS's consent: Linux keeps the 8 KB tile state off until a process asks for it
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once for all its threads); a tile
+// instruction before that faults.
+bool cpu_has_amx_bf16() {
+#if defined(GASTRT_HAVE_VK_X86) && defined(__linux__) && defined(SYS_arch_prctl)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    if (!cpu_has_avx512bf16() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16"))
+      return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+const char* bf16_dot_kernel_name(Bf16DotKernel k) {
+  switch (k) {
+    case Bf16DotKernel::Amx: return "amx";
+    case Bf16DotKernel::AmxEmulated: return "emulated-amx";
+    case Bf16DotKernel::Avx512Bf16: return "avx512bf16";
+    case Bf16DotKernel::Emulated: return "emulated";
+    default: return "none";
+  }
+}
+
+bool bf16_dot_kernel_runs_here(Bf16DotKernel k) {
+  switch (k) {
+    case Bf16DotKernel::Emulated:
+    case Bf16DotKernel::AmxEmulated: return true;
+    case Bf16DotKernel::Avx512Bf16: return cpu_has_avx512bf16();
+    case Bf16DotKernel::Amx: return cpu_has_amx_bf16();
+    default: return false;
+  }
+}
+
+void gemm_bf16_dot(Bf16DotKernel k, const GemmBf16DotParams& p) {
+  GASTRT_CHECK(p.m >= 0 && p.taps >= 1 && p.ci >= 1 && p.n0 >= 0 && p.ncols >= 0 &&
+                   p.n0 + p.ncols <= p.n_total,
+               "gemm_bf16_dot: bad geometry m=" << p.m << " taps=" << p.taps << " ci=" << p.ci
+                                               << " columns [" << p.n0 << ", " << p.n0 + p.ncols
+                                               << ") of " << p.n_total);
+  GASTRT_CHECK(bf16_dot_kernel_runs_here(k),
+               "gemm_bf16_dot: kernel '" << bf16_dot_kernel_name(k) << "' cannot run on this CPU");
+  const bool amx_rows = p.m >= kBf16AmxMinRows;
+  switch (k) {
+    case Bf16DotKernel::Emulated: bf16dot_emu::gemm(p); return;
+    case Bf16DotKernel::AmxEmulated: amx_rows ? bf16amx_emu::gemm(p) : bf16dot_emu::gemm(p); return;
+#if defined(GASTRT_HAVE_VK_X86)
+    case Bf16DotKernel::Avx512Bf16: bf16dot_avx512::gemm(p); return;
+    case Bf16DotKernel::Amx: amx_rows ? bf16amx_hw::gemm(p) : bf16dot_avx512::gemm(p); return;
+#endif
+    default: return;
+  }
+}
+
+std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n) {
+  GASTRT_CHECK(taps >= 1 && ci >= 1 && n >= 1, "pack_bf16_pairs: bad shape");
+  const int64_t cp = bf16_pairs_per_tap(ci), kp = bf16_pair_rows(taps, ci);
+  const int64_t np = (n + kBf16DotPanel - 1) / kBf16DotPanel;
+  std::vector<uint32_t> out(size_t(np * kp * kBf16DotPanel), 0u);
+  for (int64_t col = 0; col < n; ++col) {
+    uint32_t* dst = out.data() + (col / kBf16DotPanel) * kp * kBf16DotPanel + col % kBf16DotPanel;
+    for (int32_t t = 0; t < taps; ++t)
+      for (int32_t c = 0; c < ci; ++c) {
+        const float v = w[(int64_t(t) * ci + c) * n + col];
+        uint32_t b;
+        std::memcpy(&b, &v, sizeof b);
+        GASTRT_CHECK((b & 0xffffu) == 0 || std::isnan(v),
+                     "pack_bf16_pairs: weights are not bf16 values (row " << t * ci + c << ", column "
+                                                                           << col << ")");
+        const uint32_t h = bf16_round(v);
+        dst[(int64_t(t) * cp + c / 2) * kBf16DotPanel] |= c % 2 ? h << 16 : h;
+      }
+  }
+  return out;
+}
+
+namespace {
+
+// A native kernel against its emulation on a product with every edge (odd ci, three taps, a
+// partial first and last panel, row tails; m rows: pick the AMX path or not): each element within
+// 1e-5 of its sum of |products| (the SDM's rounding order is the emulation's; the tolerance leaves
+// room for hardware that rounds a pair once). "" when it passes, else why not.
+std::string check_kernel(Bf16DotKernel native, Bf16DotKernel emulated, int64_t m) {
+  const int64_t n = 150, n0 = 5, ncols = 140;
+  const int32_t taps = 3, ci = 45;
+  const int64_t K = int64_t(taps) * ci;
+  uint32_t state = 12345u;
+  auto rnd = [&] {
+    state = state * 1664525u + 1013904223u;
+    return float(int32_t(state >> 8) - (1 << 23)) / float(1 << 23);
+  };
+  std::vector<float> a(size_t(m * K)), w(size_t(K * n));
+  for (float& v : a) v = rnd();
+  for (float& v : w) {
+    const uint32_t b = uint32_t(bf16_round(rnd())) << 16;
+    std::memcpy(&v, &b, sizeof v);
+  }
+  const std::vector<uint32_t> wp = pack_bf16_pairs(w.data(), taps, ci, n);
+  std::vector<float> ce(size_t(m * ncols), 0.f), ch(size_t(m * ncols), 0.f);
+  GemmBf16DotParams p{};
+  p.a = a.data();
+  p.m = m;
+  p.lda = K;
+  p.tap_stride = ci;
+  p.taps = taps;
+  p.ci = ci;
+  p.w_pairs = wp.data();
+  p.n_total = n;
+  p.n0 = n0;
+  p.ncols = ncols;
+  p.ldc = ncols;
+  p.c = ce.data();
+  gemm_bf16_dot(emulated, p);
+  p.c = ch.data();
+  gemm_bf16_dot(native, p);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < ncols; ++j) {
+      double mag = 0;
+      for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(a[size_t(r * K + k)]) * w[size_t(k * n + n0 + j)]);
+      const double e = ce[size_t(r * ncols + j)], h = ch[size_t(r * ncols + j)];
+      if (!(std::fabs(e - h) <= 1e-5 * mag + 1e-30))
+        return std::string("the ") + bf16_dot_kernel_name(native) + " kernel differs from its emulation at row " +
+               std::to_string(r) + ", column " + std::to_string(n0 + j) + " (" + std::to_string(h) + " vs " +
+               std::to_string(e) + "): not used";
+    }
+  return "";
+}
+
+struct Choice {
+  Bf16DotKernel kernel;
+  std::string status;
+};
+
+const Choice& choice() {
+  static const Choice c = [] {
+    const char* e = std::getenv("GASTRT_BF16_DOT");
+    const std::string mode = e ? e : "auto";
+    if (mode == "emulate") return Choice{Bf16DotKernel::Emulated, ""};
+    if (mode == "emulate-amx") return Choice{Bf16DotKernel::AmxEmulated, ""};
+    if (mode == "off" || mode == "0") return Choice{Bf16DotKernel::None, ""};
+    GASTRT_CHECK(mode == "auto",
+                 "GASTRT_BF16_DOT must be auto, off, emulate or emulate-amx, got '" << mode << "'");
+    if (!cpu_has_avx512bf16()) return Choice{Bf16DotKernel::None, ""};
+    // the vdpbf16ps kernel first: the AMX kernel's few-row products run on it
+    std::string why = check_kernel(Bf16DotKernel::Avx512Bf16, Bf16DotKernel::Emulated, 7);
+    if (!why.empty()) return Choice{Bf16DotKernel::None, why};
+    if (!cpu_has_amx_bf16()) return Choice{Bf16DotKernel::Avx512Bf16, ""};
+    why = check_kernel(Bf16DotKernel::Amx, Bf16DotKernel::AmxEmulated, 45);
+    return why.empty() ? Choice{Bf16DotKernel::Amx, ""} : Choice{Bf16DotKernel::Avx512Bf16, why};
+  }();
+  return c;
+}
+
+}  // namespace
+
+Bf16DotKernel bf16_dot_kernel() { return choice().kernel; }
+const std::string& bf16_dot_status() { return choice().status; }
+
+}  // namespace cpu
+}  // namespace gastrt

@@ -1,0 +1,318 @@
+"""The bf16 dot-product GEMMs (csrc/cpu/gemm_bf16_dot.cpp: vdpbf16ps; gemm_bf16_amx.cpp: AMX
+tiles): a bf16 engine's convs with bf16 arithmetic (activations rounded to bf16, fp32 sums of
+bf16 pairs). Four kernels: 'avx512bf16' and 'amx' (run where the CPU has them), and the same
+kernels with the instructions emulated in C++, 'emulated' and 'emulated-amx' (run everywhere:
+GASTRT_BF16_DOT=emulate / emulate-amx). All are held against a float64 model of the
+instructions; engines against the eager model in float64 within the bf16 tolerance. The suite
+itself pins GASTRT_BF16_DOT=off (tests/conftest.py); the engine tests here run in child
+processes with the mode they test."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gastrt import _native
+from gastrt_testutil import SMALL_ENGINE_CONFIGS, conv_reference64, rel_err, round_to_16bit, save_checkpoint, subprocess_env
+
+U = 2.0 ** -24  # fp32 unit roundoff
+
+
+KERNELS = ["emulated", "emulated-amx", "avx512bf16", "amx"]
+
+
+def _kernels() -> list[str]:
+    return list(_native.bf16_dot_kernels())
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
+def _skip_unless_runs(kernel):
+    if kernel not in _kernels():
+        pytest.skip(f"this CPU / OS cannot run the {kernel} kernel")
+
+
+def test_kernels_found_where_the_cpu_has_them():
+    """The emulations run everywhere; the native kernels wherever /proc/cpuinfo lists the units
+    (Linux lists AMX only where it supports the tile state, which the runtime requests)."""
+    ks, flags = _kernels(), _cpu_flags()
+    assert ks[:2] == ["emulated", "emulated-amx"]
+    assert ("avx512bf16" in ks) == ({"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags)
+    assert ("amx" in ks) == ({"avx512_bf16", "amx_tile", "amx_bf16", "avx512f", "avx512bw", "avx512vl"} <= flags)
+
+
+def bf16_activations(a):
+    """float32 -> the bf16 values the kernel multiplies (vcvtne2ps2bf16: RNE, zero and denormal
+    inputs to a signed zero, NaN quieted), widened back to float32."""
+    b = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    e = b & 0x7F800000
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32)
+    r = np.where(e == 0, (b >> 16) & 0x8000, r)
+    r = np.where((b & 0x7FFFFFFF) > 0x7F800000, (b >> 16) | 0x40, r)
+    return (r.astype(np.uint32) << 16).view(np.float32)
+
+
+def dot_model(a, w, taps, tap_stride):
+    """float64 C = bf16(A) @ W (A's taps gathered), and per element the bound on an fp32 chain of
+    K sums: (K + 1) * u * sum |a| |w|."""
+    ci = w.shape[0] // taps
+    g = np.concatenate([a[:, t * tap_stride: t * tap_stride + ci] for t in range(taps)], axis=1)
+    g = bf16_activations(g).astype(np.float64)
+    w64 = w.astype(np.float64)
+    return g @ w64, (w.shape[0] + 1) * U * (np.abs(g) @ np.abs(w64))
+
+
+def _bf16(rng, shape):
+    return round_to_16bit(rng.standard_normal(shape), "bf16")
+
+
+SHAPES = [  # (M, taps, ci, tap_stride (None: ci), N, n0, ncols (None: to the end))
+    (1, 1, 1, None, 1, 0, None),
+    (1, 1, 64, None, 64, 0, None),
+    (5, 1, 33, None, 65, 0, None),
+    (6, 3, 31, None, 150, 5, 140),
+    (7, 3, 32, 96, 130, 64, 66),     # dilated taps: stride 3 * ci between them
+    (13, 2, 2, 5, 17, 3, 11),
+    (31, 1, 40, None, 40, 0, None),  # AMX kernels: the last row count below their tiles
+    (32, 1, 32, None, 32, 0, None),  # one whole 32 x 32 block, one tile of K
+    (33, 3, 11, 20, 97, 31, 34),     # a second, 1-row block; K of 17 pairs: a padded tile
+    (97, 3, 45, 45, 200, 0, None),   # several K blocks and row chunks
+    (200, 1, 130, None, 70, 1, 68),
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "m{}t{}c{}s{}n{}@{}+{}".format(*s))
+def test_gemm_against_float64_model(kernel, shape):
+    _skip_unless_runs(kernel)
+    m, taps, ci, ts, n, n0, ncols = shape
+    ts = ci if ts is None else ts
+    ncols = n - n0 if ncols is None else ncols
+    seed = int(np.random.default_rng().integers(1 << 30))
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, (taps - 1) * ts + ci + 3)).astype(np.float32)
+    w = _bf16(rng, (taps * ci, n))
+    out = np.full((m, ncols), np.nan, np.float32)
+    c = _native.gemm_bf16_dot(a, w, taps=taps, tap_stride=ts, n0=n0, ncols=ncols, kernel=kernel, out=out)
+    ref, bound = dot_model(a, w, taps, ts)
+    err = np.abs(c - ref[:, n0:n0 + ncols])
+    assert np.isfinite(c).all() and (err <= bound[:, n0:n0 + ncols]).all(), \
+        f"seed {seed}: max err {err.max()} vs bound {bound.max()}"
+    # activations really are rounded to bf16: fp32 A would miss the model by far more than the bound
+    exact = (a[:, :ci].astype(np.float64) @ w[:ci].astype(np.float64)) if taps == 1 else None
+    if exact is not None and ci >= 16:
+        assert np.abs(exact[:, n0:n0 + ncols] - ref[:, n0:n0 + ncols]).max() > bound.max()
+
+
+@pytest.mark.parametrize("kernel,emulation", [("avx512bf16", "emulated"), ("amx", "emulated-amx")])
+@pytest.mark.parametrize("m", [29, 77])
+def test_native_kernel_agrees_with_its_emulation(kernel, emulation, m):
+    """A native kernel against its emulation (the same sums in the same order per the SDM's
+    pseudo-code: each element within the fp32 chain bound of the other)."""
+    _skip_unless_runs(kernel)
+    rng = np.random.default_rng()
+    a = rng.standard_normal((m, 3 * 77)).astype(np.float32)
+    w = _bf16(rng, (3 * 77, 190))
+    ce = _native.gemm_bf16_dot(a, w, taps=3, kernel=emulation)
+    ch = _native.gemm_bf16_dot(a, w, taps=3, kernel=kernel)
+    _, bound = dot_model(a, w, 3, 77)
+    assert np.isfinite(ch).all() and (np.abs(ce - ch) <= bound).all()
+
+
+@pytest.mark.parametrize("kernel", ["emulated", "emulated-amx"])
+def test_emulated_edge_values(kernel):
+    """NaN and infinity propagate (a NaN activation poisons its row only), denormal activations
+    read as zero (the instructions' DAZ), odd ci leaves the last pair's high half out; 40 rows
+    put the AMX emulation on its tiles."""
+    w = round_to_16bit(np.linspace(-2, 2, 5 * 7).reshape(5, 7), "bf16")
+    a = np.ones((40, 5), np.float32)
+    a[1, 2] = np.nan
+    a[2, 0] = np.inf
+    a[3, :] = 1e-40  # fp32 denormals
+    c = _native.gemm_bf16_dot(a, w, kernel=kernel)
+    assert np.isnan(c[1]).all() and not np.isnan(np.delete(c, [1, 2], 0)).any()
+    assert (np.isinf(c[2]) | np.isnan(c[2])).all()
+    assert np.array_equal(c[3], np.zeros(7, np.float32))
+    np.testing.assert_allclose(c[[0, 4, 39]], np.tile(w.astype(np.float64).sum(0), (3, 1)), rtol=1e-6, atol=1e-6)
+
+
+def test_gemm_bad_input():
+    w = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="bf16"):
+        _native.gemm_bf16_dot(np.ones((2, 4), np.float32), w + np.float32(1e-3))
+    with pytest.raises(ValueError, match="taps"):
+        _native.gemm_bf16_dot(np.ones((2, 4), np.float32), w, taps=3)
+    with pytest.raises(ValueError, match="need"):
+        _native.gemm_bf16_dot(np.ones((2, 3), np.float32), w)
+    with pytest.raises(ValueError, match="columns"):
+        _native.gemm_bf16_dot(np.ones((2, 4), np.float32), w, n0=2, ncols=2)
+    with pytest.raises(ValueError, match="kernel|bf16_dot"):
+        _native.gemm_bf16_dot(np.ones((2, 4), np.float32), w, kernel="amx")
+    for k in ("avx512bf16", "amx"):
+        if k not in _kernels():
+            with pytest.raises(ValueError, match="AVX512-BF16|AMX"):
+                _native.gemm_bf16_dot(np.ones((2, 4), np.float32), w, kernel=k)
+
+
+CONVS = [  # (n, t, ci, co, k, stride, dilation, act, residual)
+    (1, 27, 34, 70, 3, 3, 1, "relu", False),    # window mode: fused taps
+    (3, 9, 64, 64, 3, 3, 1, "none", True),
+    (16, 27, 34, 130, 3, 3, 1, "relu", True),   # 144 rows: AMX tiles
+    (2, 40, 33, 129, 3, 1, 2, "lrelu", False),  # sequence mode: dilated taps
+    (1, 30, 16, 17, 3, 1, 3, "relu", True),
+    (5, 7, 48, 96, 1, 1, 1, "none", False),     # 1x1
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("cfg", CONVS, ids=lambda c: "n{}t{}ci{}co{}k{}s{}d{}{}{}".format(*c[:8], "r" if c[8] else ""))
+def test_conv_against_float64(kernel, cfg):
+    """conv(bf16_dot=...) against the float64 conv of the bf16-rounded input, bias, activation
+    and residual included; thread counts give the same bits (tiles depend on the shape only), and
+    on the vdpbf16ps kernels batch sizes too (each element's sum is one chain whatever the
+    tiles)."""
+    _skip_unless_runs(kernel)
+    n, t, ci, co, k, stride, dil, act, has_res = cfg
+    rng = np.random.default_rng()
+    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
+    w = _bf16(rng, (k * ci, co))
+    b = (rng.standard_normal(co) * 0.3).astype(np.float32)
+    ref, scale = conv_reference64(bf16_activations(x), w, b, k, stride, dil)
+    to = ref.shape[1]
+    res = (rng.standard_normal((n, 1, to, co)).astype(np.float32) if has_res else None)
+    ref = np.maximum(ref, 0) if act == "relu" else np.where(ref > 0, ref, 0.2 * ref) if act == "lrelu" else ref
+    if has_res:
+        ref = ref + res[:, 0]
+    kw = dict(k=k, stride=stride, dilation=dil, act=act, algo="direct", bf16_dot=kernel)
+    y1 = _native.conv(x, w, b, res, threads=1, **kw)
+    y2 = _native.conv(x, w, b, res, threads=2, **kw)
+    assert np.array_equal(y1, y2)
+    err = np.abs(y1[:, 0].astype(np.float64) - ref).max()
+    assert np.isfinite(y1).all() and err <= (k * ci + 4) * U * (scale + 4), (err, scale)
+    if n > 1 and "amx" not in kernel:  # one sequence alone: the same bits as inside the batch
+        # (AMX kernels: a tile of >= 32 rows sums pairs even element first, vdpbf16ps below it
+        # odd first, so there results may differ in the last bits between batch sizes)
+        y0 = _native.conv(x[1:2], w, b, None if res is None else res[1:2], threads=2, **kw)
+        assert np.array_equal(y0[0], y1[1])
+
+
+def test_conv_bad_input():
+    x = np.ones((1, 1, 9, 4), np.float32)
+    w = np.ones((12, 5), np.float32)
+    b = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="bf16"):
+        _native.conv(x, w + np.float32(1e-3), b, k=3, stride=3, bf16_dot="emulated")
+    with pytest.raises(ValueError, match="direct"):
+        _native.conv(np.ones((1, 1, 40, 4), np.float32), w, b, k=3, stride=1, algo="winograd",
+                     bf16_dot="emulated")
+    with pytest.raises(ValueError, match="bf16_dot"):
+        _native.conv(x, w, b, k=3, stride=3, bf16_dot="fast")
+
+
+ENGINE_CHILD = r'''
+import json, sys
+import numpy as np
+import gastrt
+from gastrt import _native
+spec = json.loads(sys.argv[1])
+e = gastrt.load(spec["engine"], backend="native")
+pos = e.backend._engines["pos"]
+out = {"window": e.lift(np.load(spec["windows"]))}
+if spec["sequence"]:
+    out["sequence"] = e.lift_sequence(np.load(spec["sequence"]))
+np.savez(spec["out"], **out)
+print(json.dumps({"bf16_dot": pos.bf16_dot, "bytes": pos.panel_bytes, "panels": pos.weight_panels,
+                  "config": _native.build_config()["bf16_dot"]}))
+'''
+
+ENGINE_CONFIGS = SMALL_ENGINE_CONFIGS
+def _run_engine(tmp_path, engine, x, seq, mode, tag):
+    np.save(tmp_path / "x.npy", x)
+    if seq is not None:
+        np.save(tmp_path / "s.npy", seq)
+    spec = {"engine": engine, "windows": str(tmp_path / "x.npy"),
+            "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / f"{tag}.npz")}
+    r = subprocess.run([sys.executable, "-c", ENGINE_CHILD, json.dumps(spec)],
+                       env={**subprocess_env(), "GASTRT_BF16_DOT": mode}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1]), np.load(tmp_path / f"{tag}.npz")
+
+
+@pytest.mark.parametrize("mode", ["emulate", "emulate-amx", "auto"])
+@pytest.mark.parametrize("family", list(ENGINE_CONFIGS))
+def test_bf16_engine_against_float64(tmp_path, family, mode):
+    """A bf16 engine on the bf16 dot-product kernels (emulated anywhere; 'auto': AMX, else
+    AVX512-BF16 where the CPU has them, else fp32 arithmetic) against the eager model in float64,
+    within the bf16 tolerance (engine_file.PRECISION_TOLERANCE), windows and sequences (whose
+    convs have enough rows for the AMX tiles); the fp32 engine's convs never take them."""
+    torch = pytest.importorskip("torch")
+    import gastrt
+    from gastrt.engine_file import PRECISION_TOLERANCE
+    from gastrt.reference import factory
+
+    config = ENGINE_CONFIGS[family]
+    ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=5)
+    eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
+    rf = int(np.prod(config["filter_widths"]))
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((2, rf, 17, 2)) * 0.5).astype(np.float32)
+    seq = None if family == "rie" else (rng.standard_normal((rf + 30, 17, 2)) * 0.5).astype(np.float32)
+    info, got = _run_engine(tmp_path, eng, x, seq, mode, "y")
+    native = [k for k in ("amx", "avx512bf16") if k in _kernels()]
+    expect = {"emulate": "emulated", "emulate-amx": "emulated-amx"}.get(mode) or (native[0] if native else "none")
+    assert info["bf16_dot"] == info["config"] == expect, info
+    if expect != "none":
+        assert info["bytes"]["bf16_pairs"] > 0 and info["bytes"]["16bit"] == 0, info
+        assert info["panels"] == "bf16-pairs", info
+    sd = torch.load(ck, weights_only=True)["model_pos"]
+    with torch.no_grad():
+        win = factory.build_model(family, config, optimized=True).double()
+        win.load_state_dict(sd)
+        win.eval()
+        ref_w = win(torch.from_numpy(x.astype(np.float64))).numpy()[:, 0]
+        w = got["window"]
+        assert rel_err(w[:, 0] if w.ndim == 4 else w, ref_w) <= PRECISION_TOLERANCE["bf16"]
+        if seq is not None:
+            full = factory.build_model(family, config, optimized=False).double()
+            full.load_state_dict(sd)
+            full.eval()
+            pad = (rf - 1) // 2
+            padded = np.concatenate([np.repeat(seq[:1], pad, 0), seq, np.repeat(seq[-1:], pad, 0)])
+            ref_s = full(torch.from_numpy(padded[None].astype(np.float64))).numpy()[0]
+            assert rel_err(got["sequence"], ref_s) <= PRECISION_TOLERANCE["bf16"]
+    if mode != "auto":  # the fp32 engine of the same checkpoint: no bf16 arithmetic
+        eng32 = gastrt.build(ck, str(tmp_path / "fp32.gastrt"), precision="fp32")
+        info32, _ = _run_engine(tmp_path, eng32, x, None, mode, "y32")
+        assert info32["bf16_dot"] == "none" and info32["bytes"]["bf16_pairs"] == 0, info32
+
+
+def test_bad_mode_is_one_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "from gastrt import _native; print(_native.build_config()['bf16_dot'])"],
+                       env={**subprocess_env(), "GASTRT_BF16_DOT": "fastest"}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "GASTRT_BF16_DOT must be auto, off, emulate or emulate-amx" in r.stdout, \
+        r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("mode,says", [("emulate", "bf16 dot products (emulated)"),
+                                       ("off", "fp32 on bf16 weights")])
+def test_info_says_what_a_bf16_engine_computes_in(tmp_path, mode, says):
+    import gastrt
+
+    ck = save_checkpoint(tmp_path / "ck.bin", "rie", ENGINE_CONFIGS["rie"], seed=2)
+    eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
+    r = subprocess.run([sys.executable, "-m", "gastrt", "info", eng], env={**subprocess_env(), "GASTRT_BF16_DOT": mode},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("precision")][0]
+    assert line.split()[1].startswith("bf16") and f"computes in {says}" in line, line
