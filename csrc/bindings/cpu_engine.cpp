@@ -191,8 +191,9 @@ void bind_cpu_engine(py::module_& m) {
                              "far (panels on a conv's first run on the small-M kernel, bf16 pairs on its "
                              "first run); not during a call.")
       .def_property_readonly("bf16_dot", &PyEngine::bf16_dot,
-                             "The bf16 dot-product kernel this engine's convs run on: 'avx512bf16' or "
-                             "'emulated' (a bf16 engine; GASTRT_BF16_DOT), else 'none' (fp32 arithmetic).")
+                             "The bf16 dot-product kernel this engine's convs run on: 'amx', 'avx512bf16', "
+                             "'emulated' or 'emulated-amx' (a bf16 engine; GASTRT_BF16_DOT), else 'none' "
+                             "(fp32 arithmetic).")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")
       .def("schedule_shapes", &PyEngine::schedule_shapes, py::arg("n"), py::arg("t"),
            py::arg("mode") = "window",

@@ -146,7 +146,12 @@ void bind_kernels(py::module_& m) {
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +
                                 (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
-        const Bf16DotKernel bdk = bf16_dot == "none" ? Bf16DotKernel::None : parse_bf16_dot(bf16_dot);
+        Bf16DotKernel bdk = Bf16DotKernel::None;
+        try {
+          if (bf16_dot != "none") bdk = parse_bf16_dot(bf16_dot);
+        } catch (const py::value_error& e) {
+          throw py::value_error(std::string(e.what()) + " (or 'none')");
+        }
         if (bdk != Bf16DotKernel::None && wino)
           throw py::value_error("bf16_dot runs direct convs: pass algo='direct'");
         if (bdk != Bf16DotKernel::None && !cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))
@@ -207,12 +212,14 @@ void bind_kernels(py::module_& m) {
         if (taps < 1 || w.shape(0) % taps != 0 || w.shape(0) == 0)
           throw py::value_error("gemm_bf16_dot: w must have taps * ci rows, ci >= 1 (taps=" + std::to_string(taps) + ")");
         const int64_t M = a.shape(0), L = a.shape(1), ci = w.shape(0) / taps, N = w.shape(1);
-        if (tap_stride < 0) tap_stride = ci;
+        if (tap_stride == -1) tap_stride = ci;
+        if (tap_stride < 0) throw py::value_error("gemm_bf16_dot: tap_stride must be >= 0 (or -1: ci)");
+        if (N == 0) throw py::value_error("gemm_bf16_dot: w has no columns");
         if (int64_t(taps - 1) * tap_stride + ci > L)
           throw py::value_error("gemm_bf16_dot: rows of a hold " + std::to_string(L) + " values; taps at stride " +
                                 std::to_string(tap_stride) + " of " + std::to_string(ci) + " channels need " +
                                 std::to_string(int64_t(taps - 1) * tap_stride + ci));
-        if (ncols < 0) ncols = N - n0;
+        if (ncols == -1) ncols = N - n0;
         if (n0 < 0 || ncols < 0 || n0 + ncols > N)
           throw py::value_error("gemm_bf16_dot: columns [n0, n0 + ncols) must lie in [0, " + std::to_string(N) + ")");
         if (!cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))

@@ -13,9 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
-#if defined(__AMX_BF16__)
+#if defined(GASTRT_BF16_NATIVE)
 #include <immintrin.h>
 #endif
 
@@ -43,7 +42,7 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
 
-#if defined(__AMX_BF16__)
+#if defined(GASTRT_BF16_NATIVE)  // set by CMake for the native variant only (never by -march)
 
 namespace pairs_ns = bf16dot_avx512;  // A's pairs by vcvtne2ps2bf16 (every AMX CPU has AVX512-BF16)
 
@@ -120,9 +119,9 @@ void gemm(const GemmBf16DotParams& p) {
   const int64_t kr = bf16_pair_rows(p.taps, p.ci);  // A's row stride = the panels' pair rows
   const int64_t m32 = (p.m + 31) / 32 * 32;
   // A as pairs, padded with zero rows to whole 32-row blocks and zero pairs to whole tiles
-  thread_local std::vector<uint32_t> ap;
-  ap.assign(size_t(m32 * kr), 0u);
-  pairs_ns::pack_a_pairs(p, kr, ap.data());
+  uint32_t* ap = bf16_pairs_scratch(size_t(m32 * kr));
+  std::memset(ap, 0, size_t(m32 * kr) * sizeof(uint32_t));
+  pairs_ns::pack_a_pairs(p, kr, ap);
 
   TileConfig cfg{};
   cfg.palette_id = 1;
@@ -149,7 +148,7 @@ void gemm(const GemmBf16DotParams& p) {
           GASTRT_TILE_ZERO(tl, 1);
           GASTRT_TILE_ZERO(tl, 2);
           GASTRT_TILE_ZERO(tl, 3);
-          const uint32_t* a0 = ap.data() + m0 * kr;
+          const uint32_t* a0 = ap + m0 * kr;
           for (int64_t k = 0; k < kr; k += kTileRows) {
             GASTRT_TILE_LOAD(tl, 4, a0 + k, a_stride);
             GASTRT_TILE_LOAD(tl, 5, a0 + 16 * kr + k, a_stride);

@@ -11,9 +11,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
-#if defined(__AVX512BF16__)
+#if defined(GASTRT_BF16_NATIVE)
 #include <immintrin.h>
 #endif
 
@@ -32,7 +31,7 @@ constexpr int kLanes = 16;               // fp32 lanes of one vector (one zmm)
 constexpr int kNv = kBf16DotPanel / kLanes;  // vectors per panel row (4)
 constexpr int kMr = 6;                   // rows of the register tile (24 accumulators of 32 zmm)
 
-#if defined(__AVX512BF16__)
+#if defined(GASTRT_BF16_NATIVE)  // set by CMake for the native variant only (never by -march)
 
 struct Ops {
   using V = __m512;   // 16 fp32 sums
@@ -173,9 +172,8 @@ constexpr int64_t kKcPairs = 64, kMc = 96;
 void gemm(const GemmBf16DotParams& p) {
   if (p.m <= 0 || p.ncols <= 0) return;
   const int64_t kp = int64_t(p.taps) * bf16_pairs_per_tap(p.ci), kp_rows = bf16_pair_rows(p.taps, p.ci);
-  thread_local std::vector<uint32_t> ap;
-  ap.resize(size_t(p.m * kp));
-  pack_a_pairs(p, kp, ap.data());
+  uint32_t* ap = bf16_pairs_scratch(size_t(p.m * kp));
+  pack_a_pairs(p, kp, ap);
   const int64_t p_first = p.n0 / kBf16DotPanel, p_last = (p.n0 + p.ncols - 1) / kBf16DotPanel;
   const int64_t kc = p.m <= kMr ? kp : kKcPairs;
   for (int64_t m0 = 0; m0 < p.m; m0 += kMc) {
@@ -195,7 +193,7 @@ void gemm(const GemmBf16DotParams& p) {
       float* c = p.c + m0 * p.ldc + (pc0 - p.n0);
       const uint32_t* w = p.w_pairs + pn * kp_rows * kBf16DotPanel;
       for (int64_t k0 = 0; k0 < kp; k0 += kc)
-        rows(mc, std::min(kc, kp - k0), ap.data() + m0 * kp + k0, kp, w + k0 * kBf16DotPanel, c,
+        rows(mc, std::min(kc, kp - k0), ap + m0 * kp + k0, kp, w + k0 * kBf16DotPanel, c,
              p.ldc, mask, k0 > 0);
     }
   }

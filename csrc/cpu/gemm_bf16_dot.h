@@ -1,6 +1,7 @@
 // The bf16 dot-product GEMM's variants (gemm_bf16_dot.cpp, compiled once per variant) and the
 // facts its packing and its kernels share. Callers use cpu::gemm_bf16_dot (gastrt/cpu_ops.h).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -29,6 +30,11 @@ inline uint16_t bf16_round(float f) {
   if ((b & 0x7fffffffu) > 0x7f800000u) return uint16_t((b >> 16) | 0x40u);
   return uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
+
+// A per-thread buffer of at least n pairs, grown and never shrunk (gemm_bf16_dot_select.cpp).
+// The kernels' files use it instead of std::vector: compiled with AVX-512 / AMX flags, they must
+// instantiate no library templates, whose weak copies the linker might keep for every caller.
+uint32_t* bf16_pairs_scratch(size_t n);
 
 // Each variant: gemm, and pack_a_pairs (A's m rows as bf16 pairs, row stride ld >= taps *
 // ceil(ci / 2): tap t's pair j at t * ceil(ci / 2) + j, the high half zero past an odd ci; the

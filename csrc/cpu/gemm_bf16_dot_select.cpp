@@ -1,8 +1,8 @@
 // Which bf16 dot-product kernel runs (cpu_ops.h: Bf16DotKernel), its weight packing, and the
 // check the AVX512-BF16 kernel passes against the emulated one before an engine uses it.
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <functional>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -15,9 +15,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(GASTRT_HAVE_VK_X86)
+#include <cpuid.h>
+#endif
 
 namespace gastrt {
 namespace cpu {
+
+uint32_t* bf16_pairs_scratch(size_t n) {
+  thread_local std::vector<uint32_t> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
 
 bool cpu_has_avx512bf16() {
 #if defined(GASTRT_HAVE_VK_X86)
@@ -32,23 +41,44 @@ bool cpu_has_avx512bf16() {
 #endif
 }
 
-// AMX-BF16 and the OS's consent: Linux keeps the 8 KB tile state off until a process asks for it
-// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once for all its threads); a tile
-// instruction before that faults.
-bool cpu_has_amx_bf16() {
+// AMX-BF16 (CPUID leaf 7: EDX bits 22 AMX-BF16, 24 AMX-TILE; XCR0 bits 17-18: the OS manages
+// the tile state) and the OS's consent: Linux keeps the 8 KB tile state off until a process asks
+// for it (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once for all its threads); a
+// tile instruction before that faults. The request fails (ENOSPC) while some thread has an
+// alternate signal stack too small for the tile state. CPUID is read directly: older compilers
+// (Clang < 18) reject __builtin_cpu_supports("amx-tile").
+struct AmxSupport {
+  bool ok = false;
+  std::string why;  // the CPU has AMX-BF16 but it cannot be used: why ("" otherwise)
+};
+
+const AmxSupport& amx_support() {
+  static const AmxSupport s = [] {
+    AmxSupport r;
 #if defined(GASTRT_HAVE_VK_X86) && defined(__linux__) && defined(SYS_arch_prctl)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    if (!cpu_has_avx512bf16() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16"))
-      return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!cpu_has_avx512bf16() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return r;
+    if (!(d >> 22 & 1u) || !(d >> 24 & 1u)) return r;
+    uint32_t xlo = 0, xhi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));  // OSXSAVE: implied by AVX-512 above
+    if ((xlo >> 17 & 3u) != 3u) {
+      r.why = "the CPU has AMX-BF16 but the OS does not manage the tile state (XCR0)";
+      return r;
+    }
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return has;
-#else
-  return false;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+      r.why = std::string("the CPU has AMX-BF16 but Linux refused this process the tile state "
+                          "(arch_prctl ARCH_REQ_XCOMP_PERM: ") + std::strerror(errno) + ")";
+      return r;
+    }
+    r.ok = true;
 #endif
+    return r;
+  }();
+  return s;
 }
+
+bool cpu_has_amx_bf16() { return amx_support().ok; }
 
 const char* bf16_dot_kernel_name(Bf16DotKernel k) {
   switch (k) {
@@ -175,14 +205,14 @@ const Choice& choice() {
     const std::string mode = e ? e : "auto";
     if (mode == "emulate") return Choice{Bf16DotKernel::Emulated, ""};
     if (mode == "emulate-amx") return Choice{Bf16DotKernel::AmxEmulated, ""};
-    if (mode == "off" || mode == "0") return Choice{Bf16DotKernel::None, ""};
+    if (mode == "off") return Choice{Bf16DotKernel::None, ""};
     GASTRT_CHECK(mode == "auto",
                  "GASTRT_BF16_DOT must be auto, off, emulate or emulate-amx, got '" << mode << "'");
     if (!cpu_has_avx512bf16()) return Choice{Bf16DotKernel::None, ""};
     // the vdpbf16ps kernel first: the AMX kernel's few-row products run on it
     std::string why = check_kernel(Bf16DotKernel::Avx512Bf16, Bf16DotKernel::Emulated, 7);
     if (!why.empty()) return Choice{Bf16DotKernel::None, why};
-    if (!cpu_has_amx_bf16()) return Choice{Bf16DotKernel::Avx512Bf16, ""};
+    if (!cpu_has_amx_bf16()) return Choice{Bf16DotKernel::Avx512Bf16, amx_support().why};
     why = check_kernel(Bf16DotKernel::Amx, Bf16DotKernel::AmxEmulated, 45);
     return why.empty() ? Choice{Bf16DotKernel::Amx, ""} : Choice{Bf16DotKernel::Avx512Bf16, why};
   }();
@@ -192,7 +222,9 @@ const Choice& choice() {
 }  // namespace
 
 Bf16DotKernel bf16_dot_kernel() { return choice().kernel; }
-const std::string& bf16_dot_status() { return choice().status; }
+const std::string& bf16_dot_status() {
+  return choice().status.empty() ? amx_support().why : choice().status;
+}
 
 }  // namespace cpu
 }  // namespace gastrt

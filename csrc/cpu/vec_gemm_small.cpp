@@ -222,7 +222,7 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   // (VideoPose3D-243 at batch 1 ran its 27-row GEMMs at a third of ONNX Runtime's speed).
   // The copy changes no arithmetic.
   const bool pack = M > MR_MAX;
-  thread_local std::vector<float> bp;
+  thread_local VariantVec<float> bp;
   if (pack) bp.resize(size_t(std::min(KC, K)) * NB);
   if (M > kSmallMC) {  // many rows: K blocks outside, row blocks of A (kept in L2) inside, as
                        // sgemm_small_packed does; the same sums, so the same bits
@@ -261,7 +261,7 @@ void sgemm_small(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
     // so that every column's sum runs in the same order (same K blocks, same FMAs) wherever a
     // caller's column tile boundaries put it (row tiles pick the K block: see small_kc).
     const int64_t nt = N - n;  // < VW
-    thread_local std::vector<float> bt, ct;
+    thread_local VariantVec<float> bt, ct;
     bt.assign(size_t(std::min(KC, K)) * VW, 0.f);
     ct.assign(size_t(M) * VW, 0.f);
     if (beta != 0.f)
@@ -305,7 +305,7 @@ void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A
   struct Strip {  // the columns [j0, j1) of panel p; C at column pc0 + j0
     int64_t p, j0, j1;
   };
-  thread_local std::vector<Strip> strips;
+  thread_local VariantVec<Strip> strips;
   strips.clear();
   for (int64_t n = n0; n < n0 + ncols;) {
     const int64_t p = n / NB, pc0 = p * NB;
@@ -315,7 +315,7 @@ void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A
   }
   // A partial panel (the first or last strip) runs on all NB columns into scratch, whose
   // columns [j0, j1) go back to C at the end.
-  thread_local std::vector<float> ct[2];
+  thread_local VariantVec<float> ct[2];
   auto target = [&](size_t si, int64_t m0, int64_t& ld) -> float* {
     const Strip& st = strips[si];
     if (st.j0 == 0 && st.j1 == NB) {
@@ -328,7 +328,7 @@ void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A
   for (size_t si = 0; si < strips.size(); ++si) {
     const Strip& st = strips[si];
     if (st.j0 == 0 && st.j1 == NB) continue;
-    std::vector<float>& sc = ct[si == 0 ? 0 : 1];
+    VariantVec<float>& sc = ct[si == 0 ? 0 : 1];
     sc.assign(size_t(M) * NB, 0.f);
     if (beta != 0.f)
       for (int64_t m = 0; m < M; ++m)
@@ -370,7 +370,7 @@ void packed_impl(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A
   for (size_t si = 0; si < strips.size(); ++si) {
     const Strip& st = strips[si];
     if (st.j0 == 0 && st.j1 == NB) continue;
-    const std::vector<float>& sc = ct[si == 0 ? 0 : 1];
+    const VariantVec<float>& sc = ct[si == 0 ? 0 : 1];
     for (int64_t m = 0; m < M; ++m)
       std::memcpy(C + m * ldc + (st.p * NB + st.j0 - n0), &sc[size_t(m) * NB + st.j0],
                   (st.j1 - st.j0) * sizeof(float));
@@ -432,7 +432,7 @@ struct W16Panels {
   // per-thread buffer [n, kc, NB] (n * KC * NB floats: 1.5 MB for a 1024-column tile on AVX2).
   const float* k_block(int64_t p0, int64_t n, int64_t k0, int64_t kc, int64_t& stride) const {
     constexpr int64_t NB = int64_t(NV_MAX) * VW;
-    thread_local std::vector<float> wide;
+    thread_local VariantVec<float> wide;
     wide.resize(size_t(n * kc * NB));
     for (int64_t i = 0; i < n; ++i) widen_row<BF>(at(p0 + i, k0), wide.data() + i * kc * NB, kc * NB);
     stride = kc * NB;
@@ -455,7 +455,7 @@ void sgemm_small_packed(int64_t M, int64_t n0, int64_t ncols, int64_t K, const f
 void sgemm_small_packed16(int64_t M, int64_t n0, int64_t ncols, int64_t K, const float* A,
                           int64_t lda, const uint16_t* P, bool bf16, int64_t k_total,
                           int64_t k_off, float beta, float* C, int64_t ldc) {
-  thread_local std::vector<float> buf;
+  thread_local VariantVec<float> buf;
   buf.resize(size_t(std::min(small_kc(M), std::max<int64_t>(K, 1))) * NV_MAX * VW);
   if (bf16) {
     W16Panels<Bf16B> src{P, k_total, k_off, buf.data()};

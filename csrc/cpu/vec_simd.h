@@ -2,7 +2,10 @@
 // compiled once per ISA level with -DGASTRT_VK_NS=<namespace> and the matching -m flags
 // (CMakeLists.txt); vec_dispatch.cpp picks one variant at run time. Include only from those files.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -44,6 +47,30 @@ constexpr bool kSmallAnyRows = true;
 #else
 constexpr bool kSmallAnyRows = false;
 #endif
+
+// The per-ISA files' std::vectors take this allocator: a type of the variant's own (internal
+// linkage), so the library's out-of-line vector code they instantiate, compiled with the
+// variant's -m flags, is theirs alone. With std::allocator it would be a weak symbol shared with
+// the baseline files, and the linker might keep the AVX-512 copy for every caller (illegal
+// instructions on older CPUs).
+template <class T>
+struct VariantAlloc {
+  using value_type = T;
+  VariantAlloc() = default;
+  template <class U>
+  VariantAlloc(const VariantAlloc<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_alloc();
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+  template <class U>
+  bool operator==(const VariantAlloc<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const VariantAlloc<U>&) const noexcept { return false; }
+};
+template <class T>
+using VariantVec = std::vector<T, VariantAlloc<T>>;
 
 // GCC/Clang vector extensions: one source, lowered to zmm / ymm / xmm by each variant's flags.
 // Register tile MR rows x NV vectors: AVX-512 6 x 4 (24 of 32 zmm), AVX2 3 x 4 (12 of 16 ymm; 32-column panels,

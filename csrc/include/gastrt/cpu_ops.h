@@ -50,7 +50,8 @@ void conv_check_geometry(const ConvParams& p);
 Bf16DotKernel bf16_dot_kernel();
 // "none" | "emulated" | "avx512bf16" | "emulated-amx" | "amx"
 const char* bf16_dot_kernel_name(Bf16DotKernel k);
-// Why auto did not pick the best kernel the CPU has ("" when it did): a failed check.
+// Why a kernel the CPU has is not used ("" when none is missing): a failed check, or the OS
+// refusing the AMX tile state (reported whatever GASTRT_BF16_DOT says).
 const std::string& bf16_dot_status();
 bool cpu_has_avx512bf16();
 bool cpu_has_amx_bf16();  // AMX-BF16 + AVX512-BF16, and Linux granted this process the tile state

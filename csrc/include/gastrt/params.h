@@ -56,7 +56,8 @@ struct ConvParams {
 };
 
 // The bf16 dot-product GEMM of the CPU (cpu::gemm_bf16_dot): C[m, n0 : n0 + ncols] =
-// bf16(A) @ W over taps x ci input channels, with fp32 sums in the order of vdpbf16ps.
+// bf16(A) @ W over taps x ci input channels, fp32 sums of pair products in k order (each pair in
+// the order of the instruction that computes it: vdpbf16ps odd element first, tdpbf16ps even).
 // Row r of A reads tap t's ci channels at a + r * lda + t * tap_stride (a conv's window or
 // dilated taps, no im2col); they are rounded to bf16 (RNE) as the kernel packs them in pairs.
 struct GemmBf16DotParams {
@@ -66,7 +67,7 @@ struct GemmBf16DotParams {
   const uint32_t* w_pairs;   // [ceil(n_total / 64), pair rows, 64] (pack_bf16_pairs)
   int64_t n_total;           // columns of W
   int64_t n0, ncols;         // the columns computed (any range inside [0, n_total))
-  float* c;                  // [m, ncols] at column n0, row stride ldc (written, never read)
+  float* c;                  // [m, ncols] at column n0, row stride ldc (its old values are never read)
   int64_t ldc;
 };
 

@@ -28,14 +28,14 @@ def build_config() -> dict:
 
 def arithmetic(precision: str, device: str = "cpu") -> str:
     """What the native CPU runtime computes a ``precision`` engine's convs in, on this machine:
-    fp32 and fp16 engines in fp32; bf16 engines in bf16 dot products (AVX512-BF16, or the emulated
-    kernel under GASTRT_BF16_DOT=emulate) where build_config()['bf16_dot'] names a kernel, else
-    in fp32 on their bf16 weights. Other devices: the precision itself."""
+    fp32 and fp16 engines in fp32; bf16 engines in bf16 dot products where build_config()['bf16_dot']
+    names a kernel ('amx', 'avx512bf16', or an emulation under GASTRT_BF16_DOT=emulate*), else in
+    fp32 on their bf16 weights. Other devices: the precision itself."""
     if device != "cpu" or precision != "bf16":
         return "fp32" if device == "cpu" else precision
     cfg = build_config()
     kernel = cfg.get("bf16_dot") or "none"
-    if kernel in ("avx512bf16", "emulated"):
+    if kernel != "none" and not kernel.startswith("error"):
         return f"bf16 dot products ({kernel})"
     why = cfg.get("bf16_dot_status") or (kernel if kernel.startswith("error") else "no AVX512-BF16 kernel in use")
     return f"fp32 on bf16 weights ({why})"
