@@ -26,6 +26,32 @@ SMALL_ENGINE_CONFIGS = {
 }
 
 
+def eager_reference64(ck, family: str, config: dict, windows, sequence=None):
+    """The eager model of checkpoint ``ck`` in float64: (windows [N, rf, J, 2] -> [N, J, 3]
+    (the centre frame), sequence [T, J, 2] -> [T, J, 3] with the edge padding of lift_sequence, or
+    None). Needs torch."""
+    import torch
+    from gastrt.reference import factory
+
+    sd = torch.load(ck, weights_only=True)["model_pos"]
+    rf = int(np.prod(config["filter_widths"]))
+    with torch.no_grad():
+        win = factory.build_model(family, config, optimized=True).double()
+        win.load_state_dict(sd)
+        win.eval()
+        ref_w = win(torch.from_numpy(np.asarray(windows, np.float64))).numpy()[:, 0]
+        ref_s = None
+        if sequence is not None:
+            full = factory.build_model(family, config, optimized=False).double()
+            full.load_state_dict(sd)
+            full.eval()
+            pad = (rf - 1) // 2
+            seq = np.asarray(sequence)
+            padded = np.concatenate([np.repeat(seq[:1], pad, 0), seq, np.repeat(seq[-1:], pad, 0)])
+            ref_s = full(torch.from_numpy(padded[None].astype(np.float64))).numpy()[0]
+    return ref_w, ref_s
+
+
 def rel_err(got, ref) -> float:
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     assert got.shape == ref.shape, (got.shape, ref.shape)

@@ -61,20 +61,6 @@ struct Tiles {
 
 namespace pairs_ns = bf16dot_emu;
 
-inline float daz(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  if ((b & 0x7f800000u) == 0) b &= 0x80000000u;
-  std::memcpy(&x, &b, sizeof b);
-  return x;
-}
-inline float bf16_value(uint32_t h16) {
-  const uint32_t b = h16 << 16;
-  float f;
-  std::memcpy(&f, &b, sizeof f);
-  return daz(f);
-}
-
 struct Tiles {
   uint32_t t[8][kTileRows][kTileBytes / 4];  // 8 tile registers of 16 rows x 16 dwords
   explicit Tiles(const TileConfig&) {}
@@ -91,8 +77,8 @@ struct Tiles {
           float s;
           std::memcpy(&s, &t[C][m][n], sizeof s);
           const uint32_t a = t[A][m][k], b = t[B][k][n];
-          s = daz(std::fma(bf16_value(a & 0xffffu), bf16_value(b & 0xffffu), daz(s)));
-          s = daz(std::fma(bf16_value(a >> 16), bf16_value(b >> 16), s));
+          s = bf16_daz(std::fma(bf16_value_daz(a & 0xffffu), bf16_value_daz(b & 0xffffu), bf16_daz(s)));
+          s = bf16_daz(std::fma(bf16_value_daz(a >> 16), bf16_value_daz(b >> 16), s));
           std::memcpy(&t[C][m][n], &s, sizeof s);
         }
   }

@@ -52,21 +52,8 @@ struct Ops {
 
 #else
 
-// One lane of vdpbf16ps' FMA steps: denormal inputs read as zero, denormal result flushed.
-inline float daz(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  if ((b & 0x7f800000u) == 0) b &= 0x80000000u;
-  std::memcpy(&x, &b, sizeof b);
-  return x;
-}
-inline float bf16_value(uint32_t h16) {
-  const uint32_t b = h16 << 16;
-  float f;
-  std::memcpy(&f, &b, sizeof f);
-  return daz(f);
-}
-
+// vdpbf16ps per lane: two FMAs, the odd element of the pair first; denormal inputs read as zero,
+// denormal results flushed.
 struct Ops {
   struct V {
     float f[kLanes];
@@ -89,8 +76,8 @@ struct Ops {
   static V dot(V acc, A a, W w) {
     for (int i = 0; i < kLanes; ++i) {
       float s = acc.f[i];
-      s = daz(std::fma(bf16_value(a >> 16), bf16_value(w[i] >> 16), daz(s)));
-      s = daz(std::fma(bf16_value(a & 0xffffu), bf16_value(w[i] & 0xffffu), s));
+      s = bf16_daz(std::fma(bf16_value_daz(a >> 16), bf16_value_daz(w[i] >> 16), bf16_daz(s)));
+      s = bf16_daz(std::fma(bf16_value_daz(a & 0xffffu), bf16_value_daz(w[i] & 0xffffu), s));
       acc.f[i] = s;
     }
     return acc;

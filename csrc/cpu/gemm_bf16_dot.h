@@ -14,21 +14,40 @@ namespace cpu {
 constexpr int kBf16DotPanel = 64;
 // Pair rows of a panel: taps * ceil(ci / 2), rounded up to whole AMX tiles (16 pair rows; the
 // rows past the weights are zero) so that every tile load stays inside the panel.
-inline int64_t bf16_pairs_per_tap(int32_t ci) { return (int64_t(ci) + 1) / 2; }
-inline int64_t bf16_pair_rows(int32_t taps, int32_t ci) {
+static inline int64_t bf16_pairs_per_tap(int32_t ci) { return (int64_t(ci) + 1) / 2; }
+static inline int64_t bf16_pair_rows(int32_t taps, int32_t ci) {
   return (int64_t(taps) * bf16_pairs_per_tap(ci) + 15) / 16 * 16;
 }
+
+// The helpers below are static: included by files compiled with AVX-512 / AMX flags too, they
+// must not become weak symbols shared with baseline code.
 
 // fp32 -> bf16 bits as vcvtne2ps2bf16 rounds: RNE, zero and denormal inputs to a signed zero,
 // NaN quieted (its top half kept), infinity kept. The weights' packing and the activations' go
 // through this (or that instruction), so the emulated and the AVX512-BF16 kernel read the
 // same bits.
-inline uint16_t bf16_round(float f) {
+static inline uint16_t bf16_round(float f) {
   uint32_t b;
   std::memcpy(&b, &f, sizeof b);
   if ((b & 0x7f800000u) == 0) return uint16_t((b >> 16) & 0x8000u);
   if ((b & 0x7fffffffu) > 0x7f800000u) return uint16_t((b >> 16) | 0x40u);
   return uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// What the emulations read, as vdpbf16ps and tdpbf16ps do: denormals as zero (also how both
+// flush a denormal sum), bf16 bits widened.
+static inline float bf16_daz(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  if ((b & 0x7f800000u) == 0) b &= 0x80000000u;
+  std::memcpy(&x, &b, sizeof b);
+  return x;
+}
+static inline float bf16_value_daz(uint32_t h16) {
+  const uint32_t b = h16 << 16;
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return bf16_daz(f);
 }
 
 // A per-thread buffer of at least n pairs, grown and never shrunk (gemm_bf16_dot_select.cpp).

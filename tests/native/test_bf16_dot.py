@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gastrt import _native
-from gastrt_testutil import SMALL_ENGINE_CONFIGS, conv_reference64, rel_err, round_to_16bit, save_checkpoint, subprocess_env
+from gastrt_testutil import SMALL_ENGINE_CONFIGS, conv_reference64, eager_reference64, rel_err, round_to_16bit, save_checkpoint, subprocess_env
 
 U = 2.0 ** -24  # fp32 unit roundoff
 
@@ -262,10 +262,9 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
     AVX512-BF16 where the CPU has them, else fp32 arithmetic) against the eager model in float64,
     within the bf16 tolerance (engine_file.PRECISION_TOLERANCE), windows and sequences (whose
     convs have enough rows for the AMX tiles); the fp32 engine's convs never take them."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import gastrt
     from gastrt.engine_file import PRECISION_TOLERANCE
-    from gastrt.reference import factory
 
     config = ENGINE_CONFIGS[family]
     ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=5)
@@ -282,22 +281,11 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
     if expect != "none":
         assert info["bytes"]["bf16_pairs"] > 0 and info["bytes"]["16bit"] == 0, info
         assert info["panels"] == "bf16-pairs", info
-    sd = torch.load(ck, weights_only=True)["model_pos"]
-    with torch.no_grad():
-        win = factory.build_model(family, config, optimized=True).double()
-        win.load_state_dict(sd)
-        win.eval()
-        ref_w = win(torch.from_numpy(x.astype(np.float64))).numpy()[:, 0]
-        w = got["window"]
-        assert rel_err(w[:, 0] if w.ndim == 4 else w, ref_w) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
-        if seq is not None:
-            full = factory.build_model(family, config, optimized=False).double()
-            full.load_state_dict(sd)
-            full.eval()
-            pad = (rf - 1) // 2
-            padded = np.concatenate([np.repeat(seq[:1], pad, 0), seq, np.repeat(seq[-1:], pad, 0)])
-            ref_s = full(torch.from_numpy(padded[None].astype(np.float64))).numpy()[0]
-            assert rel_err(got["sequence"], ref_s) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
+    ref_w, ref_s = eager_reference64(ck, family, config, x, seq)
+    w = got["window"]
+    assert rel_err(w[:, 0] if w.ndim == 4 else w, ref_w) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
+    if seq is not None:
+        assert rel_err(got["sequence"], ref_s) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
     if mode != "auto":  # the fp32 engine of the same checkpoint: no bf16 arithmetic
         eng32 = gastrt.build(ck, str(tmp_path / "fp32.gastrt"), precision="fp32")
         info32, _ = _run_engine(tmp_path, eng32, x, None, mode, "y32")

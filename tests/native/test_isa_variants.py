@@ -169,13 +169,12 @@ def test_engine_precisions_against_float64_on_each_variant(tmp_path, family, isa
     (engine_file.PRECISION_TOLERANCE). On CPUs without 16-bit arithmetic the 16-bit engines
     compute in fp32 on rounded weights: the kernels are the fp32 ones, their error is the
     rounding of the weights."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     if isa not in _supported():
         pytest.skip(f"this CPU cannot run the {isa} variant (or this build has none)")
     import gastrt
     from gastrt.engine_file import PRECISION_TOLERANCE
-    from gastrt.reference import factory
-    from gastrt_testutil import rel_err, save_checkpoint
+    from gastrt_testutil import eager_reference64, rel_err, save_checkpoint
 
     config = ENGINE_CONFIGS[family]
     ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=11)
@@ -218,20 +217,7 @@ def test_engine_precisions_against_float64_on_each_variant(tmp_path, family, isa
     for key in got32.files:
         assert np.isfinite(got[key]).all() and np.array_equal(got[key], got32[key]), key
 
-    sd = torch.load(ck, weights_only=True)["model_pos"]
-    with torch.no_grad():
-        win = factory.build_model(family, config, optimized=True).double()
-        win.load_state_dict(sd)
-        win.eval()
-        ref_w = win(torch.from_numpy(x.astype(np.float64))).numpy()[:, 0]
-        ref_s = None
-        if seq is not None:
-            full = factory.build_model(family, config, optimized=False).double()
-            full.load_state_dict(sd)
-            full.eval()
-            pad = (rf - 1) // 2
-            padded = np.concatenate([np.repeat(seq[:1], pad, 0), seq, np.repeat(seq[-1:], pad, 0)])
-            ref_s = full(torch.from_numpy(padded[None].astype(np.float64))).numpy()[0]
+    ref_w, ref_s = eager_reference64(ck, family, config, x, seq)
     for p in engines:
         w = got[p + "/window"]
         w = w[:, 0] if w.ndim == 4 else w
