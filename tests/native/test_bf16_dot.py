@@ -9,6 +9,7 @@ processes with the mode they test."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -236,7 +237,11 @@ e = gastrt.load(spec["engine"], backend="native")
 pos = e.backend._engines["pos"]
 out = {"window": e.lift(np.load(spec["windows"]))}
 if spec["sequence"]:
-    out["sequence"] = e.lift_sequence(np.load(spec["sequence"]))
+    seq = np.load(spec["sequence"])
+    out["sequence"] = e.lift_sequence(seq)
+    sys.path.insert(0, spec["tests"])   # the shared helpers
+    from gastrt_testutil import drive_stream
+    out["stream"] = drive_stream(e.stream(slots=1, kernels="native"), [seq], [0])[0].poses
 np.savez(spec["out"], **out)
 print(json.dumps({"bf16_dot": pos.bf16_dot, "bytes": pos.panel_bytes, "panels": pos.weight_panels,
                   "config": _native.build_config()["bf16_dot"], "kernels": _native.bf16_dot_kernels()}))
@@ -248,7 +253,8 @@ def _run_engine(tmp_path, engine, x, seq, mode, tag):
     if seq is not None:
         np.save(tmp_path / "s.npy", seq)
     spec = {"engine": engine, "windows": str(tmp_path / "x.npy"),
-            "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / f"{tag}.npz")}
+            "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / f"{tag}.npz"),
+            "tests": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     r = subprocess.run([sys.executable, "-c", ENGINE_CHILD, json.dumps(spec)],
                        env={**subprocess_env(), "GASTRT_BF16_DOT": mode}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -286,6 +292,8 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
     assert rel_err(w[:, 0] if w.ndim == 4 else w, ref_w) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
     if seq is not None:
         assert rel_err(got["sequence"], ref_s) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
+        # the stream computes in fp32 on the same bf16 weights: within the tolerance, not exact
+        assert rel_err(got["stream"], ref_s) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
     if mode != "auto":  # the fp32 engine of the same checkpoint: no bf16 arithmetic
         eng32 = gastrt.build(ck, str(tmp_path / "fp32.gastrt"), precision="fp32")
         info32, _ = _run_engine(tmp_path, eng32, x, None, mode, "y32")
