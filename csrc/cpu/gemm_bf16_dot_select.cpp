@@ -1,5 +1,5 @@
 // Which bf16 dot-product kernel runs (cpu_ops.h: Bf16DotKernel), its weight packing, and the
-// check the AVX512-BF16 kernel passes against the emulated one before an engine uses it.
+// check each native kernel passes against its emulation before an engine uses it.
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -47,6 +47,8 @@ bool cpu_has_avx512bf16() {
 // tile instruction before that faults. The request fails (ENOSPC) while some thread has an
 // alternate signal stack too small for the tile state. CPUID is read directly: older compilers
 // (Clang < 18) reject __builtin_cpu_supports("amx-tile").
+namespace {
+
 struct AmxSupport {
   bool ok = false;
   std::string why;  // the CPU has AMX-BF16 but it cannot be used: why ("" otherwise)
@@ -77,6 +79,8 @@ const AmxSupport& amx_support() {
   }();
   return s;
 }
+
+}  // namespace
 
 bool cpu_has_amx_bf16() { return amx_support().ok; }
 
@@ -125,20 +129,22 @@ std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, 
   const int64_t cp = bf16_pairs_per_tap(ci), kp = bf16_pair_rows(taps, ci);
   const int64_t np = (n + kBf16DotPanel - 1) / kBf16DotPanel;
   std::vector<uint32_t> out(size_t(np * kp * kBf16DotPanel), 0u);
-  for (int64_t col = 0; col < n; ++col) {
-    uint32_t* dst = out.data() + (col / kBf16DotPanel) * kp * kBf16DotPanel + col % kBf16DotPanel;
-    for (int32_t t = 0; t < taps; ++t)
-      for (int32_t c = 0; c < ci; ++c) {
-        const float v = w[(int64_t(t) * ci + c) * n + col];
+  for (int32_t t = 0; t < taps; ++t)
+    for (int32_t c = 0; c < ci; ++c) {  // row t * ci + c of w, read in order
+      const float* row = w + (int64_t(t) * ci + c) * n;
+      const int64_t pr = int64_t(t) * cp + c / 2;  // its pair row
+      for (int64_t col = 0; col < n; ++col) {
+        const float v = row[col];
         uint32_t b;
         std::memcpy(&b, &v, sizeof b);
         GASTRT_CHECK((b & 0xffffu) == 0 || std::isnan(v),
                      "pack_bf16_pairs: weights are not bf16 values (row " << t * ci + c << ", column "
                                                                            << col << ")");
         const uint32_t h = bf16_round(v);
-        dst[(int64_t(t) * cp + c / 2) * kBf16DotPanel] |= c % 2 ? h << 16 : h;
+        out[size_t(((col / kBf16DotPanel) * kp + pr) * kBf16DotPanel + col % kBf16DotPanel)] |=
+            c % 2 ? h << 16 : h;
       }
-  }
+    }
   return out;
 }
 
