@@ -64,8 +64,7 @@ struct GastBlockKernel {
 // A kernel name (cpu::bf16_dot_kernel_name) or 'auto' (the engines' choice) -> a kernel this CPU
 // runs; ValueError else.
 Bf16DotKernel parse_bf16_dot(const std::string& s) {
-  for (Bf16DotKernel k : {Bf16DotKernel::Emulated, Bf16DotKernel::AmxEmulated, Bf16DotKernel::Avx512Bf16,
-                          Bf16DotKernel::Amx})
+  for (Bf16DotKernel k : cpu::kBf16DotKernels)
     if (s == cpu::bf16_dot_kernel_name(k)) {
       if (!cpu::bf16_dot_kernel_runs_here(k))
         throw py::value_error("bf16_dot='" + s + "': this CPU (or OS) has no " +
@@ -258,8 +257,7 @@ void bind_kernels(py::module_& m) {
       "bf16_dot_kernels",
       [] {
         std::vector<std::string> r;
-        for (Bf16DotKernel k : {Bf16DotKernel::Emulated, Bf16DotKernel::AmxEmulated, Bf16DotKernel::Avx512Bf16,
-                                Bf16DotKernel::Amx})
+        for (Bf16DotKernel k : cpu::kBf16DotKernels)
           if (cpu::bf16_dot_kernel_runs_here(k)) r.push_back(cpu::bf16_dot_kernel_name(k));
         return r;
       },

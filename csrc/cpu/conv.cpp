@@ -212,7 +212,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   const GemmGrid grid = gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
   const int64_t tile_cols =
-      pairs ? ceil_div(std::max<int64_t>(grid.tile_cols, 1), kBf16DotPanel) * kBf16DotPanel
+      pairs ? panel_tile_cols(grid.tile_cols, kBf16DotPanel)
       : panels || panels16 ? panel_tile_cols(grid.tile_cols) : grid.tile_cols;
   const int64_t ncol = ceil_div(co, tile_cols);
 

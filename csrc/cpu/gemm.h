@@ -53,10 +53,9 @@ inline GemmPath conv_gemm_path(int64_t rows, int64_t K) {
   return small_gemm_for_all_rows() ? GemmPath::Small : gemm_path(rows, K);
 }
 
-// A tile width (tiling.h) rounded up to whole panels of the packed small-M kernel, so that a
-// tile reads whole panels (only the product's last one may be partial).
-inline int64_t panel_tile_cols(int64_t tile_cols) {
-  const int64_t nb = vec().small_panel;
+// A tile width (tiling.h) rounded up to whole panels of nb columns (default: the packed small-M
+// kernel's), so that a tile reads whole panels (only the product's last one may be partial).
+inline int64_t panel_tile_cols(int64_t tile_cols, int64_t nb = vec().small_panel) {
   return (std::max<int64_t>(tile_cols, 1) + nb - 1) / nb * nb;
 }
 

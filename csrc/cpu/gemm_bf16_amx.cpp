@@ -106,8 +106,10 @@ void gemm(const GemmBf16DotParams& p) {
   const int64_t m32 = (p.m + 31) / 32 * 32;
   // A as pairs, padded with zero rows to whole 32-row blocks and zero pairs to whole tiles
   uint32_t* ap = bf16_pairs_scratch(size_t(m32 * kr));
-  std::memset(ap, 0, size_t(m32 * kr) * sizeof(uint32_t));
-  pairs_ns::pack_a_pairs(p, kr, ap);
+  pairs_ns::pack_a_pairs(p, kr, ap);  // pairs [0, kp) of rows [0, m); the rest is padding
+  const int64_t kp = int64_t(p.taps) * bf16_pairs_per_tap(p.ci);
+  for (int64_t r = 0; r < p.m; ++r) std::memset(ap + r * kr + kp, 0, size_t(kr - kp) * sizeof(uint32_t));
+  std::memset(ap + p.m * kr, 0, size_t((m32 - p.m) * kr) * sizeof(uint32_t));
 
   TileConfig cfg{};
   cfg.palette_id = 1;

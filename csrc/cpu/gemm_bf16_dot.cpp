@@ -83,8 +83,7 @@ struct Ops {
     return acc;
   }
   static void pairs32(const float* src, uint32_t* dst) {
-    for (int i = 0; i < kLanes; ++i)
-      dst[i] = uint32_t(bf16_round(src[2 * i])) | uint32_t(bf16_round(src[2 * i + 1])) << 16;
+    for (int i = 0; i < kLanes; ++i) dst[i] = bf16_pair(src[2 * i], src[2 * i + 1]);
   }
 };
 
@@ -103,10 +102,7 @@ void pack_a_pairs(const GemmBf16DotParams& p, int64_t ld, uint32_t* ap) {
       uint32_t* dst = ap + r * ld + t * cp;
       int64_t c = 0;
       for (; c + 2 * kLanes <= p.ci; c += 2 * kLanes) Ops::pairs32(src + c, dst + c / 2);
-      for (; c < p.ci; c += 2) {
-        const uint32_t hi = c + 1 < p.ci ? uint32_t(bf16_round(src[c + 1])) << 16 : 0u;
-        dst[c / 2] = uint32_t(bf16_round(src[c])) | hi;
-      }
+      for (; c < p.ci; c += 2) dst[c / 2] = bf16_pair(src[c], c + 1 < p.ci ? src[c + 1] : 0.f);
     }
 }
 

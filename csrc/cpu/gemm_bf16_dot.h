@@ -34,6 +34,11 @@ static inline uint16_t bf16_round(float f) {
   return uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
+// One pair of the kernels' operands: bf16_round(lo) in the low half, bf16_round(hi) in the high.
+static inline uint32_t bf16_pair(float lo, float hi) {
+  return uint32_t(bf16_round(lo)) | uint32_t(bf16_round(hi)) << 16;
+}
+
 // What the emulations read, as vdpbf16ps and tdpbf16ps do: denormals as zero (also how both
 // flush a denormal sum), bf16 bits widened.
 static inline float bf16_daz(float x) {

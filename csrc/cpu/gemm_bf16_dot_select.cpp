@@ -126,6 +126,8 @@ void gemm_bf16_dot(Bf16DotKernel k, const GemmBf16DotParams& p) {
 
 std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n) {
   GASTRT_CHECK(taps >= 1 && ci >= 1 && n >= 1, "pack_bf16_pairs: bad shape");
+  GASTRT_CHECK(weights_exact_in(w, size_t(int64_t(taps) * ci * n), DType::BF16),
+               "pack_bf16_pairs: weights are not bf16 values");
   const int64_t cp = bf16_pairs_per_tap(ci), kp = bf16_pair_rows(taps, ci);
   const int64_t np = (n + kBf16DotPanel - 1) / kBf16DotPanel;
   std::vector<uint32_t> out(size_t(np * kp * kBf16DotPanel), 0u);
@@ -134,13 +136,7 @@ std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, 
       const float* row = w + (int64_t(t) * ci + c) * n;
       const int64_t pr = int64_t(t) * cp + c / 2;  // its pair row
       for (int64_t col = 0; col < n; ++col) {
-        const float v = row[col];
-        uint32_t b;
-        std::memcpy(&b, &v, sizeof b);
-        GASTRT_CHECK((b & 0xffffu) == 0 || std::isnan(v),
-                     "pack_bf16_pairs: weights are not bf16 values (row " << t * ci + c << ", column "
-                                                                           << col << ")");
-        const uint32_t h = bf16_round(v);
+        const uint32_t h = bf16_round(row[col]);
         out[size_t(((col / kBf16DotPanel) * kp + pr) * kBf16DotPanel + col % kBf16DotPanel)] |=
             c % 2 ? h << 16 : h;
       }

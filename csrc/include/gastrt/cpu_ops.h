@@ -48,6 +48,9 @@ void conv_check_geometry(const ConvParams& p);
 // the OS allow it, else Avx512Bf16 where the CPU has it, each only once it matched its
 // emulation on a test product here; else None), off (None), emulate, emulate-amx.
 Bf16DotKernel bf16_dot_kernel();
+// Every kernel (not None), in the order they are listed to users.
+constexpr Bf16DotKernel kBf16DotKernels[] = {Bf16DotKernel::Emulated, Bf16DotKernel::AmxEmulated,
+                                             Bf16DotKernel::Avx512Bf16, Bf16DotKernel::Amx};
 // "none" | "emulated" | "avx512bf16" | "emulated-amx" | "amx"
 const char* bf16_dot_kernel_name(Bf16DotKernel k);
 // Why a kernel the CPU has is not used ("" when none is missing): a failed check, or the OS
