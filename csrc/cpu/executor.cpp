@@ -95,13 +95,17 @@ ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout
   return p;
 }
 
-bool wino_candidate(const OpSpec& op) {
-  return op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
+// Winograd F(4,3) computes in fp32, so an engine whose convs run on a bf16 dot-product kernel
+// (bf16_dot) never uses it: the bf16 products are faster than Winograd's halved fp32 ones
+// (measured on Zen 4, AVX512-BF16: VideoPose3D-243's width-3 sequence convs 27.6 -> 20 ms,
+// benchmarks/RESULTS.md), and the engine's whole conv arithmetic stays one kind.
+bool wino_candidate(const OpSpec& op, bool bf16_dot) {
+  return !bf16_dot && op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
 }
 
 // Shapes, aliasing and arena offsets for one input shape.
 std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_t t, Mode mode,
-                                         int threads) {
+                                         int threads, bool bf16_dot) {
   auto s = std::make_shared<Schedule>();
   s->n = n;
   s->t = t;
@@ -302,7 +306,7 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
       for (int ts : {1, threads})
         scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
       scratch_one = std::max(scratch_one, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), 1));
-    } else if (mode == Mode::Sequence && wino_candidate(op)) {
+    } else if (mode == Mode::Sequence && wino_candidate(op, bf16_dot)) {
       const ConvParams p = conv_params(op, x.d, s->bufs[size_t(op.outputs[0])].d, nullptr, mode);
       if (!conv_winograd_shape_ok(p) || p.n_seq == 0) continue;
       s->op_wino[size_t(oi)] = 1;
@@ -337,7 +341,7 @@ Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
       panels_[i] = std::make_unique<PanelWeights>();
   if (plan_.has_sequence)
     for (size_t i = 0; i < plan_.ops.size(); ++i)
-      if (wino_candidate(plan_.ops[i])) wino_[i] = std::make_unique<WinoWeights>();
+      if (wino_candidate(plan_.ops[i], bf16_dot_ != Bf16DotKernel::None)) wino_[i] = std::make_unique<WinoWeights>();
 }
 
 Engine::~Engine() = default;
@@ -356,7 +360,7 @@ std::shared_ptr<const Schedule> Engine::schedule(int64_t n, int64_t t, Mode mode
       }
     }
   }
-  std::shared_ptr<const Schedule> s = build_schedule(plan_, n, t, mode, threads_);
+  std::shared_ptr<const Schedule> s = build_schedule(plan_, n, t, mode, threads_, bf16_dot_ != Bf16DotKernel::None);
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& e : cache_)  // another thread may have built it meanwhile
     if (e->sched->n == n && e->sched->t == t && e->sched->mode == mode) return e->sched;

@@ -145,10 +145,14 @@ void rows(int64_t m, int64_t kb, const uint32_t* ap, int64_t kp, const uint32_t*
   }
 }
 
-// Pairs per K block when a panel has several row passes (64 pairs x 64 columns x 4 bytes = 16 KB
-// of weights, L1-resident for the passes; not measured on AVX512-BF16 hardware yet), and rows per
-// chunk of A (its pairs for a chunk: chunk x kp x 4 bytes, L2-resident across the panels).
-constexpr int64_t kKcPairs = 64, kMc = 96;
+// Pairs per K block when a panel has several row passes (256 pairs x 64 columns x 4 bytes = 64 KB
+// of weights, L2-resident for the passes), and rows per chunk of A (its pairs for a chunk: chunk x
+// kp x 4 bytes, L2-resident across the panels). Measured on Zen 4 (AVX512-BF16, 1 MB L2; one
+// thread, 1728 x 3072 x 1024): 64 pairs (16 KB, L1) ran at 165-175 GFLOP/s, 128 at 194, 256 and
+// 512 at 207-211 (~92% of the 225 GFLOP/s vdpbf16ps peak); 48-192 rows per chunk, no difference
+// (benchmarks/RESULTS.md, #17 eighth session). Fewer C reloads per element matter more than
+// keeping the weights' block in L1.
+constexpr int64_t kKcPairs = 256, kMc = 96;
 
 }  // namespace
 

@@ -300,6 +300,34 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
         assert info32["bf16_dot"] == "none" and info32["bytes"]["bf16_pairs"] == 0, info32
 
 
+@pytest.mark.parametrize("mode", ["emulate", "auto"])
+def test_bf16_dot_sequence_is_its_windows(tmp_path, mode):
+    """An engine on a bf16 dot-product kernel runs its sequence-mode width-3 convs on it too, not
+    on the fp32 Winograd F(4,3) that engines without one use (136 channels: Winograd pays there):
+    the kernel's sums do not depend on the rows of the product, so every frame of lift_sequence
+    equals, bit for bit, lift of its own edge-padded window. Winograd's fp32 arithmetic would not."""
+    import gastrt
+
+    if mode == "auto" and not [k for k in ("amx", "avx512bf16") if k in _kernels()]:
+        pytest.skip("this CPU has no bf16 dot-product unit ('auto' computes in fp32 here)")
+    config = SMALL_ENGINE_CONFIGS["videopose3d"]
+    assert config["channels"] >= 128   # conv_winograd_pays
+    ck = save_checkpoint(tmp_path / "ck.bin", "videopose3d", config, seed=7)
+    eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
+    rf = int(np.prod(config["filter_widths"]))
+    pad = (rf - 1) // 2
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    seq = (rng.standard_normal((3 * rf + 7, 17, 2)) * 0.5).astype(np.float32)
+    padded = np.pad(seq, ((pad, pad), (0, 0), (0, 0)), mode="edge")
+    windows = np.stack([padded[i:i + rf] for i in range(len(seq))])
+    info, got = _run_engine(tmp_path, eng, windows, seq, mode, "y")
+    assert info["bf16_dot"] in ("emulated", "avx512bf16", "amx"), info
+    w = got["window"]
+    w = w[:, 0] if w.ndim == 4 else w
+    assert np.isfinite(w).all()
+    np.testing.assert_array_equal(got["sequence"], w)
+
+
 def test_bad_mode_is_one_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from gastrt import _native; print(_native.build_config()['bf16_dot'])"],
                        env={**subprocess_env(), "GASTRT_BF16_DOT": "fastest"}, capture_output=True, text=True,
