@@ -8,6 +8,8 @@
   slice; NumPy releases the GIL), 1 and N threads: the rate weight streaming can reach (batch-1
   windows read every weight once per call).
 Each is the median of its rounds (gastrt.bench.measure.interleaved, one call per round).
+* bf16 dot-product GEMM (where the CPU has AVX512-BF16 / AMX): one thread of the kernel the
+  runtime picked (``gastrt._native.gemm_bf16_dot``), net of its per-call weight packing.
 * Then each batch-1 window model's floor: max(FLOPs / GEMM peak, weight bytes / bandwidth).
 """
 from __future__ import annotations
@@ -42,6 +44,22 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
     return 2 * n ** 3 / median_s(lambda: _native.sgemm(a, b, out=out, threads=threads), 7)
 
 
+def bf16_gemm_rate() -> float | None:
+    """FLOP/s of one thread of the bf16 dot-product GEMM this CPU runs (None where it has none):
+    1728 x 3072 x 1024 (VideoPose3D-243's largest conv at batch 64), minus a 1-row call with the
+    same weights, which times the binding's per-call weight packing."""
+    kernels = [k for k in ("amx", "avx512bf16") if k in _native.bf16_dot_kernels()]
+    if not kernels:
+        return None
+    m, k, n = 1728, 3072, 1024
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = (rng.standard_normal((k, n), dtype=np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    full = median_s(lambda: _native.gemm_bf16_dot(a, w, kernel=kernels[0]), 5)
+    one = median_s(lambda: _native.gemm_bf16_dot(a[:1], w, kernel=kernels[0]), 5)
+    return 2 * m * k * n / (full - one)
+
+
 def read_bandwidth(threads: int, nbytes: int = 512 << 20) -> float:
     x = np.ones(nbytes // 4, np.float32)
     parts = np.array_split(x, threads)
@@ -69,6 +87,10 @@ def main() -> int:
     bw = {t: read_bandwidth(t) for t in sorted({1, args.threads})}
     for t in peak:
         print(f"threads {t}: sgemm 2048^3 {peak[t] / 1e9:.1f} GFLOP/s; DRAM read {bw[t] / 1e9:.1f} GB/s")
+    bf16 = bf16_gemm_rate()
+    if bf16 is not None:
+        print(f"threads 1: bf16 dot-product GEMM ({gastrt.build_config()['bf16_dot']}) 1728x3072x1024 "
+              f"{bf16 / 1e9:.1f} GFLOP/s (x{args.threads} threads: {args.threads * bf16 / 1e9:.1f})")
     t = args.threads
     print(f"batch-1 window floors at {t} threads: max(FLOPs / GEMM peak, fp32 weight bytes / read bandwidth)")
     for name in ("gast-27", "gast-243", "videopose3d-243", "rie-243"):
