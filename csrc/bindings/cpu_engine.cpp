@@ -189,9 +189,10 @@ void bind_cpu_engine(py::module_& m) {
       .def_property_readonly("panel_bytes", &PyEngine::panel_bytes,
                              "{'fp32': bytes, '16bit': bytes, 'bf16_pairs': bytes} of conv weights packed so "
                              "far (panels on a conv's first run on the small-M kernel, bf16 pairs on its "
-                             "first run); not during a call.")
+                             "first run; bf16_pairs also counts the GAST blocks' GEMM weights); not during a "
+                             "call.")
       .def_property_readonly("bf16_dot", &PyEngine::bf16_dot,
-                             "The bf16 dot-product kernel this engine's convs run on: 'amx', 'avx512bf16', "
+                             "The bf16 dot-product kernel this engine's convs and GAST-block GEMMs run on: 'amx', 'avx512bf16', "
                              "'emulated' or 'emulated-amx' (a bf16 engine; GASTRT_BF16_DOT), else 'none' "
                              "(fp32 arithmetic).")
       .def("output_shape", &PyEngine::output_shape, py::arg("n"), py::arg("t"), py::arg("mode") = "window")

@@ -1,6 +1,7 @@
-// The engine's derived forms of its conv weights, each made on first use: the small-M kernel's
-// panels (fp32 or 16-bit), a bf16 engine's bf16 pairs for the bf16 dot-product GEMM, and the
-// Winograd-transformed weights of sequence-mode width-3 convs.
+// The engine's derived forms of its conv and GAST-block weights, each made on first use: the
+// small-M kernel's panels (fp32 or 16-bit), a bf16 engine's bf16 pairs for the bf16 dot-product
+// GEMM (convs and GAST blocks), and the Winograd-transformed weights of sequence-mode width-3
+// convs.
 #include <mutex>
 
 #include "common/check.h"
@@ -24,9 +25,17 @@ Engine::PanelBytes Engine::panel_bytes() const {
     if (pw) {
       b.f32 += pw->p.size() * sizeof(float);
       b.b16 += pw->p16.size() * sizeof(uint16_t);
-      b.bf16_pairs += pw->pairs.size() * sizeof(uint32_t);
+      b.bf16_pairs += (pw->pairs.size() + pw->gast.w1.size() + pw->gast.loc_cat.size() +
+                       pw->gast.glb_cat.size() + pw->gast.cat.size()) * sizeof(uint32_t);
     }
   return b;
+}
+
+const GastBf16Pairs* Engine::gast_pairs(size_t op_index) {
+  PanelWeights* pw = panels_[op_index].get();
+  if (!pw || bf16_dot_ == Bf16DotKernel::None) return nullptr;
+  std::call_once(pw->once, [&] { pw->gast = gast_block_bf16_pairs(*plan_.ops[op_index].gast, bf16_dot_); });
+  return &pw->gast;
 }
 
 void Engine::set_conv_weights(size_t op_index, ConvParams& p) {

@@ -334,10 +334,18 @@ Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
       GASTRT_CHECK(op.kind != OpKind::Conv || weights_exact_in(op.w.data(), op.w.size(), weight_dtype),
                    "op " << op.name << ": weights are not " << (weight_dtype == DType::F16 ? "fp16" : "bf16")
                          << " values, as the engine's precision says they are");
+  if (bf16_dot_ != Bf16DotKernel::None)  // the GAST blocks' GEMMs read bf16 pairs of these
+    for (const OpSpec& op : plan_.ops)
+      if (op.kind == OpKind::GastBlock)
+        for (const std::vector<float>* v : {&op.gast->w1, &op.gast->loc_cat_w, &op.gast->glb_cat_w, &op.gast->cat_w})
+          GASTRT_CHECK(weights_exact_in(v->data(), v->size(), DType::BF16),
+                       "op " << op.name << ": GAST block weights are not bf16 values, as the engine's "
+                                           "precision says they are");
   wino_.resize(plan_.ops.size());
   panels_.resize(plan_.ops.size());
   for (size_t i = 0; i < plan_.ops.size(); ++i)
-    if (plan_.ops[i].kind == OpKind::Conv && (small_panels_enabled() || bf16_dot_ != Bf16DotKernel::None))
+    if ((plan_.ops[i].kind == OpKind::Conv && (small_panels_enabled() || bf16_dot_ != Bf16DotKernel::None)) ||
+        (plan_.ops[i].kind == OpKind::GastBlock && bf16_dot_ != Bf16DotKernel::None))
       panels_[i] = std::make_unique<PanelWeights>();
   if (plan_.has_sequence)
     for (size_t i = 0; i < plan_.ops.size(); ++i)
@@ -503,7 +511,7 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
       case OpKind::GastBlock: {
         const int64_t* d = dims(op.inputs[0]);
         gast_block_f32(*op.gast, ptr(op.inputs[0]), ptr(op.outputs[0]), d[0], int32_t(d[2]),
-                       scratch, team);
+                       scratch, team, gast_pairs(size_t(oi)));
         break;
       }
       case OpKind::RieEncode: {

@@ -11,6 +11,9 @@
 //   S [R, 2c]   [relu(sym) | relu(con)]; reused for the block output O [R, 2c]
 //   Y [R, h*gc] the attention aggregation
 // plus j*j floats of softmax scratch per thread.
+//
+// A bf16 engine on a bf16 dot-product kernel (GastBf16Pairs) runs the four GEMMs on it (its
+// sums do not depend on a tile's rows, so chunking changes no bit); everything else stays fp32.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -20,6 +23,7 @@
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
 #include "gemm.h"
+#include "gemm_bf16_dot.h"
 #include "tiling.h"
 #include "vec_kernels.h"
 
@@ -100,6 +104,7 @@ struct GemmJob {
   float* C;         // [M, N] (stride ldc)
   int64_t ldc;
   const float* Bp;  // B in panels (pack_small_panels), read when the small-M kernel runs
+  const uint32_t* Bpairs = nullptr;  // B as bf16 pairs (GastBf16Pairs): the bf16 dot-product GEMM
 };
 
 // Either serial (inside one chunk task) or a whole team working on the same stage.
@@ -108,6 +113,8 @@ struct Par {
   // Rows that choose each GEMM's kernel (conv_gemm_path): the plan's chunk size, the same for
   // every chunk and every team size (the last chunk may be shorter).
   int64_t path_rows;
+  // The bf16 dot-product kernel of the jobs with Bpairs (None: no job has them).
+  Bf16DotKernel bf16 = Bf16DotKernel::None;
 
   bool serial() const { return !team || team->size() == 1; }
 
@@ -129,7 +136,8 @@ struct Par {
   // The tile grid (tiling.h); on the small-M kernel, column tiles on panel boundaries.
   GemmGrid grid(const GemmJob& j) const {
     GemmGrid g = gemm_grid(j.M, j.N, j.K);
-    if (small(j)) g.tile_cols = panel_tile_cols(g.tile_cols);
+    if (j.Bpairs) g.tile_cols = panel_tile_cols(g.tile_cols, kBf16DotPanel);
+    else if (small(j)) g.tile_cols = panel_tile_cols(g.tile_cols);
     return g;
   }
 
@@ -155,7 +163,22 @@ struct Par {
       if (!first) i -= nr1 * nc1;
       const int64_t r0 = (i / nc) * g.tile_rows, c0 = (i % nc) * g.tile_cols;
       const int64_t rows = std::min(g.tile_rows, j.M - r0), cols = std::min(g.tile_cols, j.N - c0);
-      if (small(j))
+      if (j.Bpairs) {
+        GemmBf16DotParams b{};
+        b.a = j.A + r0 * j.lda;
+        b.m = rows;
+        b.lda = j.lda;
+        b.tap_stride = j.K;
+        b.taps = 1;
+        b.ci = int32_t(j.K);
+        b.w_pairs = j.Bpairs;
+        b.n_total = j.N;
+        b.n0 = c0;
+        b.ncols = cols;
+        b.c = j.C + r0 * j.ldc + c0;
+        b.ldc = j.ldc;
+        gemm_bf16_dot(bf16, b);
+      } else if (small(j))
         vec().sgemm_small_packed(rows, c0, cols, j.K, j.A + r0 * j.lda, j.lda, j.Bp, j.K, 0, 0.f,
                                  j.C + r0 * j.ldc + c0, j.ldc);
       else
@@ -176,7 +199,7 @@ struct Par {
 // All stages of the block for frames [f0, f0 + nf) (global frame g = n * t + tt).
 void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const float* x, float* y,
                int32_t t, int64_t f0, int64_t nf, float* ws, float* att_scratch,
-               size_t att_stride, const Par& par) {
+               size_t att_stride, const Par& par, const GastBf16Pairs* pairs) {
   const VecKernels& vk = vec();
   const int64_t J = w.j, C = w.c, HG = int64_t(w.heads) * w.gc, PW = w.pw;
   const int64_t R = nf * J;
@@ -186,6 +209,10 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   float* S = ws + l.s;  // [R, 2C] (then O)
   float* Y = ws + l.y;  // [R, HG]
   auto none = [](int64_t, int64_t, int64_t, int64_t) {};
+  // a GEMM's bf16 pairs, or null (fp32 arithmetic)
+  auto bp = [pairs](std::vector<uint32_t> GastBf16Pairs::*m) -> const uint32_t* {
+    return pairs ? (pairs->*m).data() : nullptr;
+  };
 
   // 1. gather x [n, j, t, c] -> Z[:, 0:C] frame-major
   par.each(nf, R * C, [&](int64_t f, int) {
@@ -194,7 +221,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
       std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
   });
   // 2. the three projections in one GEMM; bias only on the logit / g columns [4C, PW)
-  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW, w.w1_p.data()},
+  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW, w.w1_p.data(), bp(&GastBf16Pairs::w1)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               const int64_t b0 = std::max(c0, 4 * C), b1 = c0 + cols;
               if (b0 >= b1) return;
@@ -210,8 +237,10 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
                             att_scratch + size_t(tid) * att_stride);
   });
   // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
-  const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C, w.glb_cat_p.data()};
-  par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C, w.loc_cat_p.data()},
+  const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C, w.glb_cat_p.data(),
+                    bp(&GastBf16Pairs::glb_cat)};
+  par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C, w.loc_cat_p.data(),
+                    bp(&GastBf16Pairs::loc_cat)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r)
                 vk.bias_act(Z + r * 3 * C + C + c0, w.loc_cat_b.data() + c0, cols, 1, nullptr);
@@ -224,7 +253,8 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   // 5. out = relu([x | loc | glb] @ cat_w + cat_b): one GEMM, K = 3C, into S (now O), whose
   //    epilogue adds the bias, applies the relu and scatters to the joint-major y [n, j, t, 2c]
   float* O = S;
-  par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C, w.cat_p.data()},
+  par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C, w.cat_p.data(),
+                    bp(&GastBf16Pairs::cat)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r) {
                 const int64_t f = r / J, i = r % J, g = f0 + f, n = g / t, tt = g % t;
@@ -305,9 +335,23 @@ size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t
   return size_t(slots) * l.total + size_t(team_size) * pad16(size_t(w.j) * w.j);
 }
 
+GastBf16Pairs gast_block_bf16_pairs(const GastBlockWeights& w, Bf16DotKernel k) {
+  GASTRT_CHECK(k != Bf16DotKernel::None, "gast_block_bf16_pairs: no kernel named");
+  GastBf16Pairs p;
+  p.kernel = k;
+  const int32_t C = w.c, HG = w.heads * w.gc;
+  p.w1 = pack_bf16_pairs(w.w1.data(), 1, C, w.pw);
+  p.loc_cat = pack_bf16_pairs(w.loc_cat_w.data(), 1, 2 * C, C);
+  p.glb_cat = pack_bf16_pairs(w.glb_cat_w.data(), 1, HG, C);
+  p.cat = pack_bf16_pairs(w.cat_w.data(), 1, 3 * C, 2 * C);
+  return p;
+}
+
 void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
-                    float* scratch, Team& team) {
+                    float* scratch, Team& team, const GastBf16Pairs* pairs) {
   GASTRT_CHECK(n >= 0 && t >= 1, "gast_block: bad input n=" << n << " t=" << t);
+  GASTRT_CHECK(!pairs || pairs->kernel != Bf16DotKernel::None, "gast_block: bf16 pairs without a kernel");
+  const Bf16DotKernel bf16 = pairs ? pairs->kernel : Bf16DotKernel::None;
   if (n == 0) return;
   const GastFrameTables tab{w.j,           w.c,           w.heads,
                             w.gc,          w.loc_diag.data(), w.loc_off.data(),
@@ -325,7 +369,7 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
     for (int64_t ci = 0; ci < cp.nchunks; ++ci) {
       const int64_t f0 = ci * cp.frames_per_chunk;
       run_chunk(w, tab, x, y, t, f0, std::min(cp.frames_per_chunk, frames - f0), scratch, att,
-                att_stride, Par{&team, path_rows});
+                att_stride, Par{&team, path_rows, bf16}, pairs);
     }
     return;
   }
@@ -333,7 +377,7 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
     const int64_t f0 = ci * cp.frames_per_chunk;
     const int64_t nf = std::min(cp.frames_per_chunk, frames - f0);
     run_chunk(w, tab, x, y, t, f0, nf, scratch + size_t(tid) * l.total, att + tid * att_stride,
-              att_stride, Par{nullptr, path_rows});
+              att_stride, Par{nullptr, path_rows, bf16}, pairs);
   });
 }
 

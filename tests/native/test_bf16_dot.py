@@ -301,18 +301,21 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
 
 
 @pytest.mark.parametrize("mode", ["emulate", "auto"])
-def test_bf16_dot_sequence_is_its_windows(tmp_path, mode):
-    """An engine on a bf16 dot-product kernel runs its sequence-mode width-3 convs on it too, not
-    on the fp32 Winograd F(4,3) that engines without one use (136 channels: Winograd pays there):
-    the kernel's sums do not depend on the rows of the product, so every frame of lift_sequence
-    equals, bit for bit, lift of its own edge-padded window. Winograd's fp32 arithmetic would not."""
+@pytest.mark.parametrize("family", ["videopose3d", "gast"])
+def test_bf16_dot_sequence_is_its_windows(tmp_path, family, mode):
+    """An engine on a bf16 dot-product kernel runs all its GEMMs on it: its sequence-mode width-3
+    convs too, not the fp32 Winograd F(4,3) that engines without one use (VideoPose3D, 136
+    channels: Winograd pays there), and its GAST blocks' four GEMMs, whose fp32 kernels' rounding
+    depends on the rows of a chunk. The bf16 kernel's sums do not depend on the rows of the
+    product, so every frame of lift_sequence equals, bit for bit, lift of its own edge-padded
+    window; either fp32 path would not."""
     import gastrt
 
     if mode == "auto" and not [k for k in ("amx", "avx512bf16") if k in _kernels()]:
         pytest.skip("this CPU has no bf16 dot-product unit ('auto' computes in fp32 here)")
-    config = SMALL_ENGINE_CONFIGS["videopose3d"]
-    assert config["channels"] >= 128   # conv_winograd_pays
-    ck = save_checkpoint(tmp_path / "ck.bin", "videopose3d", config, seed=7)
+    config = SMALL_ENGINE_CONFIGS[family]
+    assert family != "videopose3d" or config["channels"] >= 128   # conv_winograd_pays
+    ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=7)
     eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
     rf = int(np.prod(config["filter_widths"]))
     pad = (rf - 1) // 2
@@ -349,3 +352,43 @@ def test_info_says_what_a_bf16_engine_computes_in(tmp_path, mode, says):
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("precision")][0]
     assert line.split()[1].startswith("bf16") and f"computes in {says}" in line, line
+
+
+GAST_INEXACT_CHILD = r'''
+import json, sys
+import numpy as np
+import gastrt
+from gastrt import _native
+from gastrt.errors import NativeError
+spec = json.loads(sys.argv[1])
+eng = gastrt.load(spec["engine"], backend="numpy")
+plan = eng.plans["pos"]
+op = next(o for o in plan.ops if o.kind == "gast_block")
+weights = {k: np.array(v, np.float32) for k, v in eng.weights.items()}
+_native.Engine(plan.to_json(), weights, 1, "bf16")   # its own weights: bf16 values
+name = op.weights[spec["role"]]
+weights[name] = weights[name] * np.float32(1 + 2.0 ** -20)   # no longer bf16 values
+try:
+    _native.Engine(plan.to_json(), weights, 1, "bf16")
+    print(json.dumps({"error": None}))
+except NativeError as e:
+    print(json.dumps({"error": str(e)}))
+'''
+
+
+@pytest.mark.parametrize("role", ["loc_w", "cat_w"])
+def test_gast_block_weights_must_be_bf16_values(tmp_path, role):
+    """A bf16 engine on a bf16 dot-product kernel reads its GAST blocks' GEMM weights as bf16
+    pairs: weights that are not bf16 values are refused when the engine is made, naming the op
+    (not rounded, and not left to fail at the first call)."""
+    import gastrt
+
+    ck = save_checkpoint(tmp_path / "ck.bin", "gast", SMALL_ENGINE_CONFIGS["gast"], seed=2)
+    eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
+    spec = {"engine": eng, "role": role}
+    r = subprocess.run([sys.executable, "-c", GAST_INEXACT_CHILD, json.dumps(spec)],
+                       env={**subprocess_env(), "GASTRT_BF16_DOT": "emulate"}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    err = json.loads(r.stdout.strip().splitlines()[-1])["error"]
+    assert err and "gast_block" in err and "GAST block weights are not bf16 values" in err, err

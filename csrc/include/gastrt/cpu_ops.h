@@ -132,8 +132,19 @@ size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t
 // the joint-major output. With many frames each thread runs whole chunks (no synchronisation
 // inside the block); with fewer frames than 2 x threads (batch-1 windows) every stage is split
 // across the team instead (GEMMs by columns).  scratch: gast_block_scratch_floats(..., team.size()).
+//
+// pairs (optional): a bf16 engine's four GEMM weights as bf16 pairs (gast_block_bf16_pairs); the
+// block's GEMMs then run on pairs->kernel, the bf16 dot-product GEMM (activations rounded to
+// bf16, fp32 sums), and the rest of the block (mixing, attention, epilogues) stays fp32.
+struct GastBf16Pairs {
+  Bf16DotKernel kernel = Bf16DotKernel::None;
+  std::vector<uint32_t> w1, loc_cat, glb_cat, cat;  // pack_bf16_pairs of w1, loc_cat_w, glb_cat_w, cat_w
+};
 void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
-                    float* scratch, Team& team);
+                    float* scratch, Team& team, const GastBf16Pairs* pairs = nullptr);
+
+// The pairs of w's four GEMM weights for kernel k; throws unless they are bf16 values.
+GastBf16Pairs gast_block_bf16_pairs(const GastBlockWeights& w, Bf16DotKernel k);
 
 // ---- RIE input encoding (csrc/cpu/rie.cpp) -----------------------------------------------------
 void rie_encode_f32(const RieEncodeParams& p, Team& team);

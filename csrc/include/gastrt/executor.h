@@ -88,11 +88,11 @@ class Engine {
   const PlanSpec& plan() const { return plan_; }
   // What the convs' small-M panels hold: F32, or the engine's 16-bit weight type.
   DType panel_dtype() const { return panel_dtype_; }
-  // The bf16 dot-product kernel the convs run on (a bf16 engine where bf16_dot_kernel() is not
-  // None; Winograd convs and GAST blocks stay fp32), else None.
+  // The bf16 dot-product kernel the convs and the GAST blocks' GEMMs run on (a bf16 engine where
+  // bf16_dot_kernel() is not None; its sequence convs then skip Winograd), else None.
   Bf16DotKernel bf16_dot() const { return bf16_dot_; }
   // Bytes of conv weights packed so far: fp32 and 16-bit panels (packed on a conv's first run
-  // on the small-M kernel), bf16 pairs (on its first run). For tests and memory reports; not
+  // on the small-M kernel), bf16 pairs (on its first run; GAST blocks' GEMM weights too). For tests and memory reports; not
   // while a call runs.
   struct PanelBytes {
     size_t f32 = 0, b16 = 0, bf16_pairs = 0;
@@ -139,18 +139,22 @@ class Engine {
     std::vector<float> p;       // [ceil(co / panel), k*ci, panel]  (fp32 engines)
     std::vector<uint16_t> p16;  // the same, 16-bit (panel_dtype_ F16 / BF16)
     std::vector<uint32_t> pairs;  // bf16 pairs (pack_bf16_pairs), instead of both when bf16_dot_
+    GastBf16Pairs gast;           // a GastBlock op's GEMM weights as bf16 pairs (when bf16_dot_)
   };
   // Sets the weights conv op op_index reads besides p.w, packing them on first use: its bf16
   // pairs (w_bf16_pairs, bf16_dot) when bf16_dot_ names a kernel, else its small-M panels
   // (w_panels, or w_panels16 and panels16_dtype) when it runs on that kernel.
   void set_conv_weights(size_t op_index, ConvParams& p);
+  // A GastBlock op's GEMM weights as bf16 pairs, packed on first use, when bf16_dot_ names a
+  // kernel; else null (the block computes in fp32).
+  const GastBf16Pairs* gast_pairs(size_t op_index);
 
   PlanSpec plan_;
   int threads_;
   DType panel_dtype_;  // of the conv panels: F32, or the engine's 16-bit weight type
   Bf16DotKernel bf16_dot_;
   std::vector<std::unique_ptr<WinoWeights>> wino_;
-  std::vector<std::unique_ptr<PanelWeights>> panels_;  // one per op (Conv ops only)
+  std::vector<std::unique_ptr<PanelWeights>> panels_;  // one per op (Conv ops; GastBlock ops with bf16_dot_)
   struct CacheEntry;
   std::mutex mu_;
   std::vector<std::unique_ptr<CacheEntry>> cache_;

@@ -27,7 +27,7 @@ def build_config() -> dict:
 
 
 def arithmetic(precision: str, device: str = "cpu") -> str:
-    """What the native CPU runtime computes a ``precision`` engine's convs in, on this machine:
+    """What the native CPU runtime computes a ``precision`` engine's GEMMs (convs, GAST blocks) in here:
     fp32 and fp16 engines in fp32; bf16 engines in bf16 dot products where build_config()['bf16_dot']
     names a kernel ('amx', 'avx512bf16', or an emulation under GASTRT_BF16_DOT=emulate*), else in
     fp32 on their bf16 weights. Other devices: the precision itself."""
