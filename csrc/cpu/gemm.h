@@ -1,6 +1,6 @@
 // The GEMM entry point of the CPU kernels: OpenBLAS, except for the few-row products of
 // batch-1 inference, which go to the small-M kernel (vec_kernels.h, sgemm_small; convs: on
-// packed panels, and at every row count on AVX2, see conv_gemm_path).
+// packed panels, and at every row count on AVX2 / AVX-512, see conv_gemm_path).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -45,7 +45,7 @@ inline GemmPath gemm_path(int64_t rows, int64_t K) {
 
 // A conv's product (its weights packed into the small kernel's panels when it is Small): every
 // row count where the ISA level's kernel was measured to beat OpenBLAS at any size
-// (VecKernels::small_any_rows, AVX2), else the row rule. Depends on the layer and the whole
+// (VecKernels::small_any_rows: AVX2, AVX-512), else the row rule. Depends on the layer and the whole
 // product's rows only, never on the team. GASTRT_SMALL_GEMM_M set: the row rule alone.
 inline bool small_gemm_for_all_rows() { return small_gemm_override() < 0 && vec().small_any_rows; }
 

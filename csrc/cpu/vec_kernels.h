@@ -38,7 +38,7 @@ struct VecKernels {
   void (*gast_attention_frame)(const GastFrameTables& t, const float* ab, const float* G,
                                int64_t ldp, float* Y, int64_t ldy, float* scratch);
   // Row-major C[M, N] = A[M, K] @ B[K, N] (+ beta * C; beta == 0 never reads C). Made for few
-  // rows (batch-1 layers: M = 1..~32 rows against MBs of weights; on AVX2 it also takes every
+  // rows (batch-1 layers: M = 1..~32 rows against MBs of weights; on AVX2 / AVX-512 it also takes every
   // conv, any M, in 144-row blocks). Register-blocked rows x vectors; B read from its row-major
   // layout, each K block of a column strip copied once into a contiguous buffer (no packing of
   // all of B, which for a few rows would cost as much as the multiply).
@@ -47,7 +47,7 @@ struct VecKernels {
   // Columns per panel of the packed form of B below (pack_small_panels, conv.cpp).
   int small_panel;
   // Whether convs of ANY row count run on sgemm_small_packed (gemm.h, conv_gemm_path), not
-  // only few-row ones. Set where it was measured to pay (AVX2: see vec_simd.h kSmallAnyRows).
+  // only few-row ones. Set where it was measured to pay (AVX2, AVX-512: see vec_simd.h kSmallAnyRows).
   bool small_any_rows;
   // sgemm_small on B packed into panels P [ceil(N / small_panel), k_total, small_panel]: rows
   // [k_off, k_off + K) and columns [n0, n0 + ncols) of B; C points at column n0. Bit-identical

@@ -40,9 +40,11 @@ namespace {
 // thread): 1728 x 768 x 256 44 vs 43, 5184 x 90 x 256 43 vs 41, 1728 x 3072 x 1024 43 vs 44
 // (sgemm 2048^3), 64 x 1024 x 1024 41 vs 33, 27 x 3072 x 1024 38 vs 29. And OpenBLAS's narrow
 // products fall to 14-30 once its per-thread state goes bad (after OpenVINO ran in the same
-// process, RIE-243 at batch 64 lost 20%), which the packed kernel does not have. AVX-512 keeps
-// the row rule: not measured there.
-#if defined(__AVX2__) && !defined(__AVX512F__)
+// process, RIE-243 at batch 64 lost 20%), which the packed kernel does not have. On AVX-512
+// too (Zen 4, 2 threads, fp32 engines, benchmarks/ab_native.py against the row rule, i.e.
+// OpenBLAS's SkylakeX sgemm above 40-192 rows): VideoPose3D-243 batch 64 1.10x, sequence 1.15x;
+// RIE-243 batch 64 1.07x; GAST-27 batch 64 1.14x; GAST-243 sequence 1.15x; batch 1 unchanged.
+#if defined(__AVX2__)
 constexpr bool kSmallAnyRows = true;
 #else
 constexpr bool kSmallAnyRows = false;
