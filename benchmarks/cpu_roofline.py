@@ -48,15 +48,14 @@ def bf16_gemm_rate() -> float | None:
     """FLOP/s of one thread of the bf16 dot-product GEMM this CPU runs (None where it has none):
     1728 x 3072 x 1024 (VideoPose3D-243's largest conv at batch 64), minus a 1-row call with the
     same weights, which times the binding's per-call weight packing."""
-    kernels = [k for k in ("amx", "avx512bf16") if k in _native.bf16_dot_kernels()]
-    if not kernels:
+    if gastrt.build_config().get("bf16_dot") not in ("amx", "avx512bf16"):
         return None
     m, k, n = 1728, 3072, 1024
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
     w = (rng.standard_normal((k, n), dtype=np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
-    full = median_s(lambda: _native.gemm_bf16_dot(a, w, kernel=kernels[0]), 5)
-    one = median_s(lambda: _native.gemm_bf16_dot(a[:1], w, kernel=kernels[0]), 5)
+    full = median_s(lambda: _native.gemm_bf16_dot(a, w, kernel="auto"), 5)
+    one = median_s(lambda: _native.gemm_bf16_dot(a[:1], w, kernel="auto"), 5)
     return 2 * m * k * n / (full - one)
 
 

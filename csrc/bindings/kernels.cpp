@@ -133,8 +133,15 @@ void bind_kernels(py::module_& m) {
         p.res_stride = res_stride;
         p.act = parse_act(act);
         p.dtype = DType::F32;
+        Bf16DotKernel bdk = Bf16DotKernel::None;
+        try {
+          if (bf16_dot != "none") bdk = parse_bf16_dot(bf16_dot);
+        } catch (const py::value_error& e) {
+          throw py::value_error(std::string(e.what()) + " (or 'none')");
+        }
+        // 'auto' as the engine chooses: never Winograd on a bf16 dot-product kernel
         const bool wino = algo == "winograd" ||
-                          (algo == "auto" && cpu::conv_winograd_shape_ok(p) &&
+                          (algo == "auto" && bdk == Bf16DotKernel::None && cpu::conv_winograd_shape_ok(p) &&
                            cpu::conv_winograd_pays(p.ci, p.co));
         if (wino && !cpu::conv_winograd_shape_ok(p))
           throw py::value_error("algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
@@ -145,12 +152,6 @@ void bind_kernels(py::module_& m) {
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +
                                 (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
-        Bf16DotKernel bdk = Bf16DotKernel::None;
-        try {
-          if (bf16_dot != "none") bdk = parse_bf16_dot(bf16_dot);
-        } catch (const py::value_error& e) {
-          throw py::value_error(std::string(e.what()) + " (or 'none')");
-        }
         if (bdk != Bf16DotKernel::None && wino)
           throw py::value_error("bf16_dot runs direct convs: pass algo='direct'");
         if (bdk != Bf16DotKernel::None && !cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))
@@ -195,7 +196,7 @@ void bind_kernels(py::module_& m) {
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
       "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
       "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
-      "on AVX2 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
+      "on AVX2 / AVX-512 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
       "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values; ValueError where the conv\n"
       "would not read panels: small_panels=False, Winograd, or OpenBLAS for its rows on this CPU).\n"
       "bf16_dot: 'none', or run the conv on the bf16 dot-product GEMM as a bf16 engine does ('emulated',\n"

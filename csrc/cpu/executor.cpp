@@ -97,7 +97,7 @@ ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout
 
 // Winograd F(4,3) computes in fp32, so an engine whose convs run on a bf16 dot-product kernel
 // (bf16_dot) never uses it: the bf16 products are faster than Winograd's halved fp32 ones
-// (measured on Zen 4, AVX512-BF16: VideoPose3D-243's width-3 sequence convs 27.6 -> 20 ms,
+// (measured on Zen 4, AVX512-BF16: VideoPose3D-243's width-3 sequence convs 27.6 -> 19.0 ms,
 // benchmarks/RESULTS.md), and the engine's whole conv arithmetic stays one kind.
 bool wino_candidate(const OpSpec& op, bool bf16_dot) {
   return !bf16_dot && op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);

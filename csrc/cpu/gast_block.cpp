@@ -12,8 +12,9 @@
 //   Y [R, h*gc] the attention aggregation
 // plus j*j floats of softmax scratch per thread.
 //
-// A bf16 engine on a bf16 dot-product kernel (GastBf16Pairs) runs the four GEMMs on it (its
-// sums do not depend on a tile's rows, so chunking changes no bit); everything else stays fp32.
+// A bf16 engine on a bf16 dot-product kernel (GastBf16Pairs) runs the four GEMMs on it (on
+// vdpbf16ps its sums do not depend on a tile's rows, so chunking changes no bit; on AMX products
+// of >= 32 rows sum each pair in the other order); everything else stays fp32.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -110,8 +111,9 @@ struct GemmJob {
 // Either serial (inside one chunk task) or a whole team working on the same stage.
 struct Par {
   Team* team;  // null: serial
-  // Rows that choose each GEMM's kernel (conv_gemm_path): the plan's chunk size, the same for
-  // every chunk and every team size (the last chunk may be shorter).
+  // Rows that choose each fp32 GEMM's kernel (conv_gemm_path): the plan's chunk size, the same
+  // for every chunk and every team size (the last chunk may be shorter). Jobs with Bpairs
+  // always run on the bf16 kernel.
   int64_t path_rows;
   // The bf16 dot-product kernel of the jobs with Bpairs (None: no job has them).
   Bf16DotKernel bf16 = Bf16DotKernel::None;

@@ -119,14 +119,16 @@ class Engine:
                  precision: str = "fp32") -> None:
         """plan: Plan.to_json(); weights: name -> array (copied). precision: the engine file's;
         fp16 / bf16: the weights must be exact such values (NativeError otherwise, checked on the
-        conv ops), and the convs on the small-M kernel read them as 16-bit panels (the engine also
-        keeps the fp32 copy, which GAST blocks, Winograd and OpenBLAS convs read)."""
+        conv ops, and on the GAST blocks' GEMM weights where bf16_dot names a kernel), and the convs
+        on the small-M kernel read them as 16-bit panels (the engine also keeps the fp32 copy, which
+        GAST blocks, Winograd and OpenBLAS convs read); a bf16 engine on a bf16 dot-product kernel
+        reads its convs' and GAST blocks' GEMM weights as bf16 pairs instead."""
     @property
     def weight_panels(self) -> str: ...   # fp32 | fp16 | bf16 | bf16-pairs | none: what the conv panels hold
     @property
-    def panel_bytes(self) -> dict[str, int]: ...   # {"fp32": n, "16bit": n, "bf16_pairs": n} packed so far
+    def panel_bytes(self) -> dict[str, int]: ...   # {"fp32": n, "16bit": n, "bf16_pairs": n (GAST blocks' too)} packed so far
     @property
-    def bf16_dot(self) -> str: ...   # amx | avx512bf16 | emulated(-amx) | none: the bf16 GEMM kernel of the convs
+    def bf16_dot(self) -> str: ...   # amx | avx512bf16 | emulated(-amx) | none: the bf16 GEMM kernel of the convs and GAST blocks
     def run(
         self,
         x: npt.ArrayLike,             # [N, T, J, F]

@@ -55,7 +55,7 @@ for n, t, ci, co, k, stride, dil in CASES:
             try:
                 _native.conv(x, wr, b, k=k, stride=stride, dilation=dil, act="relu", out=o, threads=2,
                              algo="direct", small_panels=True, panel_dtype=pdt)
-            except ValueError as e:   # base / AVX-512 keep the row rule: many rows run on OpenBLAS there
+            except ValueError as e:   # the base variant keeps the row rule: many rows run on OpenBLAS there
                 if _native.build_config()["cpu_isa"].endswith("avx2") or "on OpenBLAS here" not in str(e):
                     raise
                 break

@@ -204,7 +204,7 @@ def test_16bit_panels_widen_every_value_exactly(precision, rows):
         x, sel = one_hot_rows(K, r0, rows)
         try:
             y = _native.conv(x, w, b, k=1, stride=1, small_panels=True, panel_dtype=precision, threads=2)
-        except ValueError as e:   # base / AVX-512 keep the row rule: many rows run on OpenBLAS there
+        except ValueError as e:   # the base variant keeps the row rule: many rows run on OpenBLAS there
             if rows <= 40 or _native.build_config()["cpu_isa"].endswith("avx2") or "on OpenBLAS here" not in str(e):
                 raise
             pytest.skip("this conv runs on OpenBLAS on this CPU (no panels)")

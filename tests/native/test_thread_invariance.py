@@ -140,7 +140,7 @@ def test_packed_small_gemm_is_bit_identical(case, panel_dtype):
     plain = run(1, False)
     try:
         packed = run(1, True)
-    except ValueError as e:   # this conv runs on OpenBLAS on this CPU (base / AVX-512 keep the row rule)
+    except ValueError as e:   # this conv runs on OpenBLAS on this CPU (the base variant keeps the row rule)
         if panel_dtype == "fp32" or _native.build_config()["cpu_isa"].endswith("avx2") \
                 or "on OpenBLAS here" not in str(e):
             raise

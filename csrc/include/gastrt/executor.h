@@ -132,7 +132,7 @@ class Engine {
   };
   const float* wino_weights(size_t op_index);
   // A conv's weights packed for the small-M GEMM (pack_small_panels), made the first time the
-  // conv runs on that kernel (few rows; on AVX2 any): a caller that never does never pays the
+  // conv runs on that kernel (few rows; on AVX2 / AVX-512 any): a caller that never does never pays the
   // memory.
   struct PanelWeights {
     std::once_flag once;
