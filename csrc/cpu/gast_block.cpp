@@ -115,8 +115,13 @@ struct Par {
   // for every chunk and every team size (the last chunk may be shorter). Jobs with Bpairs
   // always run on the bf16 kernel.
   int64_t path_rows;
-  // The bf16 dot-product kernel of the jobs with Bpairs (None: no job has them).
-  Bf16DotKernel bf16 = Bf16DotKernel::None;
+  // A bf16 engine's GEMM weights as bf16 pairs and their kernel (null: fp32 arithmetic).
+  const GastBf16Pairs* pairs = nullptr;
+
+  // A GEMM's bf16 pairs (a member of *pairs), or null.
+  const uint32_t* pairs_of(std::vector<uint32_t> GastBf16Pairs::*m) const {
+    return pairs ? (pairs->*m).data() : nullptr;
+  }
 
   bool serial() const { return !team || team->size() == 1; }
 
@@ -179,7 +184,7 @@ struct Par {
         b.ncols = cols;
         b.c = j.C + r0 * j.ldc + c0;
         b.ldc = j.ldc;
-        gemm_bf16_dot(bf16, b);
+        gemm_bf16_dot(pairs->kernel, b);
       } else if (small(j))
         vec().sgemm_small_packed(rows, c0, cols, j.K, j.A + r0 * j.lda, j.lda, j.Bp, j.K, 0, 0.f,
                                  j.C + r0 * j.ldc + c0, j.ldc);
@@ -201,7 +206,7 @@ struct Par {
 // All stages of the block for frames [f0, f0 + nf) (global frame g = n * t + tt).
 void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const float* x, float* y,
                int32_t t, int64_t f0, int64_t nf, float* ws, float* att_scratch,
-               size_t att_stride, const Par& par, const GastBf16Pairs* pairs) {
+               size_t att_stride, const Par& par) {
   const VecKernels& vk = vec();
   const int64_t J = w.j, C = w.c, HG = int64_t(w.heads) * w.gc, PW = w.pw;
   const int64_t R = nf * J;
@@ -211,10 +216,6 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   float* S = ws + l.s;  // [R, 2C] (then O)
   float* Y = ws + l.y;  // [R, HG]
   auto none = [](int64_t, int64_t, int64_t, int64_t) {};
-  // a GEMM's bf16 pairs, or null (fp32 arithmetic)
-  auto bp = [pairs](std::vector<uint32_t> GastBf16Pairs::*m) -> const uint32_t* {
-    return pairs ? (pairs->*m).data() : nullptr;
-  };
 
   // 1. gather x [n, j, t, c] -> Z[:, 0:C] frame-major
   par.each(nf, R * C, [&](int64_t f, int) {
@@ -223,7 +224,8 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
       std::memcpy(Z + (f * J + i) * 3 * C, x + ((n * J + i) * t + tt) * C, sizeof(float) * C);
   });
   // 2. the three projections in one GEMM; bias only on the logit / g columns [4C, PW)
-  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW, w.w1_p.data(), bp(&GastBf16Pairs::w1)},
+  par.gemms(GemmJob{R, PW, C, Z, 3 * C, w.w1.data(), PW, Pm, PW, w.w1_p.data(),
+                    par.pairs_of(&GastBf16Pairs::w1)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               const int64_t b0 = std::max(c0, 4 * C), b1 = c0 + cols;
               if (b0 >= b1) return;
@@ -240,9 +242,9 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   });
   // 4. loc = relu(S @ loc_cat_w + b) -> Z[:, C:2C];  glb = relu(Y @ glb_cat_w + b) -> Z[:, 2C:3C]
   const GemmJob glb{R, C, HG, Y, HG, w.glb_cat_w.data(), C, Z + 2 * C, 3 * C, w.glb_cat_p.data(),
-                    bp(&GastBf16Pairs::glb_cat)};
+                    par.pairs_of(&GastBf16Pairs::glb_cat)};
   par.gemms(GemmJob{R, C, 2 * C, S, 2 * C, w.loc_cat_w.data(), C, Z + C, 3 * C, w.loc_cat_p.data(),
-                    bp(&GastBf16Pairs::loc_cat)},
+                    par.pairs_of(&GastBf16Pairs::loc_cat)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r)
                 vk.bias_act(Z + r * 3 * C + C + c0, w.loc_cat_b.data() + c0, cols, 1, nullptr);
@@ -256,7 +258,7 @@ void run_chunk(const GastBlockWeights& w, const GastFrameTables& tab, const floa
   //    epilogue adds the bias, applies the relu and scatters to the joint-major y [n, j, t, 2c]
   float* O = S;
   par.gemms(GemmJob{R, 2 * C, 3 * C, Z, 3 * C, w.cat_w.data(), 2 * C, O, 2 * C, w.cat_p.data(),
-                    bp(&GastBf16Pairs::cat)},
+                    par.pairs_of(&GastBf16Pairs::cat)},
             [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
               for (int64_t r = r0; r < r0 + rows; ++r) {
                 const int64_t f = r / J, i = r % J, g = f0 + f, n = g / t, tt = g % t;
@@ -353,7 +355,6 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
                     float* scratch, Team& team, const GastBf16Pairs* pairs) {
   GASTRT_CHECK(n >= 0 && t >= 1, "gast_block: bad input n=" << n << " t=" << t);
   GASTRT_CHECK(!pairs || pairs->kernel != Bf16DotKernel::None, "gast_block: bf16 pairs without a kernel");
-  const Bf16DotKernel bf16 = pairs ? pairs->kernel : Bf16DotKernel::None;
   if (n == 0) return;
   const GastFrameTables tab{w.j,           w.c,           w.heads,
                             w.gc,          w.loc_diag.data(), w.loc_off.data(),
@@ -371,7 +372,7 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
     for (int64_t ci = 0; ci < cp.nchunks; ++ci) {
       const int64_t f0 = ci * cp.frames_per_chunk;
       run_chunk(w, tab, x, y, t, f0, std::min(cp.frames_per_chunk, frames - f0), scratch, att,
-                att_stride, Par{&team, path_rows, bf16}, pairs);
+                att_stride, Par{&team, path_rows, pairs});
     }
     return;
   }
@@ -379,7 +380,7 @@ void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t
     const int64_t f0 = ci * cp.frames_per_chunk;
     const int64_t nf = std::min(cp.frames_per_chunk, frames - f0);
     run_chunk(w, tab, x, y, t, f0, nf, scratch + size_t(tid) * l.total, att + tid * att_stride,
-              att_stride, Par{nullptr, path_rows, bf16}, pairs);
+              att_stride, Par{nullptr, path_rows, pairs});
   });
 }
 

@@ -262,6 +262,17 @@ print(json.dumps({"bf16_dot": pos.bf16_dot, "bytes": pos.panel_bytes, "panels": 
 '''
 
 ENGINE_CONFIGS = SMALL_ENGINE_CONFIGS
+
+
+def _child(code: str, spec: dict, mode: str) -> dict:
+    """Python ``code`` in a child process under GASTRT_BF16_DOT=mode (read once per process),
+    given ``spec`` as JSON; -> the JSON of its last stdout line."""
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(spec)],
+                       env={**subprocess_env(), "GASTRT_BF16_DOT": mode}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def _run_engine(tmp_path, engine, x, seq, mode, tag):
     np.save(tmp_path / "x.npy", x)
     if seq is not None:
@@ -269,10 +280,7 @@ def _run_engine(tmp_path, engine, x, seq, mode, tag):
     spec = {"engine": engine, "windows": str(tmp_path / "x.npy"),
             "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / f"{tag}.npz"),
             "tests": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-    r = subprocess.run([sys.executable, "-c", ENGINE_CHILD, json.dumps(spec)],
-                       env={**subprocess_env(), "GASTRT_BF16_DOT": mode}, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout.strip().splitlines()[-1]), np.load(tmp_path / f"{tag}.npz")
+    return _child(ENGINE_CHILD, spec, mode), np.load(tmp_path / f"{tag}.npz")
 
 
 @pytest.mark.parametrize("mode", ["emulate", "emulate-amx", "auto"])
@@ -404,10 +412,5 @@ def test_gast_block_weights_must_be_bf16_values(tmp_path, role):
 
     ck = save_checkpoint(tmp_path / "ck.bin", "gast", SMALL_ENGINE_CONFIGS["gast"], seed=2)
     eng = gastrt.build(ck, str(tmp_path / "bf16.gastrt"), precision="bf16")
-    spec = {"engine": eng, "role": role}
-    r = subprocess.run([sys.executable, "-c", GAST_INEXACT_CHILD, json.dumps(spec)],
-                       env={**subprocess_env(), "GASTRT_BF16_DOT": "emulate"}, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    err = json.loads(r.stdout.strip().splitlines()[-1])["error"]
+    err = _child(GAST_INEXACT_CHILD, {"engine": eng, "role": role}, "emulate")["error"]
     assert err and "gast_block" in err and "GAST block weights are not bf16 values" in err, err
