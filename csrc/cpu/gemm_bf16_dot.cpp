@@ -145,26 +145,31 @@ void rows(int64_t m, int64_t kb, const uint32_t* ap, int64_t kp, const uint32_t*
   }
 }
 
-// Pairs per K block when a panel has several row passes (256 pairs x 64 columns x 4 bytes = 64 KB
-// of weights, L2-resident for the passes), and rows per chunk of A (its pairs for a chunk: chunk x
-// kp x 4 bytes, L2-resident across the panels). Measured on Zen 4 (AVX512-BF16, 1 MB L2; one
-// thread, 1728 x 3072 x 1024): 64 pairs (16 KB, L1) ran at 165-175 GFLOP/s, 128 at 194, 256 and
-// 512 at 207-211 (~92% of the 225 GFLOP/s vdpbf16ps peak); 48-192 rows per chunk, no difference
-// (benchmarks/RESULTS.md, #17 eighth session). Fewer C reloads per element matter more than
-// keeping the weights' block in L1.
-constexpr int64_t kKcPairs = 256, kMc = 96;
+// Pairs per K block when a panel has several row passes, and rows per chunk of A. A chunk's
+// pairs are packed just before its panels run (kMc x kc x 4 bytes, L2-resident across them); a
+// panel's K block (kc x 64 columns x 4 bytes) stays L2-resident across the chunk's row passes:
+// 1536 pairs (384 KB) + 48 rows x 1536 pairs (288 KB) fit a 1 MB L2. Each row pass over a K block
+// pays a fixed cost (C loaded and stored, the A rows' first lines missed), so the fewer K blocks
+// the better, as long as both stay in L2. Measured on Zen 4 (AVX512-BF16, 1 MB L2; one thread,
+// benchmarks/RESULTS.md, #17 ninth session): 1728 x 3072 x 1024 went from 205 GFLOP/s (256
+// pairs, 96 rows, A packed whole up front) to 215-216 (93% of the 232 GFLOP/s vdpbf16ps peak),
+// 3-4% on every engine tile shape measured; 64 pairs (the block in L1) ran at 169.
+constexpr int64_t kKcPairs = 1536, kMc = 48;
 
 }  // namespace
 
 void gemm(const GemmBf16DotParams& p) {
   if (p.m <= 0 || p.ncols <= 0) return;
   const int64_t kp = int64_t(p.taps) * bf16_pairs_per_tap(p.ci), kp_rows = bf16_pair_rows(p.taps, p.ci);
-  uint32_t* ap = bf16_pairs_scratch(size_t(p.m * kp));
-  pack_a_pairs(p, kp, ap);
+  uint32_t* ap = bf16_pairs_scratch(size_t(std::min(p.m, kMc) * kp));  // one chunk's rows
   const int64_t p_first = p.n0 / kBf16DotPanel, p_last = (p.n0 + p.ncols - 1) / kBf16DotPanel;
   const int64_t kc = p.m <= kMr ? kp : kKcPairs;
   for (int64_t m0 = 0; m0 < p.m; m0 += kMc) {
     const int64_t mc = std::min(kMc, p.m - m0);
+    GemmBf16DotParams chunk = p;
+    chunk.a = p.a + m0 * p.lda;
+    chunk.m = mc;
+    pack_a_pairs(chunk, kp, ap);
     for (int64_t pn = p_first; pn <= p_last; ++pn) {
       // this panel's columns inside [n0, n0 + ncols), as a lane mask per vector; C's column
       // pc0 is at c + (pc0 - n0) (masked-off lanes are never touched)
@@ -180,7 +185,7 @@ void gemm(const GemmBf16DotParams& p) {
       float* c = p.c + m0 * p.ldc + (pc0 - p.n0);
       const uint32_t* w = p.w_pairs + pn * kp_rows * kBf16DotPanel;
       for (int64_t k0 = 0; k0 < kp; k0 += kc)
-        rows(mc, std::min(kc, kp - k0), ap + m0 * kp + k0, kp, w + k0 * kBf16DotPanel, c,
+        rows(mc, std::min(kc, kp - k0), ap + k0, kp, w + k0 * kBf16DotPanel, c,
              p.ldc, mask, k0 > 0);
     }
   }

@@ -92,7 +92,8 @@ SHAPES = [  # (M, taps, ci, tap_stride (None: ci), N, n0, ncols (None: to the en
     (31, 1, 40, None, 40, 0, None),  # AMX kernels: the last row count below their tiles
     (32, 1, 32, None, 32, 0, None),  # one whole 32 x 32 block, one tile of K
     (33, 3, 11, 20, 97, 31, 34),     # a second, 1-row block; K of 17 pairs: a padded tile
-    (97, 3, 45, 45, 200, 0, None),   # several K blocks and row chunks
+    (97, 3, 45, 45, 200, 0, None),   # several row chunks
+    (50, 2, 1601, None, 70, 0, None),  # 1602 pairs: two K blocks of the vdpbf16ps kernel; two row chunks
     (200, 1, 130, None, 70, 1, 68),
 ]
 
