@@ -48,6 +48,14 @@ struct Ops {
     const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
     _mm512_storeu_si512(dst, (__m512i)h);
   }
+  // src[0:n] fp32, n < 32 -> ceil(n / 2) pairs, the high half of the last zero for an odd n
+  // (masked-off lanes load as +0, which vcvtne2ps2bf16 keeps +0)
+  static void pairs_tail(const float* src, int n, uint32_t* dst) {
+    const __mmask16 lo = _cvtu32_mask16(n >= 16 ? 0xffffu : (1u << n) - 1u);
+    const __mmask16 hi = _cvtu32_mask16(n <= 16 ? 0u : (1u << (n - 16)) - 1u);
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
+    _mm512_mask_storeu_epi32(dst, _cvtu32_mask16((1u << ((n + 1) / 2)) - 1u), (__m512i)h);
+  }
 };
 
 #else
@@ -85,6 +93,9 @@ struct Ops {
   static void pairs32(const float* src, uint32_t* dst) {
     for (int i = 0; i < kLanes; ++i) dst[i] = bf16_pair(src[2 * i], src[2 * i + 1]);
   }
+  static void pairs_tail(const float* src, int n, uint32_t* dst) {
+    for (int c = 0; c < n; c += 2) dst[c / 2] = bf16_pair(src[c], c + 1 < n ? src[c + 1] : 0.f);
+  }
 };
 
 #endif
@@ -92,8 +103,8 @@ struct Ops {
 }  // namespace
 
 // A's rows as bf16 pairs: ap[r * ld + t * cp + j] = (A[r, t, 2j], A[r, t, 2j + 1]), the high
-// half zero past an odd ci. 32 channels at a time by pairs32, the rest by bf16_round (the
-// same rounding).
+// half zero past an odd ci. 32 channels at a time by pairs32, the rest by pairs_tail (the same
+// rounding; vectorised too, as few-channel convs such as RIE's expand layers are all tail).
 void pack_a_pairs(const GemmBf16DotParams& p, int64_t ld, uint32_t* ap) {
   const int64_t cp = bf16_pairs_per_tap(p.ci);
   for (int64_t r = 0; r < p.m; ++r)
@@ -102,7 +113,7 @@ void pack_a_pairs(const GemmBf16DotParams& p, int64_t ld, uint32_t* ap) {
       uint32_t* dst = ap + r * ld + t * cp;
       int64_t c = 0;
       for (; c + 2 * kLanes <= p.ci; c += 2 * kLanes) Ops::pairs32(src + c, dst + c / 2);
-      for (; c < p.ci; c += 2) dst[c / 2] = bf16_pair(src[c], c + 1 < p.ci ? src[c + 1] : 0.f);
+      if (c < p.ci) Ops::pairs_tail(src + c, int(p.ci - c), dst + c / 2);
     }
 }
 
@@ -185,8 +196,8 @@ void gemm(const GemmBf16DotParams& p) {
       float* c = p.c + m0 * p.ldc + (pc0 - p.n0);
       const uint32_t* w = p.w_pairs + pn * kp_rows * kBf16DotPanel;
       for (int64_t k0 = 0; k0 < kp; k0 += kc)
-        rows(mc, std::min(kc, kp - k0), ap + k0, kp, w + k0 * kBf16DotPanel, c,
-             p.ldc, mask, k0 > 0);
+        rows(mc, std::min(kc, kp - k0), ap + k0, kp, w + k0 * kBf16DotPanel, c, p.ldc, mask,
+             k0 > 0);
     }
   }
 }
