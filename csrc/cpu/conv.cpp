@@ -231,6 +231,17 @@ void conv_f32(const ConvParams& p, Team& team) {
   const VecKernels& vk = vec();
   const int act = int(p.act);
   const int64_t k_total = int64_t(p.k) * ci;
+  // Bias, activation, then the residual, on rows [row0, row0 + rows) of columns [col0, col0 + cols).
+  auto epilogue = [&](int64_t row0, int64_t rows, int64_t col0, int64_t cols) {
+    for (int64_t r = row0; r < row0 + rows; ++r) {
+      const float* rr = nullptr;
+      if (res) {
+        const int64_t s = r / t_out, t = r % t_out;
+        rr = res + (s * p.t_res + p.res_offset + t * p.res_stride) * co + col0;
+      }
+      vk.bias_act(y + r * co + col0, b + col0, cols, act, rr);
+    }
+  };
   team.parallel_for(int64_t(tiles.size()), [&](int64_t ti, int) {
     const Tile& tl = tiles[size_t(ti)];
     // A row of output row r = (s, t): x + (s * t_in + t * stride) * ci (+ tau * dilation * ci).
@@ -251,6 +262,16 @@ void conv_f32(const ConvParams& p, Team& team) {
       g.ncols = tl.cols;
       g.c = c0;
       g.ldc = co;
+      // the epilogue on each chunk of rows the kernel finishes, while they are in L2
+      struct Done {
+        decltype(epilogue)* epi;
+        const Tile* tl;
+      } done{&epilogue, &tl};
+      g.rows_done = [](void* ctx, int64_t row0, int64_t rows) {
+        const Done& d = *static_cast<const Done*>(ctx);
+        (*d.epi)(d.tl->row0 + row0, rows, d.tl->col0, d.tl->cols);
+      };
+      g.rows_done_ctx = &done;
       gemm_bf16_dot(p.bf16_dot, g);
     } else if (panels16 && fused_k) {
       vk.sgemm_small_packed16(tl.rows, tl.col0, tl.cols, k_total, a0, lda, panels16, bf16,
@@ -274,15 +295,7 @@ void conv_f32(const ConvParams& p, Team& team) {
         gemm(path, tl.rows, tl.cols, ci, a0 + int64_t(tau) * p.dilation * ci, lda,
              w + int64_t(tau) * ci * co + tl.col0, co, tau ? 1.f : 0.f, c0, co);
     }
-    // Epilogue on the tile just written: bias, activation, then the residual.
-    for (int64_t r = tl.row0; r < tl.row0 + tl.rows; ++r) {
-      const float* rr = nullptr;
-      if (res) {
-        const int64_t s = r / t_out, t = r % t_out;
-        rr = res + (s * p.t_res + p.res_offset + t * p.res_stride) * co + tl.col0;
-      }
-      vk.bias_act(y + r * co + tl.col0, b + tl.col0, tl.cols, act, rr);
-    }
+    if (!pairs) epilogue(tl.row0, tl.rows, tl.col0, tl.cols);
   });
 }
 

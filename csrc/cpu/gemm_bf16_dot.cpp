@@ -199,6 +199,7 @@ void gemm(const GemmBf16DotParams& p) {
         rows(mc, std::min(kc, kp - k0), ap + k0, kp, w + k0 * kBf16DotPanel, c, p.ldc, mask,
              k0 > 0);
     }
+    if (p.rows_done) p.rows_done(p.rows_done_ctx, m0, mc);
   }
 }
 

@@ -69,6 +69,11 @@ struct GemmBf16DotParams {
   int64_t n0, ncols;         // the columns computed (any range inside [0, n_total))
   float* c;                  // [m, ncols] at column n0, row stride ldc (its old values are never read)
   int64_t ldc;
+  // Optional (null: none): called with each chunk of rows [row0, row0 + rows) once its C is
+  // final (every column, every K block), so that a caller's epilogue (a conv's bias, activation
+  // and residual) reads rows still in L2 rather than a whole tile back from L3 / DRAM.
+  void (*rows_done)(void* ctx, int64_t row0, int64_t rows);
+  void* rows_done_ctx;
 };
 
 // Linear layer over the few rows of a streaming push (CPU): y[m, :] = act(x[m, :] @ w + b) (+ res[m, :]).
