@@ -164,13 +164,13 @@ void bind_kernels(py::module_& m) {
           py::gil_scoped_release nogil;
           Team team(nt);
           if (wino) {
-            const std::vector<float> u = cpu::conv_winograd_weights(w.data(), p.ci, p.co);
+            const BigVector<float> u = cpu::conv_winograd_weights(w.data(), p.ci, p.co);
             std::vector<float> scratch(cpu::conv_winograd_scratch_floats(p, team.size()));
             cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
           } else {
-            std::vector<float> panels;
-            std::vector<uint16_t> panels16;
-            std::vector<uint32_t> pairs;
+            BigVector<float> panels;
+            BigVector<uint16_t> panels16;
+            BigVector<uint32_t> pairs;
             if (bdk != Bf16DotKernel::None) {
               pairs = cpu::pack_bf16_pairs(w.data(), k, p.ci, Co);
               p.w_bf16_pairs = pairs.data();
@@ -226,7 +226,7 @@ void bind_kernels(py::module_& m) {
           throw py::value_error("w: gemm_bf16_dot needs weights exactly representable in bf16");
         const Bf16DotKernel k = parse_bf16_dot(kernel);
         py::array_t<float> c = output_array(out, {M, ncols}, "gemm_bf16_dot");
-        const std::vector<uint32_t> pairs = cpu::pack_bf16_pairs(w.data(), taps, int32_t(ci), N);
+        const BigVector<uint32_t> pairs = cpu::pack_bf16_pairs(w.data(), taps, int32_t(ci), N);
         GemmBf16DotParams p{};
         p.a = a.data();
         p.m = M;

@@ -93,11 +93,11 @@ namespace {
 // w [K, N] -> panels [ceil(N / nb), K, nb] of T (zero-padded), each value through
 // put(v, T&) -> bool; ok (optional): false when put returned false for some value.
 template <class T, class Put>
-std::vector<T> pack_panels(const float* w, int64_t K, int64_t N, Put put, bool* ok = nullptr) {
+BigVector<T> pack_panels(const float* w, int64_t K, int64_t N, Put put, bool* ok = nullptr) {
   bool all = true;
   const int64_t nb = vec().small_panel;
   const int64_t np = ceil_div(N, nb);
-  std::vector<T> out(size_t(np * K * nb), T(0));
+  BigVector<T> out(size_t(np * K * nb), T(0));
   for (int64_t p = 0; p < np; ++p) {
     const int64_t c0 = p * nb, w_cols = std::min(nb, N - c0);
     T* dst = out.data() + size_t(p * K * nb);
@@ -110,7 +110,7 @@ std::vector<T> pack_panels(const float* w, int64_t K, int64_t N, Put put, bool* 
 
 }  // namespace
 
-std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
+BigVector<float> pack_small_panels(const float* w, int64_t K, int64_t N) {
   return pack_panels<float>(w, K, N, [](float v, float& d) { d = v; return true; });
 }
 
@@ -159,10 +159,10 @@ bool weights_exact_in(const float* w, size_t n, DType dt) {
   return true;
 }
 
-std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt) {
+BigVector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt) {
   GASTRT_CHECK(dt == DType::F16 || dt == DType::BF16, "16-bit weights are F16 or BF16");
   bool ok = true;
-  std::vector<uint16_t> out = pack_panels<uint16_t>(
+  BigVector<uint16_t> out = pack_panels<uint16_t>(
       w, K, N, [dt](float v, uint16_t& d) { return to_16bit_exact(v, dt, d); }, &ok);
   GASTRT_CHECK(ok, "weights are not exactly representable in " << (dt == DType::F16 ? "fp16" : "bf16")
                                                                << " (16-bit panels hold an fp16 / "

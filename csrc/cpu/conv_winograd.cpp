@@ -98,10 +98,10 @@ bool conv_winograd_pays(int32_t ci, int32_t co) {
   return env_enabled() && ci >= 128 && co >= 128;
 }
 
-std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co) {
+BigVector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co) {
   // w [3*ci, co] -> U [6, ci, co]
   const size_t plane = size_t(ci) * size_t(co);
-  std::vector<float> u(kTaps * plane);
+  BigVector<float> u(kTaps * plane);
   for (size_t e = 0; e < plane; ++e) {
     const double w0 = w[e], w1 = w[plane + e], w2 = w[2 * plane + e];
     for (int q = 0; q < kTaps; ++q)
@@ -109,9 +109,9 @@ std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co)
   }
   if (!small_gemm_for_all_rows()) return u;
   const int64_t packed = u_plane(ci, co);
-  std::vector<float> up(size_t(kTaps * packed));
+  BigVector<float> up(size_t(kTaps * packed));
   for (int q = 0; q < kTaps; ++q) {
-    const std::vector<float> pq = pack_small_panels(u.data() + q * plane, ci, co);
+    const BigVector<float> pq = pack_small_panels(u.data() + q * plane, ci, co);
     std::copy(pq.begin(), pq.end(), up.begin() + q * packed);
   }
   return up;

@@ -47,12 +47,14 @@ struct Workspace {
   size_t floats = 0;
   explicit Workspace(size_t n) : floats(n) {
     const size_t bytes = std::max<size_t>(64, pad16(n) * sizeof(float));
-    mem = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (mem == nullptr)
+    try {
+      mem = static_cast<float*>(big_alloc(bytes));  // huge pages: activations are streamed too
+    } catch (const std::bad_alloc&) {
       throw OutOfMemory("gastrt: out of memory: could not allocate a " + std::to_string(bytes) +
                         "-byte workspace");
+    }
   }
-  ~Workspace() { std::free(mem); }
+  ~Workspace() { big_free(mem); }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 };

@@ -119,7 +119,7 @@ struct Par {
   const GastBf16Pairs* pairs = nullptr;
 
   // A GEMM's bf16 pairs (a member of *pairs), or null.
-  const uint32_t* pairs_of(std::vector<uint32_t> GastBf16Pairs::*m) const {
+  const uint32_t* pairs_of(BigVector<uint32_t> GastBf16Pairs::*m) const {
     return pairs ? (pairs->*m).data() : nullptr;
   }
 

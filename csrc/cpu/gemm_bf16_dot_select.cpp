@@ -124,13 +124,13 @@ void gemm_bf16_dot(Bf16DotKernel k, const GemmBf16DotParams& p) {
   }
 }
 
-std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n) {
+BigVector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n) {
   GASTRT_CHECK(taps >= 1 && ci >= 1 && n >= 1, "pack_bf16_pairs: bad shape");
   GASTRT_CHECK(weights_exact_in(w, size_t(int64_t(taps) * ci * n), DType::BF16),
                "pack_bf16_pairs: weights are not bf16 values");
   const int64_t cp = bf16_pairs_per_tap(ci), kp = bf16_pair_rows(taps, ci);
   const int64_t np = (n + kBf16DotPanel - 1) / kBf16DotPanel;
-  std::vector<uint32_t> out(size_t(np * kp * kBf16DotPanel), 0u);
+  BigVector<uint32_t> out(size_t(np * kp * kBf16DotPanel), 0u);
   for (int32_t t = 0; t < taps; ++t)
     for (int32_t c = 0; c < ci; ++c) {  // row t * ci + c of w, read in order
       const float* row = w + (int64_t(t) * ci + c) * n;
@@ -165,7 +165,7 @@ std::string check_kernel(Bf16DotKernel native, Bf16DotKernel emulated, int64_t m
     const uint32_t b = uint32_t(bf16_round(rnd())) << 16;
     std::memcpy(&v, &b, sizeof v);
   }
-  const std::vector<uint32_t> wp = pack_bf16_pairs(w.data(), taps, ci, n);
+  const BigVector<uint32_t> wp = pack_bf16_pairs(w.data(), taps, ci, n);
   std::vector<float> ce(size_t(m * ncols), 0.f), ch(size_t(m * ncols), 0.f);
   GemmBf16DotParams p{};
   p.a = a.data();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/big_alloc.h"
 #include "gastrt/params.h"
 
 namespace gastrt {
@@ -32,12 +33,12 @@ bool conv_uses_small_gemm(const ConvParams& p);
 // weights instead of 16-bit ones. Same results either way (A/B timing, memory).
 bool small_panels_enabled();
 bool panels_16bit_enabled();
-std::vector<float> pack_small_panels(const float* w, int64_t K, int64_t N);
+BigVector<float> pack_small_panels(const float* w, int64_t K, int64_t N);
 // pack_small_panels16: the same panels as 16-bit bits of dt (F16 / BF16) for an fp16 / bf16
 // engine, whose fp32 weights are widened 16-bit values; throws unless every weight is exactly
 // representable in dt (weights_exact_in checks without packing).
 bool weights_exact_in(const float* w, size_t n, DType dt);
-std::vector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt);
+BigVector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt);
 // Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
 void conv_check_geometry(const ConvParams& p);
 
@@ -66,7 +67,7 @@ void gemm_bf16_dot(Bf16DotKernel k, const GemmBf16DotParams& p);
 // row t * ceil(ci / 2) + j: rows k = t * ci + 2j in the low half, + 1 in the high; zero past ci,
 // n and taps * ceil(ci / 2) rows, which are rounded up to 16), denormals flushed as the
 // instructions read them. Throws unless every weight is a bf16 value.
-std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n);
+BigVector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, int64_t n);
 
 // ---- dilated width-3 conv by Winograd F(4,3) (csrc/cpu/conv_winograd.cpp) --------------------
 // Sequence mode's k = 3, stride-1 convs with half the multiply work of the direct form.
@@ -80,7 +81,7 @@ std::vector<uint32_t> pack_bf16_pairs(const float* w, int32_t taps, int32_t ci, 
 //   conv_winograd_scratch_floats(p, team.size()) floats.
 bool conv_winograd_shape_ok(const ConvParams& p);
 bool conv_winograd_pays(int32_t ci, int32_t co);
-std::vector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co);
+BigVector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co);
 size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size);
 void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team& team);
 
@@ -111,7 +112,7 @@ struct GastBlockWeights {
   std::vector<float> cat_b;     // [2c]
   // The four GEMM weights above in the small-M kernel's panels (pack_small_panels): what the
   // block's GEMMs read whenever they run on that kernel (same bits as the plain matrices).
-  std::vector<float> w1_p, loc_cat_p, glb_cat_p, cat_p;
+  BigVector<float> w1_p, loc_cat_p, glb_cat_p, cat_p;
   // Neighbours with a nonzero off-diagonal weight in any channel: for s in {sym, con} and
   // row i, nbr[nbr_start[s*j + i] .. nbr_start[s*j + i + 1]) (CSR). GAST's tables are sparse
   // (a handful of neighbours per joint); dense random tables work too.
@@ -138,7 +139,7 @@ size_t gast_block_scratch_floats(const GastBlockWeights& w, int64_t n, int32_t t
 // bf16, fp32 sums), and the rest of the block (mixing, attention, epilogues) stays fp32.
 struct GastBf16Pairs {
   Bf16DotKernel kernel = Bf16DotKernel::None;
-  std::vector<uint32_t> w1, loc_cat, glb_cat, cat;  // pack_bf16_pairs of w1, loc_cat_w, glb_cat_w, cat_w
+  BigVector<uint32_t> w1, loc_cat, glb_cat, cat;  // pack_bf16_pairs of w1, loc_cat_w, glb_cat_w, cat_w
 };
 void gast_block_f32(const GastBlockWeights& w, const float* x, float* y, int64_t n, int32_t t,
                     float* scratch, Team& team, const GastBf16Pairs* pairs = nullptr);

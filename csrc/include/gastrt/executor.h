@@ -128,7 +128,7 @@ class Engine {
   // window-only caller never pays their memory); null for ops that never take that path.
   struct WinoWeights {
     std::once_flag once;
-    std::vector<float> u;  // conv_winograd_weights: [6, ci, co], or each U_p's panels (AVX2)
+    BigVector<float> u;  // conv_winograd_weights: [6, ci, co], or each U_p's panels (AVX2)
   };
   const float* wino_weights(size_t op_index);
   // A conv's weights packed for the small-M GEMM (pack_small_panels), made the first time the
@@ -136,9 +136,9 @@ class Engine {
   // memory.
   struct PanelWeights {
     std::once_flag once;
-    std::vector<float> p;       // [ceil(co / panel), k*ci, panel]  (fp32 engines)
-    std::vector<uint16_t> p16;  // the same, 16-bit (panel_dtype_ F16 / BF16)
-    std::vector<uint32_t> pairs;  // bf16 pairs (pack_bf16_pairs), instead of both when bf16_dot_
+    BigVector<float> p;       // [ceil(co / panel), k*ci, panel]  (fp32 engines)
+    BigVector<uint16_t> p16;  // the same, 16-bit (panel_dtype_ F16 / BF16)
+    BigVector<uint32_t> pairs;  // bf16 pairs (pack_bf16_pairs), instead of both when bf16_dot_
     GastBf16Pairs gast;           // a GastBlock op's GEMM weights as bf16 pairs (when bf16_dot_)
   };
   // Sets the weights conv op op_index reads besides p.w, packing them on first use: its bf16
