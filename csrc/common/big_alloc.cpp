@@ -1,4 +1,4 @@
-#include "common/big_alloc.h"
+#include "gastrt/big_alloc.h"
 
 #include <cstdlib>
 #include <cstring>

@@ -157,7 +157,7 @@ void gemm(const GemmBf16DotParams& p) {
                         size_t(j1 - j0) * sizeof(float));
         }
       }
-    if (p.rows_done && c0 < p.m) p.rows_done(p.rows_done_ctx, c0, std::min(c1, p.m) - c0);
+    if (p.rows_done) p.rows_done(p.rows_done_ctx, c0, std::min(c1, p.m) - c0);  // c0 < m: m32 - 32 < m
   }
 }
 

@@ -56,7 +56,8 @@ struct Ops {
   static void pairs_tail(const float* src, int n, uint32_t* dst) {
     const __mmask16 lo = _cvtu32_mask16(n >= 16 ? 0xffffu : (1u << n) - 1u);
     const __mmask16 hi = _cvtu32_mask16(n <= 16 ? 0u : (1u << (n - 16)) - 1u);
-    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + (n > 16 ? 16 : 0)),
+                                           _mm512_maskz_loadu_ps(lo, src));
     _mm512_mask_storeu_epi32(dst, _cvtu32_mask16((1u << ((n + 1) / 2)) - 1u), (__m512i)h);
   }
 };
@@ -159,8 +160,11 @@ void tile(int64_t kb, const uint32_t* __restrict ap, int64_t kp, const uint32_t*
   // C's lines asked for now, owned by the time the pass stores them: without it each pass ended
   // in a burst of write misses that stalled the store queue (one thread on Zen 4, C from DRAM:
   // 27000x256x256 164 -> 185 GFLOP/s; 1232x1024x512 +4%)
+  // (only the lanes this call writes: a masked-off vector may lie outside C or in a line another
+  // thread's tile owns)
   for (int m = 0; m < MR; ++m)
-    for (int v = 0; v < kNv; ++v) Ops::prefetch_for_write(c + m * ldc + v * kLanes);
+    for (int v = 0; v < kNv; ++v)
+      if (mask[v]) Ops::prefetch_for_write(c + m * ldc + v * kLanes);
   for (int m = 0; m < MR; ++m)
     for (int v = 0; v < kNv; ++v)
       acc[m][v] = load ? Ops::load(c + m * ldc + v * kLanes, mask[v]) : Ops::zero();
@@ -196,9 +200,11 @@ void rows(int64_t m, int64_t kb, const uint32_t* ap, int64_t kp, const uint32_t*
 }
 
 // Pairs per K block when a panel has several row passes, and rows per chunk of A. A chunk's
-// pairs are packed just before its panels run (kMc x kc x 4 bytes, L2-resident across them); a
+// pairs are packed just before its panels run (kMc x kp x 4 bytes, L2-resident across them); a
 // panel's K block (kc x 64 columns x 4 bytes) stays L2-resident across the chunk's row passes:
-// 1536 pairs (384 KB) + 64 rows x 1536 pairs (384 KB) fit a 1 MB L2. Each row pass over a K block
+// 1536 pairs (384 KB) + 64 rows x 1536 pairs (384 KB) fit a 1 MB L2. (The next chunk's fp32 A,
+// prefetched meanwhile, is twice its pairs and does not fit beside them at 1536 pairs; measured
+// anyway, VideoPose3D-243, whose width-3 convs have 1536, ran 1-1.5% faster with it.) Each row pass over a K block
 // pays a fixed cost (C loaded and stored, the A rows' first lines missed), so the fewer K blocks
 // the better, as long as both stay in L2. Measured on Zen 4 (AVX512-BF16, 1 MB L2; one thread,
 // benchmarks/RESULTS.md, #17 ninth session): 1728 x 3072 x 1024 went from 205 GFLOP/s (256

@@ -92,7 +92,7 @@ SHAPES = [  # (M, taps, ci, tap_stride (None: ci), N, n0, ncols (None: to the en
     (31, 1, 40, None, 40, 0, None),  # AMX kernels: the last row count below their tiles
     (32, 1, 32, None, 32, 0, None),  # one whole 32 x 32 block, one tile of K
     (33, 3, 11, 20, 97, 31, 34),     # a second, 1-row block; K of 17 pairs: a padded tile
-    (97, 3, 45, 45, 200, 0, None),   # several row chunks
+    (97, 3, 45, 45, 200, 0, None),   # two row chunks
     (70, 2, 1601, None, 70, 0, None),  # 1602 pairs: two K blocks of the vdpbf16ps kernel; two row chunks
     (200, 1, 130, None, 70, 1, 68),
     (5, 1, 16, None, 64, 0, None),   # A's channel tail (past whole 32s) of 16, then 17

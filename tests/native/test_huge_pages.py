@@ -29,10 +29,11 @@ print("ok")
 '''
 
 
-# 512 channels: each width-3 conv packs 3 * 512 * 512 weights (3 MB in fp32 panels or bf16 pairs),
-# and a 300-frame sequence's workspace is several MB: both take the huge-page path.
+# 1024 channels: the width-3 conv packs 3 * 1024 * 1024 weights, 12 MB as fp32 panels and 6 MB as
+# 16-bit panels or bf16 pairs, and its 1x1 conv 4 MB / 2 MB; a 300-frame sequence's workspace is
+# several MB: all take the huge-page path.
 CONFIG = {"num_joints_in": 17, "in_features": 2, "num_joints_out": 17, "filter_widths": [3, 3],
-          "channels": 512, "trajectory": False}
+          "channels": 1024, "trajectory": False}
 
 
 def test_huge_pages_never_change_a_result(tmp_path):
@@ -40,7 +41,8 @@ def test_huge_pages_never_change_a_result(tmp_path):
 
     ck = save_checkpoint(tmp_path / "ck.bin", "videopose3d", CONFIG, seed=3)
     engines = {p: gastrt.build(ck, str(tmp_path / f"{p}.gastrt"), precision=p) for p in ("fp32", "bf16")}
-    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    seed = int(np.random.default_rng().integers(1 << 30))
+    rng = np.random.default_rng(seed)
     np.save(tmp_path / "x.npy", (rng.standard_normal((37, 9, 17, 2)) * 0.5).astype(np.float32))
     np.save(tmp_path / "s.npy", (rng.standard_normal((300, 17, 2)) * 0.5).astype(np.float32))
     got = {}
@@ -53,7 +55,7 @@ def test_huge_pages_never_change_a_result(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         got[setting] = np.load(tmp_path / f"y{setting}.npz")
     for p in engines:
-        assert int(got["1"][p + "/packed"]) >= 2 << 20, (p, int(got["1"][p + "/packed"]))
+        assert int(got["1"][p + "/packed"]) >= 8 << 20, (p, int(got["1"][p + "/packed"]))
     assert sorted(got["1"].files) == sorted(got["0"].files)
     for key in got["1"].files:
-        assert np.isfinite(got["1"][key]).all() and np.array_equal(got["1"][key], got["0"][key]), key
+        assert np.isfinite(got["1"][key]).all() and np.array_equal(got["1"][key], got["0"][key]), (key, seed)

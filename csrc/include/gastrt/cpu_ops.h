@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "common/big_alloc.h"
+#include "gastrt/big_alloc.h"
 #include "gastrt/params.h"
 
 namespace gastrt {

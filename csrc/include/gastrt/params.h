@@ -71,7 +71,8 @@ struct GemmBf16DotParams {
   int64_t ldc;
   // Optional (null: none): called with each chunk of rows [row0, row0 + rows) once its C is
   // final (every column, every K block), so that a caller's epilogue (a conv's bias, activation
-  // and residual) reads rows still in L2 rather than a whole tile back from L3 / DRAM.
+  // and residual) reads rows still in L2 rather than a whole tile back from L3 / DRAM. row0 counts
+  // from this call's first row (that of a and c), not from the caller's whole product.
   void (*rows_done)(void* ctx, int64_t row0, int64_t rows);
   void* rows_done_ctx;
 };

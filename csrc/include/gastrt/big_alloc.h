@@ -7,8 +7,9 @@
 //
 // big_alloc(bytes): bytes >= 2 MB get a 2 MB-aligned block rounded up to whole 2 MB pages and
 // madvise(MADV_HUGEPAGE) (the kernel may still back it with 4 KB pages: the advice is a hint);
-// smaller ones a 64-byte-aligned block. GASTRT_HUGE_PAGES=0 turns the advice off (A/B timing, or
-// where a few MB of rounding matter more than speed). Results never depend on it.
+// smaller ones a 64-byte-aligned block. GASTRT_HUGE_PAGES=0 gives every size the 64-byte path (no
+// 2 MB alignment or rounding, no advice: A/B timing, or where a few MB of rounding matter more
+// than speed). Results never depend on it.
 #pragma once
 #include <cstddef>
 #include <new>
@@ -16,7 +17,7 @@
 
 namespace gastrt {
 
-void* big_alloc(size_t bytes);  // throws std::bad_alloc; 64-byte aligned; big_free to release
+void* big_alloc(std::size_t bytes);  // throws std::bad_alloc; 64-byte aligned; big_free to release
 void big_free(void* p) noexcept;
 bool huge_pages_enabled();      // GASTRT_HUGE_PAGES (read once), default on
 
@@ -26,11 +27,11 @@ struct BigAllocator {
   BigAllocator() noexcept = default;
   template <class U>
   BigAllocator(const BigAllocator<U>&) noexcept {}
-  T* allocate(size_t n) {
-    if (n > size_t(-1) / sizeof(T)) throw std::bad_alloc();
+  T* allocate(std::size_t n) {
+    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_alloc();
     return static_cast<T*>(big_alloc(n * sizeof(T)));
   }
-  void deallocate(T* p, size_t) noexcept { big_free(p); }
+  void deallocate(T* p, std::size_t) noexcept { big_free(p); }
   template <class U>
   bool operator==(const BigAllocator<U>&) const noexcept { return true; }
   template <class U>
