@@ -26,10 +26,11 @@ void* big_alloc(size_t bytes) {
   const bool huge = bytes >= kHugePage && huge_pages_enabled();
   const size_t align = huge ? kHugePage : 64;
   if (bytes > size_t(-1) - align) throw std::bad_alloc();
-  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  const size_t size = (bytes + align - 1) / align * align;  // aligned_alloc wants a multiple
+  void* p = std::aligned_alloc(align, size);
   if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) (void)madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);  // a hint; failure is fine
+  if (huge) (void)madvise(p, size, MADV_HUGEPAGE);  // a hint; failure is fine
 #endif
   return p;
 }

@@ -134,9 +134,9 @@ struct APrefetch {
   int32_t t = 0;
   int64_t off = 0;  // bytes past the start of tap t's segment of row r
   void issue(int64_t lines) {
+    const int64_t bytes = int64_t(p->ci) * int64_t(sizeof(float));  // of one tap's segment
     for (; lines > 0 && r < r_end; --lines) {
       const char* seg = reinterpret_cast<const char*>(p->a + r * p->lda + t * p->tap_stride);
-      const int64_t bytes = int64_t(p->ci) * int64_t(sizeof(float));
       Ops::prefetch_l2(seg + std::min(off, bytes - 1));  // an address inside the segment
       off += 64;
       // lines seg + 0, + 64, ... up to the one holding the segment's last byte
