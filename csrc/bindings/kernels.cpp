@@ -139,21 +139,21 @@ void bind_kernels(py::module_& m) {
         } catch (const py::value_error& e) {
           throw py::value_error(std::string(e.what()) + " (or 'none')");
         }
-        // 'auto' as the engine chooses: never Winograd on a bf16 dot-product kernel
-        const bool wino = algo == "winograd" ||
-                          (algo == "auto" && bdk == Bf16DotKernel::None && cpu::conv_winograd_shape_ok(p) &&
-                           cpu::conv_winograd_pays(p.ci, p.co));
-        if (wino && !cpu::conv_winograd_shape_ok(p))
-          throw py::value_error("algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
-                                std::to_string(4 * dilation) + " output frames (got k=" +
-                                std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
-                                std::to_string(To) + " frames)");
+        // 'auto' as the engine chooses: Winograd where it pays, F(2,3) on a bf16 dot-product kernel
+        const bool on_bf16 = bdk != Bf16DotKernel::None;
+        auto wino_ok = [&] { return on_bf16 ? cpu::conv_winograd_bf16_shape_ok(p) : cpu::conv_winograd_shape_ok(p); };
+        const bool wino = algo == "winograd" || (algo == "auto" && wino_ok() && cpu::conv_winograd_pays(p.ci, p.co));
+        if (wino && !wino_ok())
+          throw py::value_error(on_bf16 ? "algo='winograd' on a bf16 kernel (F(2,3)) needs k=3 and stride=1 (got k=" +
+                                              std::to_string(k) + ", stride=" + std::to_string(stride) + ")"
+                                        : "algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
+                                              std::to_string(4 * dilation) + " output frames (got k=" +
+                                              std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
+                                              std::to_string(To) + " frames)");
         if (pdt != DType::F32 && p.n_seq > 0 && (!small_panels || wino || !cpu::conv_uses_small_gemm(p)))
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +
                                 (wino ? std::string("Winograd") : small_panels ? "on OpenBLAS here" : "without panels"));
-        if (bdk != Bf16DotKernel::None && wino)
-          throw py::value_error("bf16_dot runs direct convs: pass algo='direct'");
         if (bdk != Bf16DotKernel::None && !cpu::weights_exact_in(w.data(), size_t(w.size()), DType::BF16))
           throw py::value_error("w: bf16_dot needs weights exactly representable in bf16");
         if (pdt != DType::F32 && !cpu::weights_exact_in(w.data(), size_t(w.size()), pdt))
@@ -163,7 +163,12 @@ void bind_kernels(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           Team team(nt);
-          if (wino) {
+          if (wino && on_bf16) {
+            const BigVector<uint32_t> u = cpu::conv_winograd_bf16_weights(w.data(), p.ci, p.co);
+            std::vector<float> scratch(cpu::conv_winograd_bf16_scratch_floats(p, team.size()));
+            p.bf16_dot = bdk;
+            cpu::conv_winograd_bf16(p, u.data(), scratch.data(), team);
+          } else if (wino) {
             const BigVector<float> u = cpu::conv_winograd_weights(w.data(), p.ci, p.co);
             std::vector<float> scratch(cpu::conv_winograd_scratch_floats(p, team.size()));
             cpu::conv_winograd_f32(p, u.data(), scratch.data(), team);
@@ -194,7 +199,8 @@ void bind_kernels(py::module_& m) {
       py::arg("threads") = 0, py::arg("algo") = "auto", py::arg("small_panels") = false,
       py::arg("panel_dtype") = "fp32", py::arg("bf16_dot") = "none",
       "Temporal conv: x [N, G, T, Ci], w [k*Ci, Co], b [Co] (, res [N, G, Tr, Co]) -> [N, G, To, Co].\n"
-      "algo: 'direct' (shifted GEMMs), 'winograd' (F(4,3); k=3, stride 1) or 'auto' (the engine's choice).\n"
+      "algo: 'direct' (shifted GEMMs), 'winograd' (k=3, stride 1: F(4,3), or F(2,3) on bf16_dot) or 'auto' (the\n"
+      "engine's choice).\n"
       "small_panels: pack w into the small-M GEMM's panels first when the conv runs on that kernel (few rows;\n"
       "on AVX2 / AVX-512 every conv), as the engine does. panel_dtype: 'fp32', or 'fp16' / 'bf16' to pack them in 16 bits\n"
       "as an fp16 / bf16 engine does (w must then hold exact fp16 / bf16 values; ValueError where the conv\n"

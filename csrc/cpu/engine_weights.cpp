@@ -19,6 +19,14 @@ const float* Engine::wino_weights(size_t op_index) {
   return ww->u.data();
 }
 
+const uint32_t* Engine::wino_bf16_weights(size_t op_index) {
+  WinoWeights* ww = wino_[op_index].get();
+  GASTRT_CHECK(ww != nullptr, "no Winograd weights for op " << op_index);
+  const OpSpec& op = plan_.ops[op_index];
+  std::call_once(ww->once, [&] { ww->u_pairs = conv_winograd_bf16_weights(op.w.data(), op.ci, op.co); });
+  return ww->u_pairs.data();
+}
+
 Engine::PanelBytes Engine::panel_bytes() const {
   PanelBytes b;
   for (const auto& pw : panels_)

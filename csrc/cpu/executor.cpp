@@ -34,7 +34,7 @@ struct Schedule {
   std::vector<int32_t> root_storage;  // per root id
   std::vector<size_t> root_offset;    // floats, in the arena
   std::vector<char> op_noop;          // view ops resolved as aliases
-  std::vector<char> op_wino;          // convs run by Winograd F(4,3) (sequence mode)
+  std::vector<char> op_wino;          // convs run by Winograd (sequence mode): F(4,3), or F(2,3) on bf16_dot
   size_t arena_floats = 0, scratch_floats = 0;
   size_t scratch_floats_one = 0;      // the scratch a one-thread team needs (budget_bytes)
   std::vector<int64_t> out_shape;
@@ -97,12 +97,17 @@ ConvParams conv_params(const OpSpec& op, const int64_t* din, const int64_t* dout
   return p;
 }
 
-// Winograd F(4,3) computes in fp32, so an engine whose convs run on a bf16 dot-product kernel
-// (bf16_dot) never uses it: the bf16 products are faster than Winograd's halved fp32 ones
-// (measured on Zen 4, AVX512-BF16: VideoPose3D-243's width-3 sequence convs 27.6 -> 19.0 ms,
-// benchmarks/RESULTS.md), and the engine's whole conv arithmetic stays one kind.
-bool wino_candidate(const OpSpec& op, bool bf16_dot) {
-  return !bf16_dot && op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
+// Sequence-mode width-3 convs with enough channels run by Winograd: F(4,3) in fp32, or, on an
+// engine whose convs run on a bf16 dot-product kernel (bf16_dot), F(2,3) on that kernel
+// (conv_winograd_bf16.cpp: fp32 F(4,3) is slower there than the direct bf16 products, and F(4,3)
+// in bf16 loses too much accuracy). GASTRT_CONV_WINOGRAD=0 runs them direct.
+bool wino_candidate(const OpSpec& op) {
+  return op.kind == OpKind::Conv && op.k == 3 && conv_winograd_pays(op.ci, op.co);
+}
+
+size_t wino_scratch_floats(const ConvParams& p, int team_size, bool bf16_dot) {
+  return bf16_dot ? conv_winograd_bf16_scratch_floats(p, team_size)
+                  : conv_winograd_scratch_floats(p, team_size);
 }
 
 // Shapes, aliasing and arena offsets for one input shape.
@@ -308,12 +313,13 @@ std::shared_ptr<Schedule> build_schedule(const PlanSpec& plan, int64_t n, int64_
       for (int ts : {1, threads})
         scratch = std::max(scratch, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), ts));
       scratch_one = std::max(scratch_one, gast_block_scratch_floats(*op.gast, x.d[0], int32_t(x.d[2]), 1));
-    } else if (mode == Mode::Sequence && wino_candidate(op, bf16_dot)) {
+    } else if (mode == Mode::Sequence && wino_candidate(op)) {
       const ConvParams p = conv_params(op, x.d, s->bufs[size_t(op.outputs[0])].d, nullptr, mode);
-      if (!conv_winograd_shape_ok(p) || p.n_seq == 0) continue;
+      if (!(bf16_dot ? conv_winograd_bf16_shape_ok(p) : conv_winograd_shape_ok(p)) || p.n_seq == 0)
+        continue;
       s->op_wino[size_t(oi)] = 1;
-      for (int ts : {1, threads}) scratch = std::max(scratch, conv_winograd_scratch_floats(p, ts));
-      scratch_one = std::max(scratch_one, conv_winograd_scratch_floats(p, 1));
+      for (int ts : {1, threads}) scratch = std::max(scratch, wino_scratch_floats(p, ts, bf16_dot));
+      scratch_one = std::max(scratch_one, wino_scratch_floats(p, 1, bf16_dot));
     }
   }
   s->scratch_floats = pad16(scratch);
@@ -351,7 +357,7 @@ Engine::Engine(PlanSpec plan, int threads, DType weight_dtype)
       panels_[i] = std::make_unique<PanelWeights>();
   if (plan_.has_sequence)
     for (size_t i = 0; i < plan_.ops.size(); ++i)
-      if (wino_candidate(plan_.ops[i], bf16_dot_ != Bf16DotKernel::None)) wino_[i] = std::make_unique<WinoWeights>();
+      if (wino_candidate(plan_.ops[i])) wino_[i] = std::make_unique<WinoWeights>();
 }
 
 Engine::~Engine() = default;
@@ -501,9 +507,14 @@ void Engine::run(const float* x, int64_t n, int64_t t, Mode mode, float* out,
         p.b = op.b.data();
         p.res = has_res ? ptr(op.inputs[1]) : nullptr;
         p.y = ptr(op.outputs[0]);
-        if (s->op_wino[size_t(oi)] &&
-            conv_winograd_scratch_floats(p, team.size()) <= s->scratch_floats) {
-          conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
+        const bool bf16_dot = bf16_dot_ != Bf16DotKernel::None;
+        if (s->op_wino[size_t(oi)] && wino_scratch_floats(p, team.size(), bf16_dot) <= s->scratch_floats) {
+          if (bf16_dot) {
+            p.bf16_dot = bf16_dot_;
+            conv_winograd_bf16(p, wino_bf16_weights(size_t(oi)), scratch, team);
+          } else {
+            conv_winograd_f32(p, wino_weights(size_t(oi)), scratch, team);
+          }
         } else {
           set_conv_weights(size_t(oi), p);
           conv_f32(p, team);

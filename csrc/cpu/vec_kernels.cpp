@@ -206,13 +206,59 @@ void wino_f43_output(const float* __restrict m, int64_t ld_m, int64_t n, float* 
   }
 }
 
+// Winograd F(2,3) transforms (points 0, +-1, inf; conv_winograd_bf16.cpp has the derivation).
+// Input: the taps d_j = x + j*ld_tap (n floats each; d3 absent when has3 is false: read as zero)
+// -> V_p = v + p*ld_v:  V0 = d0 - d2, V1 = d1 + d2, V2 = d2 - d1, V3 = d1 - d3.
+void wino_f23_input(const float* __restrict x, int64_t ld_tap, int64_t n, bool has3,
+                    float* __restrict v, int64_t ld_v) {
+  const float* __restrict d0 = x;
+  const float* __restrict d1 = x + ld_tap;
+  const float* __restrict d2 = x + 2 * ld_tap;
+  float* __restrict v0 = v;
+  float* __restrict v1 = v + ld_v;
+  float* __restrict v2 = v + 2 * ld_v;
+  float* __restrict v3 = v + 3 * ld_v;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a1 = d1[i], a2 = d2[i];
+    v0[i] = d0[i] - a2;
+    v1[i] = a1 + a2;
+    v2[i] = a2 - a1;
+  }
+  if (has3) {
+    const float* __restrict d3 = x + 3 * ld_tap;
+    for (int64_t i = 0; i < n; ++i) v3[i] = d1[i] - d3[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) v3[i] = d1[i];
+  }
+}
+
+// Output: the 4 products M_p = m + p*ld_m (n floats each) -> y0 = M0 + M1 + M2 and
+// y1 = M1 - M2 - M3 (y1 null: a tile whose second output lies past the sequence's end).
+void wino_f23_output(const float* __restrict m, int64_t ld_m, int64_t n, float* __restrict y0,
+                     float* __restrict y1) {
+  const float* __restrict m0 = m;
+  const float* __restrict m1 = m + ld_m;
+  const float* __restrict m2 = m + 2 * ld_m;
+  const float* __restrict m3 = m + 3 * ld_m;
+  if (y1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = m1[i], b = m2[i];
+      y0[i] = m0[i] + a + b;
+      y1[i] = a - b - m3[i];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) y0[i] = m0[i] + m1[i] + m2[i];
+  }
+}
+
 }  // namespace
 
 extern const VecKernels kernels;
 const VecKernels kernels = {GASTRT_STR(GASTRT_VK_NS), bias_act, bias_act_to, gast_local_frame,
                             gast_attention_frame, sgemm_small, NV_MAX * VW, kSmallAnyRows,
                             sgemm_small_packed, sgemm_small_packed16, wino_f43_input,
-                            wino_f43_output, gemm_rows};
+                            wino_f43_output, wino_f23_input, wino_f23_output,
+                            gemm_rows};
 
 }  // namespace GASTRT_VK_NS
 }  // namespace cpu

@@ -67,6 +67,14 @@ struct VecKernels {
   // Winograd F(4,3) output transform of one tile: the 6 products m + p*ld_m (n channels each) ->
   // the 4 output rows y + i*ld_y (before bias / activation / residual).
   void (*wino_f43_output)(const float* m, int64_t ld_m, int64_t n, float* y, int64_t ld_y);
+  // Winograd F(2,3) input transform of one tile (conv_winograd_bf16.cpp): the 4 taps x + j*ld_tap
+  // (n channels each; the last absent, read as zero, when has3 is false) -> the 4 transformed
+  // rows v + p*ld_v.
+  void (*wino_f23_input)(const float* x, int64_t ld_tap, int64_t n, bool has3, float* v,
+                         int64_t ld_v);
+  // Winograd F(2,3) output transform of one tile: the 4 products m + p*ld_m (n channels each) ->
+  // its output rows y0 and y1 (null: skipped), before bias / activation / residual.
+  void (*wino_f23_output)(const float* m, int64_t ld_m, int64_t n, float* y0, float* y1);
   // C[M, N] = A[M, K] @ B[K, N] for few rows (streaming columns), B read once row by row:
   // B fp32 (wfmt 0), IEEE fp16 (1) or bf16 bits (2), converted exactly; fp32 accumulation.
   void (*gemm_rows)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const void* B,

@@ -38,7 +38,7 @@ def conv(
     act: str = "none",                # none | relu | lrelu (0.2)
     out: Optional[FloatArray] = None,  # [N, G, To, Co]
     threads: int = 0,
-    algo: str = "auto",               # direct | winograd (F(4,3): k=3, stride 1) | auto
+    algo: str = "auto",               # direct | winograd (k=3, stride 1: F(4,3); F(2,3) on bf16_dot) | auto
     small_panels: bool = False,       # pack w for the small-M GEMM first (as the engine does)
     panel_dtype: str = "fp32",        # fp32 | fp16 | bf16 panels (16-bit: w must hold exact such values)
     bf16_dot: str = "none",           # none | emulated | emulated-amx | avx512bf16 | amx | auto: a bf16 engine's GEMM

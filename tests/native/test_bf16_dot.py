@@ -223,25 +223,8 @@ def test_conv_bad_input():
     b = np.zeros(5, np.float32)
     with pytest.raises(ValueError, match="bf16"):
         _native.conv(x, w + np.float32(1e-3), b, k=3, stride=3, bf16_dot="emulated")
-    with pytest.raises(ValueError, match="direct"):
-        _native.conv(np.ones((1, 1, 40, 4), np.float32), w, b, k=3, stride=1, algo="winograd",
-                     bf16_dot="emulated")
     with pytest.raises(ValueError, match="bf16_dot"):
         _native.conv(x, w, b, k=3, stride=3, bf16_dot="fast")
-
-
-def test_conv_auto_is_direct_on_a_bf16_kernel():
-    """algo='auto' is the engine's choice: with a bf16 dot-product kernel a width-3 sequence conv
-    where Winograd would pay (>= 128 channels, enough frames) runs direct on the kernel."""
-    rng = np.random.default_rng(4)
-    ci, co = 128, 136
-    x = rng.standard_normal((1, 1, 70, ci)).astype(np.float32)
-    w = round_to_16bit(rng.standard_normal((3 * ci, co)).astype(np.float32) * 0.05, "bf16")
-    b = rng.standard_normal(co).astype(np.float32)
-    auto = _native.conv(x, w, b, k=3, stride=1, dilation=2, bf16_dot="emulated")
-    direct = _native.conv(x, w, b, k=3, stride=1, dilation=2, algo="direct", bf16_dot="emulated")
-    assert np.isfinite(direct).all()
-    np.testing.assert_array_equal(auto, direct)
 
 
 ENGINE_CHILD = r'''
@@ -267,23 +250,24 @@ print(json.dumps({"bf16_dot": pos.bf16_dot, "bytes": pos.panel_bytes, "panels": 
 ENGINE_CONFIGS = SMALL_ENGINE_CONFIGS
 
 
-def _child(code: str, spec: dict, mode: str) -> dict:
-    """Python ``code`` in a child process under GASTRT_BF16_DOT=mode (read once per process),
-    given ``spec`` as JSON; -> the JSON of its last stdout line."""
+def _child(code: str, spec: dict, mode: str, env: dict | None = None) -> dict:
+    """Python ``code`` in a child process under GASTRT_BF16_DOT=mode (read once per process) and
+    ``env``, given ``spec`` as JSON; -> the JSON of its last stdout line."""
     r = subprocess.run([sys.executable, "-c", code, json.dumps(spec)],
-                       env={**subprocess_env(), "GASTRT_BF16_DOT": mode}, capture_output=True, text=True, timeout=600)
+                       env={**subprocess_env(), "GASTRT_BF16_DOT": mode, **(env or {})}, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _run_engine(tmp_path, engine, x, seq, mode, tag):
+def _run_engine(tmp_path, engine, x, seq, mode, tag, env=None):
     np.save(tmp_path / "x.npy", x)
     if seq is not None:
         np.save(tmp_path / "s.npy", seq)
     spec = {"engine": engine, "windows": str(tmp_path / "x.npy"),
             "sequence": str(tmp_path / "s.npy") if seq is not None else None, "out": str(tmp_path / f"{tag}.npz"),
             "tests": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-    return _child(ENGINE_CHILD, spec, mode), np.load(tmp_path / f"{tag}.npz")
+    return _child(ENGINE_CHILD, spec, mode, env), np.load(tmp_path / f"{tag}.npz")
 
 
 @pytest.mark.parametrize("mode", ["emulate", "emulate-amx", "auto"])
@@ -325,23 +309,13 @@ def test_bf16_engine_against_float64(tmp_path, family, mode):
         assert info32["bf16_dot"] == "none" and info32["bytes"]["bf16_pairs"] == 0, info32
 
 
-@pytest.mark.parametrize("mode", ["emulate", "auto"])
-@pytest.mark.parametrize("family", ["videopose3d", "gast"])
-def test_bf16_dot_sequence_is_its_windows(tmp_path, family, mode):
-    """An engine on a bf16 dot-product kernel runs all its GEMMs on it: its sequence-mode width-3
-    convs too, not the fp32 Winograd F(4,3) that engines without one use (VideoPose3D, 136
-    channels: Winograd pays there), and its GAST blocks' four GEMMs, whose fp32 kernels' rounding
-    depends on the rows of a chunk. The vdpbf16ps kernel's sums do not depend on the rows of the
-    product, so every frame of lift_sequence equals, bit for bit, lift of its own edge-padded
-    window; either fp32 path would not (checked once by making the GAST blocks skip their pairs:
-    the gast cases failed). Not on AMX: products of >= 32 rows go to the tiles, which sum a pair
-    in the other order, so there the bits depend on the rows (never on the thread count)."""
+def _sequence_and_windows(tmp_path, family, mode, env):
+    """A bf16 engine's lift_sequence of a random sequence and lift of each frame's edge-padded
+    window, in a child under GASTRT_BF16_DOT=mode and env -> (info, sequence, windows, seed)."""
     import gastrt
 
     if mode == "auto" and "avx512bf16" not in _kernels():
         pytest.skip("this CPU has no AVX512-BF16 ('auto' computes in fp32 here)")
-    if mode == "auto" and "amx" in _kernels():
-        pytest.skip("'auto' is AMX here: its bits depend on the product's rows (see the docstring)")
     config = SMALL_ENGINE_CONFIGS[family]
     assert family != "videopose3d" or config["channels"] >= 128   # conv_winograd_pays
     ck = save_checkpoint(tmp_path / "ck.bin", family, config, seed=7)
@@ -353,12 +327,42 @@ def test_bf16_dot_sequence_is_its_windows(tmp_path, family, mode):
     seq = (rng.standard_normal((3 * rf + 7, 17, 2)) * 0.5).astype(np.float32)
     padded = np.pad(seq, ((pad, pad), (0, 0), (0, 0)), mode="edge")
     windows = np.stack([padded[i:i + rf] for i in range(len(seq))])
-    info, got = _run_engine(tmp_path, eng, windows, seq, mode, "y")
-    assert info["bf16_dot"] in ("emulated", "avx512bf16"), info
+    info, got = _run_engine(tmp_path, eng, windows, seq, mode, "y", env)
     w = got["window"]
     w = w[:, 0] if w.ndim == 4 else w
-    assert np.isfinite(w).all()
-    np.testing.assert_array_equal(got["sequence"], w, err_msg=f"seed {seed}")
+    assert np.isfinite(w).all() and np.isfinite(got["sequence"]).all()
+    return info, got["sequence"], w, seed
+
+
+@pytest.mark.parametrize("mode", ["emulate", "auto"])
+@pytest.mark.parametrize("family", ["videopose3d", "gast"])
+def test_bf16_dot_sequence_is_its_windows(tmp_path, family, mode):
+    """With GASTRT_CONV_WINOGRAD=0, an engine on a bf16 dot-product kernel runs all its GEMMs on
+    it, direct: its sequence-mode width-3 convs (not Winograd) and its GAST blocks' four GEMMs,
+    whose fp32 kernels' rounding depends on the rows of a chunk. The vdpbf16ps kernel's sums do
+    not depend on the rows of the product, so every frame of lift_sequence equals, bit for bit,
+    lift of its own edge-padded window; an fp32 path would not (checked once by making the GAST
+    blocks skip their pairs: the gast cases failed). Not on AMX: products of >= 32 rows go to the
+    tiles, which sum a pair in the other order, so there the bits depend on the rows (never on
+    the thread count)."""
+    if mode == "auto" and "amx" in _kernels():
+        pytest.skip("'auto' is AMX here: its bits depend on the product's rows (see the docstring)")
+    info, seq, win, seed = _sequence_and_windows(tmp_path, family, mode, {"GASTRT_CONV_WINOGRAD": "0"})
+    assert info["bf16_dot"] in ("emulated", "avx512bf16"), info
+    np.testing.assert_array_equal(seq, win, err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("mode", ["emulate", "auto"])
+def test_bf16_dot_sequence_runs_winograd(tmp_path, mode):
+    """By default a bf16 engine's sequence-mode width-3 convs with >= 128 channels run Winograd
+    F(2,3) on the kernel (conv_winograd_bf16.cpp): lift_sequence then differs from the windows'
+    direct convs in its rounding (so the path ran), within the bf16 tolerance of them."""
+    from gastrt.engine_file import PRECISION_TOLERANCE
+
+    info, seq, win, seed = _sequence_and_windows(tmp_path, "videopose3d", mode, None)
+    assert info["bf16_dot"] in ("emulated", "avx512bf16", "amx"), info
+    assert not np.array_equal(seq, win), f"seed {seed}: the sequence ran the direct convs"
+    assert rel_err(seq, win) <= PRECISION_TOLERANCE["bf16"], f"seed {seed}"
 
 
 def test_bad_mode_is_one_clear_error(tmp_path):

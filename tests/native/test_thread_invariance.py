@@ -49,6 +49,19 @@ def test_conv_bitwise_across_threads(case):
                                                         act="relu", threads=th, algo=algo))
 
 
+@pytest.mark.parametrize("algo", ["direct", "winograd"])
+def test_bf16_conv_bitwise_across_threads(algo):
+    """A bf16 engine's sequence conv on its dot-product kernel (the machine's, else emulated):
+    direct, and Winograd F(2,3) over several 64-tile x 256-column tasks."""
+    kernel = "avx512bf16" if "avx512bf16" in _native.bf16_dot_kernels() else "emulated"
+    rng = np.random.default_rng(17)
+    x = f32(rng.standard_normal((2, 1, 300, 130)))
+    w = round_to_16bit(rng.standard_normal((390, 300)) / np.sqrt(390), "bf16")
+    b = f32(rng.standard_normal(300))
+    assert_same_for_all_threads(lambda th: _native.conv(x, w, b, k=3, stride=1, dilation=3, act="relu",
+                                                        threads=th, algo=algo, bf16_dot=kernel))
+
+
 @pytest.mark.parametrize("nt", [(1, 9), (1, 27), (2, 81), (7, 3)], ids=lambda v: f"n{v[0]}t{v[1]}")
 def test_gast_block_bitwise_across_threads(nt):
     n, t = nt

@@ -85,6 +85,22 @@ BigVector<float> conv_winograd_weights(const float* w, int32_t ci, int32_t co);
 size_t conv_winograd_scratch_floats(const ConvParams& p, int team_size);
 void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team& team);
 
+// ---- a bf16 engine's dilated width-3 conv by Winograd F(2,3) (csrc/cpu/conv_winograd_bf16.cpp) -
+// Sequence mode's k = 3, stride-1 convs of an engine on a bf16 dot-product kernel, with two thirds
+// of the direct form's multiply work, the four products on gemm_bf16_dot (p.bf16_dot).
+// conv_winograd_bf16_shape_ok: k == 3, stride 1 (any t_out >= 1: a partial last tile computes
+//   only its first output).
+// conv_winograd_bf16_weights: w [3*ci, co] (bf16 values) -> the four U_p (transformed in double
+//   once per engine, rounded to bf16, packed as pack_bf16_pairs of a 1-tap [ci, co]); opaque to
+//   callers, read only by conv_winograd_bf16.
+// conv_winograd_bf16: same contract as conv_f32 on bf16 pairs for those shapes, within bf16's
+//   tolerance of it (not bit-equal); scratch holds conv_winograd_bf16_scratch_floats(p,
+//   team.size()) floats. Whether it pays: conv_winograd_pays.
+bool conv_winograd_bf16_shape_ok(const ConvParams& p);
+BigVector<uint32_t> conv_winograd_bf16_weights(const float* w, int32_t ci, int32_t co);
+size_t conv_winograd_bf16_scratch_floats(const ConvParams& p, int team_size);
+void conv_winograd_bf16(const ConvParams& p, const uint32_t* u_pairs, float* scratch, Team& team);
+
 // ---- linear for streaming columns (csrc/cpu/stream_linear.cpp) --------------------------------
 // StreamLinearParams: x [m, k] fp32, w [k, n] fp32 / fp16 / bf16 -> y [m, n] fp32 (bias, act,
 // residual fused). For few rows (a streaming push): memory-bound on w, which it reads once,

@@ -89,7 +89,8 @@ class Engine {
   // What the convs' small-M panels hold: F32, or the engine's 16-bit weight type.
   DType panel_dtype() const { return panel_dtype_; }
   // The bf16 dot-product kernel the convs and the GAST blocks' GEMMs run on (a bf16 engine where
-  // bf16_dot_kernel() is not None; its sequence convs then skip Winograd), else None.
+  // bf16_dot_kernel() is not None; its sequence-mode width-3 convs then run Winograd F(2,3) on
+  // it, not the fp32 F(4,3)), else None.
   Bf16DotKernel bf16_dot() const { return bf16_dot_; }
   // Bytes of conv weights packed so far: fp32 and 16-bit panels (packed on a conv's first run
   // on the small-M kernel), bf16 pairs (on its first run; GAST blocks' GEMM weights too). For tests and memory reports; not
@@ -129,8 +130,10 @@ class Engine {
   struct WinoWeights {
     std::once_flag once;
     BigVector<float> u;  // conv_winograd_weights: [6, ci, co], or each U_p's panels (AVX2)
+    BigVector<uint32_t> u_pairs;  // conv_winograd_bf16_weights instead, when bf16_dot_
   };
   const float* wino_weights(size_t op_index);
+  const uint32_t* wino_bf16_weights(size_t op_index);
   // A conv's weights packed for the small-M GEMM (pack_small_panels), made the first time the
   // conv runs on that kernel (few rows; on AVX2 / AVX-512 any): a caller that never does never pays the
   // memory.
