@@ -141,15 +141,16 @@ void bind_kernels(py::module_& m) {
         }
         // 'auto' as the engine chooses: Winograd where it pays, F(2,3) on a bf16 dot-product kernel
         const bool on_bf16 = bdk != Bf16DotKernel::None;
-        auto wino_ok = [&] { return on_bf16 ? cpu::conv_winograd_bf16_shape_ok(p) : cpu::conv_winograd_shape_ok(p); };
-        const bool wino = algo == "winograd" || (algo == "auto" && wino_ok() && cpu::conv_winograd_pays(p.ci, p.co));
-        if (wino && !wino_ok())
-          throw py::value_error(on_bf16 ? "algo='winograd' on a bf16 kernel (F(2,3)) needs k=3 and stride=1 (got k=" +
-                                              std::to_string(k) + ", stride=" + std::to_string(stride) + ")"
-                                        : "algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
-                                              std::to_string(4 * dilation) + " output frames (got k=" +
-                                              std::to_string(k) + ", stride=" + std::to_string(stride) + ", " +
-                                              std::to_string(To) + " frames)");
+        const bool wino_ok = on_bf16 ? cpu::conv_winograd_bf16_shape_ok(p) : cpu::conv_winograd_shape_ok(p);
+        const bool wino =
+            algo == "winograd" || (algo == "auto" && wino_ok && cpu::conv_winograd_pays(p.ci, p.co));
+        const std::string got = "(got k=" + std::to_string(k) + ", stride=" + std::to_string(stride);
+        if (wino && !wino_ok && on_bf16)
+          throw py::value_error("algo='winograd' on a bf16 kernel (F(2,3)) needs k=3 and stride=1 " + got + ")");
+        if (wino && !wino_ok)
+          throw py::value_error("algo='winograd' needs k=3, stride=1 and at least 4*dilation = " +
+                                std::to_string(4 * dilation) + " output frames " + got + ", " +
+                                std::to_string(To) + " frames)");
         if (pdt != DType::F32 && p.n_seq > 0 && (!small_panels || wino || !cpu::conv_uses_small_gemm(p)))
           throw py::value_error("panel_dtype='" + panel_dtype + "' needs small_panels=True and a direct conv "
                                 "on the small-M kernel; this one runs " +

@@ -7,8 +7,8 @@
 // Why not F(4,3), as fp32 engines use (conv_winograd.cpp): its transforms scale by up to 8 and
 // 1/24, and with both operands rounded to bf16 the error of one 1024-channel layer was 5.4x the
 // direct form's (NumPy, random weights and activations); F(2,3)'s coefficients are 0, +-1 and
-// 1/2, and its error was 1.5x (benchmarks/RESULTS.md, #17 tenth session, has the end-to-end
-// numbers).
+// 1/2, and its error was 1.5x (benchmarks/RESULTS.md, #17 tenth session, has these and the
+// end-to-end numbers).
 //
 // The dilated conv y[t] = W0 x[t] + W1 x[t + d] + W2 x[t + 2d] is, for each phase t mod d, an
 // ordinary width-3 correlation over the frames t, t + d, t + 2d, ... A tile is the 2 outputs t0
@@ -37,9 +37,9 @@ namespace gastrt {
 namespace cpu {
 namespace {
 
-constexpr int kTaps = 4;  // F(2,3): m + r - 1 = 2 + 3 - 1
+constexpr int kPoints = 4;  // F(2,3): m + r - 1 = 2 + 3 - 1 products per tile
 // G of F(2,3): U_p = sum_k G[p][k] W_k.
-constexpr double kG[kTaps][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+constexpr double kG[kPoints][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 
 // One task's product: 64 tiles (one row chunk of the GEMM) x 256 columns (4 panels). Its four
 // M_p (4 x 64 x 256 fp32, 256 KB) stay in L2 until the output transform reads them. The grid
@@ -71,11 +71,11 @@ BigVector<uint32_t> conv_winograd_bf16_weights(const float* w, int32_t ci, int32
   // w [3*ci, co] (bf16 values) -> the four U_p, each rounded to bf16 and packed as a 1-tap [ci, co]
   const size_t plane = size_t(ci) * size_t(co);
   const size_t packed = size_t(u_pairs_plane(ci, co));
-  BigVector<uint32_t> out(kTaps * packed);
+  BigVector<uint32_t> out(kPoints * packed);
   BigVector<float> u(plane);
-  for (int q = 0; q < kTaps; ++q) {
+  for (int pt = 0; pt < kPoints; ++pt) {
     for (size_t e = 0; e < plane; ++e) {
-      const double v = kG[q][0] * w[e] + kG[q][1] * w[plane + e] + kG[q][2] * w[2 * plane + e];
+      const double v = kG[pt][0] * w[e] + kG[pt][1] * w[plane + e] + kG[pt][2] * w[2 * plane + e];
       // to bf16 through float: rounded twice, which can differ from one rounding of v only at a
       // near-tie (by one bf16 ulp), the same way on every machine
       const uint32_t b = uint32_t(bf16_round(float(v))) << 16;
@@ -84,15 +84,15 @@ BigVector<uint32_t> conv_winograd_bf16_weights(const float* w, int32_t ci, int32
       u[e] = f;
     }
     const BigVector<uint32_t> pq = pack_bf16_pairs(u.data(), 1, ci, co);
-    std::copy(pq.begin(), pq.end(), out.begin() + q * packed);
+    std::copy(pq.begin(), pq.end(), out.begin() + pt * packed);
   }
   return out;
 }
 
 size_t conv_winograd_bf16_scratch_floats(const ConvParams& p, int team_size) {
   if (!conv_winograd_bf16_shape_ok(p) || p.n_seq == 0) return 0;
-  const size_t v = size_t(kTaps) * size_t(p.n_seq * tiles_per_seq(p)) * size_t(p.ci);
-  const size_t m = size_t(kTaps) * size_t(kTaskTiles) * size_t(kTaskCols);
+  const size_t v = size_t(kPoints) * size_t(p.n_seq * tiles_per_seq(p)) * size_t(p.ci);
+  const size_t m = size_t(kPoints) * size_t(kTaskTiles) * size_t(kTaskCols);
   return v + size_t(std::max(team_size, 1)) * m;
 }
 
@@ -111,27 +111,29 @@ void conv_winograd_bf16(const ConvParams& p, const uint32_t* u_pairs, float* scr
   float* y = static_cast<float*>(p.y);                  // [n_seq, t_out, co]
   const int64_t ci = p.ci, co = p.co, d = p.dilation;
   const int64_t tps = tiles_per_seq(p), tiles = p.n_seq * tps;
-  // tile g: sequence g / tps, first output t0; its second output t0 + d exists if < t_out
-  auto tile_origin = [&](int64_t g, int64_t* s, int64_t* t0) {
-    *s = g / tps;
-    const int64_t q = g % tps;
+  // tiles are numbered sequence by sequence, so that consecutive tiles read consecutive frames
+  auto tile_origin = [&](int64_t tile, int64_t* s, int64_t* t0) {
+    *s = tile / tps;
+    const int64_t q = tile % tps;
     *t0 = (q / d) * 2 * d + q % d;
   };
 
   float* v = scratch;  // [4, tiles, ci]
-  float* mbuf = scratch + size_t(kTaps) * size_t(tiles) * size_t(ci);
-  const int64_t m_slot = int64_t(kTaps) * kTaskTiles * kTaskCols;
+  float* mbuf = scratch + size_t(kPoints) * size_t(tiles) * size_t(ci);
+  const int64_t m_slot = int64_t(kPoints) * kTaskTiles * kTaskCols;
   const int64_t ld_v = tiles * ci;
   const VecKernels& vk = vec();
 
-  // 1. input transform (memory-bound), ~16K channels of tiles per task
+  // 1. input transform (memory-bound), ~16K channels of tiles per task as in conv_winograd.cpp
+  // (not tuned here: the transform is ~2% of the conv). A tile without a second output has no x3
+  // (it may lie past the input): its V3 is x1, which feeds only the second output, not written.
   const int64_t in_per_task = std::max<int64_t>(1, 16384 / ci);
   team.parallel_for(ceil_div(tiles, in_per_task), [&](int64_t task, int) {
-    const int64_t g1 = std::min(tiles, (task + 1) * in_per_task);
-    for (int64_t g = task * in_per_task; g < g1; ++g) {
+    const int64_t end = std::min(tiles, (task + 1) * in_per_task);
+    for (int64_t tile = task * in_per_task; tile < end; ++tile) {
       int64_t s, t0;
-      tile_origin(g, &s, &t0);
-      vk.wino_f23_input(x + (s * p.t_in + t0) * ci, d * ci, ci, t0 + d < p.t_out, v + g * ci, ld_v);
+      tile_origin(tile, &s, &t0);
+      vk.wino_f23_input(x + (s * p.t_in + t0) * ci, d * ci, ci, t0 + d < p.t_out, v + tile * ci, ld_v);
     }
   });
 
@@ -145,20 +147,20 @@ void conv_winograd_bf16(const ConvParams& p, const uint32_t* u_pairs, float* scr
     const int64_t rows = std::min(kTaskTiles, tiles - r0), cols = std::min(kTaskCols, co - c0);
     float* m = mbuf + tid * m_slot;  // [4, rows, cols]
     const int64_t ld_m = rows * cols;
-    for (int q = 0; q < kTaps; ++q) {
-      GemmBf16DotParams g{};
-      g.a = v + q * ld_v + r0 * ci;  // [rows, ci]
-      g.m = rows;
-      g.lda = ci;
-      g.taps = 1;
-      g.ci = p.ci;
-      g.w_pairs = u_pairs + q * plane;
-      g.n_total = co;
-      g.n0 = c0;
-      g.ncols = cols;
-      g.c = m + q * ld_m;
-      g.ldc = cols;
-      gemm_bf16_dot(p.bf16_dot, g);
+    for (int pt = 0; pt < kPoints; ++pt) {  // M_pt = V_pt @ U_pt: a 1-tap product, K = ci
+      GemmBf16DotParams gp{};
+      gp.a = v + pt * ld_v + r0 * ci;  // [rows, ci]
+      gp.m = rows;
+      gp.lda = ci;
+      gp.taps = 1;
+      gp.ci = p.ci;
+      gp.w_pairs = u_pairs + pt * plane;
+      gp.n_total = co;
+      gp.n0 = c0;
+      gp.ncols = cols;
+      gp.c = m + pt * ld_m;
+      gp.ldc = cols;
+      gemm_bf16_dot(p.bf16_dot, gp);
     }
     for (int64_t r = 0; r < rows; ++r) {
       int64_t s, t0;

@@ -356,8 +356,12 @@ def test_bf16_dot_sequence_is_its_windows(tmp_path, family, mode):
 def test_bf16_dot_sequence_runs_winograd(tmp_path, mode):
     """By default a bf16 engine's sequence-mode width-3 convs with >= 128 channels run Winograd
     F(2,3) on the kernel (conv_winograd_bf16.cpp): lift_sequence then differs from the windows'
-    direct convs in its rounding (so the path ran), within the bf16 tolerance of them."""
+    direct convs in its rounding (so the path ran), within the bf16 tolerance of them. Not 'auto'
+    on AMX: there the bits depend on the product's rows anyway, so a difference proves nothing."""
     from gastrt.engine_file import PRECISION_TOLERANCE
+
+    if mode == "auto" and "amx" in _kernels():
+        pytest.skip("'auto' is AMX here: its sequences differ from its windows even without Winograd")
 
     info, seq, win, seed = _sequence_and_windows(tmp_path, "videopose3d", mode, None)
     assert info["bf16_dot"] in ("emulated", "avx512bf16", "amx"), info

@@ -85,8 +85,7 @@ def test_winograd_bf16_against_float64(kernel, case):
     n, t_out, ci, co, dil, act, has_res = case
     seed = int(np.random.default_rng().integers(1 << 30))
     rng = np.random.default_rng(seed)
-    t = t_out + 2 * dil + int(rng.integers(0, 3))   # frames past the last read are never read
-    t_out = t - 2 * dil
+    t = t_out + 2 * dil
     x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
     w = bf16((rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32))
     b = (rng.standard_normal(co) * 0.3).astype(np.float32)
@@ -137,7 +136,7 @@ def test_winograd_bf16_propagates_nan():
         kw = dict(k=3, stride=1, dilation=4, bf16_dot="emulated")
         wino = _native.conv(xn, w, b, algo="winograd", **kw)
         direct = _native.conv(xn, w, b, algo="direct", **kw)
-        assert np.isnan(direct).any() or f == 59
+        assert np.isnan(direct).any()
         assert np.array_equal(np.isnan(wino), np.isnan(direct)), f
 
 

@@ -93,7 +93,8 @@ class Engine {
   // it, not the fp32 F(4,3)), else None.
   Bf16DotKernel bf16_dot() const { return bf16_dot_; }
   // Bytes of conv weights packed so far: fp32 and 16-bit panels (packed on a conv's first run
-  // on the small-M kernel), bf16 pairs (on its first run; GAST blocks' GEMM weights too). For tests and memory reports; not
+  // on the small-M kernel), bf16 pairs (on its first run; GAST blocks' GEMM weights too); not
+  // the Winograd-transformed weights of sequence convs. For tests and memory reports; not
   // while a call runs.
   struct PanelBytes {
     size_t f32 = 0, b16 = 0, bf16_pairs = 0;

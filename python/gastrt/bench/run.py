@@ -196,8 +196,8 @@ def _contenders(tgt: Target, torch, notes: list, *, compare, device, on_cuda, pr
             torch_dev = torch.device(device)
             dtype = ct.torch_dtype(torch, precision, on_cuda)
             if not on_cuda and precision != "fp32":
-                notes.append(f"eager / torch.compile compute in fp32 on CPU (gastrt's CPU runtime computes in "
-                             f"fp32 too, on its {precision} engine's 16-bit weights)")
+                notes.append(f"eager / torch.compile compute in fp32 on CPU; gastrt's CPU runtime computes this "
+                             f"{precision} engine in {arithmetic(precision)}")
     if on_cuda and torch is None:
         raise GastrtError("benchmarking on CUDA needs torch (device tensors and CUDA events); "
                           "pip install 'gastrt[torch]'")
