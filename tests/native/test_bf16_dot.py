@@ -217,6 +217,45 @@ def test_conv_against_float64(kernel, cfg):
         assert np.array_equal(y0[0], y1[1]), f"seed {seed}"
 
 
+EPILOGUES = [  # (n, t, ci, co, k, stride, dilation, act, residual (t_res, offset, stride) or None)
+    (3, 27, 34, 130, 3, 3, 1, "relu", (27, 1, 3)),     # window mode: tiles across windows, residual slices
+    (16, 27, 20, 70, 3, 3, 1, "lrelu", (12, 2, 1)),    # ... and a residual of other rows
+    (2, 60, 40, 129, 3, 1, 4, "lrelu", (55, 3, 1)),    # sequence mode: tiles within a sequence
+    (1, 9, 48, 96, 1, 1, 1, "none", (9, 0, 1)),
+    (5, 7, 33, 64, 1, 1, 1, "relu", None),
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("cfg", EPILOGUES, ids=lambda c: "n{}t{}ci{}co{}k{}s{}d{}{}".format(*c[:8]))
+def test_conv_epilogue_is_numpys(kernel, cfg):
+    """The conv's bias, activation and residual (run on each chunk of rows the kernel finishes)
+    give, bit for bit, NumPy's float32 act(c + b) (+ res) on the same conv's bare sums."""
+    _skip_unless_runs(kernel)
+    n, t, ci, co, k, stride, dil, act, rspec = cfg
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
+    w = _bf16(rng, (k * ci, co))
+    b = rng.standard_normal(co).astype(np.float32)
+    kw = dict(k=k, stride=stride, dilation=dil, algo="direct", bf16_dot=kernel)
+    bare = _native.conv(x, w, np.zeros(co, np.float32), **kw)
+    to = bare.shape[2]
+    v = bare + b
+    if act == "relu":
+        v = np.where(v < 0, np.float32(0), v)
+    elif act == "lrelu":
+        v = np.where(v >= 0, v, v * np.float32(0.2))
+    res = None
+    if rspec:
+        t_res, off, rs = rspec
+        res = rng.standard_normal((n, 1, t_res, co)).astype(np.float32)
+        v = v + res[:, :, off: off + (to - 1) * rs + 1: rs]
+        kw.update(res_offset=off, res_stride=rs)
+    y = _native.conv(x, w, b, res, act=act, **kw)
+    assert v.dtype == np.float32 and np.isfinite(y).all()
+    np.testing.assert_array_equal(y, v)
+
+
 def test_conv_bad_input():
     x = np.ones((1, 1, 9, 4), np.float32)
     w = np.ones((12, 5), np.float32)
