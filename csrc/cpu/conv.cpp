@@ -234,11 +234,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   // Bias, activation, then the residual, on rows [row0, row0 + rows) of columns [col0, col0 + cols).
   auto epilogue = [&](int64_t row0, int64_t rows, int64_t col0, int64_t cols) {
     for (int64_t r = row0; r < row0 + rows; ++r) {
-      const float* rr = nullptr;
-      if (res) {
-        const int64_t s = r / t_out, t = r % t_out;
-        rr = res + (s * p.t_res + p.res_offset + t * p.res_stride) * co + col0;
-      }
+      const float* rr = res ? conv_residual_row(p, r / t_out, r % t_out) + col0 : nullptr;
       vk.bias_act(y + r * co + col0, b + col0, cols, act, rr);
     }
   };

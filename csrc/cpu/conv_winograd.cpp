@@ -211,9 +211,7 @@ void conv_winograd_f32(const ConvParams& p, const float* u, float* scratch, Team
       float* yt = y + (s * p.t_out + t0) * co + c0;
       vk.wino_f43_output(m + r * cols, ld_m, cols, yt, d * co);
       for (int i = 0; i < kOut; ++i) {
-        const float* rr = nullptr;
-        if (res)
-          rr = res + (s * p.t_res + p.res_offset + (t0 + i * d) * p.res_stride) * co + c0;
+        const float* rr = res ? conv_residual_row(p, s, t0 + i * d) + c0 : nullptr;
         vk.bias_act(yt + i * d * co, b + c0, cols, act, rr);
       }
     }

@@ -25,7 +25,6 @@
 // to the direct kernel.
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "common/check.h"
 #include "common/thread_pool.h"
@@ -78,10 +77,7 @@ BigVector<uint32_t> conv_winograd_bf16_weights(const float* w, int32_t ci, int32
       const double v = kG[pt][0] * w[e] + kG[pt][1] * w[plane + e] + kG[pt][2] * w[2 * plane + e];
       // to bf16 through float: rounded twice, which can differ from one rounding of v only at a
       // near-tie (by one bf16 ulp), the same way on every machine
-      const uint32_t b = uint32_t(bf16_round(float(v))) << 16;
-      float f;
-      std::memcpy(&f, &b, sizeof f);
-      u[e] = f;
+      u[e] = bf16_value_daz(bf16_round(float(v)));
     }
     const BigVector<uint32_t> pq = pack_bf16_pairs(u.data(), 1, ci, co);
     std::copy(pq.begin(), pq.end(), out.begin() + pt * packed);
@@ -169,12 +165,9 @@ void conv_winograd_bf16(const ConvParams& p, const uint32_t* u_pairs, float* scr
       float* y0 = y + (s * p.t_out + t0) * co + c0;
       float* y1 = second ? y0 + d * co : nullptr;
       vk.wino_f23_output(m + r * cols, ld_m, cols, y0, y1);
-      for (int i = 0; i < (second ? 2 : 1); ++i) {
-        const float* rr = nullptr;
-        if (res)
-          rr = res + (s * p.t_res + p.res_offset + (t0 + i * d) * p.res_stride) * co + c0;
-        vk.bias_act(i ? y1 : y0, b + c0, cols, act, rr);
-      }
+      vk.bias_act(y0, b + c0, cols, act, res ? conv_residual_row(p, s, t0) + c0 : nullptr);
+      if (y1)
+        vk.bias_act(y1, b + c0, cols, act, res ? conv_residual_row(p, s, t0 + d) + c0 : nullptr);
     }
   });
 }

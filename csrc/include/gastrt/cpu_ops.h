@@ -41,6 +41,11 @@ bool weights_exact_in(const float* w, size_t n, DType dt);
 BigVector<uint16_t> pack_small_panels16(const float* w, int64_t K, int64_t N, DType dt);
 // Throws unless p describes a conv that stays inside its input / residual (conv_f32's checks).
 void conv_check_geometry(const ConvParams& p);
+// The residual row that output frame t of sequence s adds (p.res [n_seq, t_res, co] non-null),
+// at column 0: the one place the convs' residual slicing (offset, stride) is spelled out.
+inline const float* conv_residual_row(const ConvParams& p, int64_t s, int64_t t) {
+  return static_cast<const float*>(p.res) + (s * p.t_res + p.res_offset + t * p.res_stride) * int64_t(p.co);
+}
 
 // ---- bf16 dot-product GEMM (csrc/cpu/gemm_bf16_dot.cpp, gemm_bf16_dot_select.cpp) -------------
 // A bf16 engine's convs with bf16 arithmetic: activations rounded to bf16, products of bf16
