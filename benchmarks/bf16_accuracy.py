@@ -6,10 +6,11 @@ each against gastrt's fp32 engine of the same preset (itself within ~1e-6 of the
 
 Error = max |y - y_fp32| / max |y_fp32| over one batch of random windows, and over one random
 sequence (the tolerance's form, engine_file.PRECISION_TOLERANCE: 1e-2 for bf16; a bf16 engine's
-sequence-mode width-3 convs run Winograd F(2,3), so its sequence error is measured on its own). Whether a preset can meet the bf16 tolerance
-at all is a property of its weights: where OpenVINO's bf16 misses it by as much as ours, no bf16
-engine of that model would meet it, and ``--precision auto`` keeps fp32 there. Needs torch (the
-presets' weights) and, for the OpenVINO column, openvino.
+sequence-mode width-3 convs run Winograd F(2,3), so its sequence error is measured on its own).
+Whether a preset can meet the bf16 tolerance at all is a property of its weights: where
+OpenVINO's bf16 misses it by as much as ours, no bf16 engine of that model would meet it, and
+``--precision auto`` keeps fp32 there. Needs torch (the presets' weights) and, for the OpenVINO
+column, openvino.
 """
 from __future__ import annotations
 
@@ -25,12 +26,9 @@ except ImportError:  # a source checkout
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 
 import gastrt  # noqa: E402
+from gastrt.bench.contenders import rel_err  # noqa: E402
 from gastrt.bench.onnx_peers import peer_engine, peer_unavailable  # noqa: E402
 from gastrt.bench.presets import preset_engine  # noqa: E402
-
-
-def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(y - ref).max() / np.abs(ref).max())
 
 
 def main() -> None:

@@ -229,6 +229,17 @@ def conv_reference64(x, w, b, k: int, stride: int, dilation: int):
     return y, scale
 
 
+def bf16_activations(a):
+    """float32 -> the bf16 values the kernel multiplies (vcvtne2ps2bf16: RNE, zero and denormal
+    inputs to a signed zero, NaN quieted), widened back to float32."""
+    b = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    e = b & 0x7F800000
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32)
+    r = np.where(e == 0, (b >> 16) & 0x8000, r)
+    r = np.where((b & 0x7FFFFFFF) > 0x7F800000, (b >> 16) | 0x40, r)
+    return (r.astype(np.uint32) << 16).view(np.float32)
+
+
 def round_to_16bit(w, precision: str):
     """w rounded to fp16 / bf16 and widened back to float32 (what a 16-bit engine's weights hold)."""
     from gastrt.engine_file import from_bf16_bits, to_bf16_bits

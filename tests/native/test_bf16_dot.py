@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from gastrt import _native
-from gastrt_testutil import SMALL_ENGINE_CONFIGS, conv_reference64, eager_reference64, rel_err, round_to_16bit, save_checkpoint, subprocess_env
+from gastrt_testutil import (SMALL_ENGINE_CONFIGS, bf16_activations, conv_reference64, eager_reference64, rel_err,
+                             round_to_16bit, save_checkpoint, subprocess_env)
 
 U = 2.0 ** -24  # fp32 unit roundoff
 
@@ -55,17 +56,6 @@ def test_kernels_found_where_the_cpu_has_them():
         assert "tile state" in _native.build_config().get("bf16_dot_status", ""), _native.build_config()
     else:
         assert ("amx" in ks) == amx_cpu
-
-
-def bf16_activations(a):
-    """float32 -> the bf16 values the kernel multiplies (vcvtne2ps2bf16: RNE, zero and denormal
-    inputs to a signed zero, NaN quieted), widened back to float32."""
-    b = np.ascontiguousarray(a, np.float32).view(np.uint32)
-    e = b & 0x7F800000
-    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32)
-    r = np.where(e == 0, (b >> 16) & 0x8000, r)
-    r = np.where((b & 0x7FFFFFFF) > 0x7F800000, (b >> 16) | 0x40, r)
-    return (r.astype(np.uint32) << 16).view(np.float32)
 
 
 def dot_model(a, w, taps, tap_stride):

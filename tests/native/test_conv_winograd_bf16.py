@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gastrt import _native
-from gastrt_testutil import conv_reference64
+from gastrt_testutil import bf16_activations as bf16, conv_reference64
 
 U = 2.0 ** -24  # fp32 unit roundoff
 KERNELS = ["emulated", "emulated-amx", "avx512bf16", "amx"]
@@ -31,16 +31,6 @@ CASES = [
 def _skip_unless_runs(kernel):
     if kernel not in _native.bf16_dot_kernels():
         pytest.skip(f"this CPU / OS cannot run the {kernel} kernel")
-
-
-def bf16(a):
-    """float32 -> bf16 as the kernels round (RNE; zero and denormal inputs to a signed zero; NaN
-    quieted), widened back to float32."""
-    b = np.ascontiguousarray(a, np.float32).view(np.uint32)
-    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32)
-    r = np.where(b & 0x7F800000 == 0, (b >> 16) & 0x8000, r)
-    r = np.where((b & 0x7FFFFFFF) > 0x7F800000, (b >> 16) | 0x40, r)
-    return (r.astype(np.uint32) << 16).view(np.float32)
 
 
 def f23_model(x, w, dil, t_out):
