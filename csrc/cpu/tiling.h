@@ -2,9 +2,10 @@
 // single-threaded sgemm call, so each tile packs its own panels of A (K x rows) and B (K x cols):
 // total packing traffic = pr * K*N + pc * M*K for a pr x pc grid, which the grid minimises.
 //
-// The grid depends on (M, N, K) only, never on the team size: OpenBLAS rounds an element
-// differently depending on the shape of the call that computed it (edge micro-kernels), so a
-// thread-dependent grid made results depend on the thread count (threads 1 vs 2 differed by up
+// The grid depends on (M, N, K) only, never on the team size (bf16_pairs_grid, below, is the
+// one exception, and says why it may be): OpenBLAS rounds an element differently depending on
+// the shape of the call that computed it (edge micro-kernels), so a thread-dependent grid made
+// results depend on the thread count (threads 1 vs 2 differed by up
 // to 2e-6 relative). With a fixed grid every element is computed by the same call whatever
 // the team, and a team of any size takes the tiles dynamically. The tile count is a power of two
 // that grows with the work (>= ~4 MFLOP per tile, tens of microseconds) up to
@@ -77,6 +78,28 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
   const int64_t tr = best_pr > 1 ? rup(cdiv(M, best_pr), 16) : M;
   const int64_t tc = pc > 1 ? rup(cdiv(N, pc), 16) : N;
   return {tr, tc};
+}
+
+// The grid of a bf16 dot-product conv (gemm_bf16_dot): its weights come pre-packed, so a tile
+// re-reads but never re-packs them, while every tile converts its own rows of A to bf16 pairs
+// (each column tile of a row range converts the same rows again). Products with rows to spare
+// are therefore cut into row tiles only, one per thread, each over all columns: A is converted
+// once. These kernels compute each element as one chain over K in order, whatever the tile, so
+// here, unlike gemm_grid, the team size may shape the grid without changing a bit. Measured on
+// 2 cores (Zen 4, AVX512-BF16; benchmarks/RESULTS.md, #17 eleventh session), same-run A/B
+// against gemm_grid: batch 64 1.05x (VideoPose3D-243) and 1.03-1.07x (RIE-243), VideoPose3D's
+// 1000-frame sequence 1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid
+// or are not bf16 dot-product convs).
+// Tiles keep >= kBf16RowTileMin rows (>= kBf16AmxMinRows, gemm_bf16_dot.h), and whether a
+// product takes this grid depends on M only, so on AMX every row of such a product runs on the
+// tiles whatever the team (conv_f32 also folds a segment's short last tile into the one
+// before it).
+constexpr int64_t kBf16RowTileMin = 64;
+
+inline GemmGrid bf16_pairs_grid(int64_t M, int64_t N, int64_t K, int threads) {
+  if (M < 2 * kBf16RowTileMin) return gemm_grid(M, N, K);
+  const int64_t pr = std::clamp<int64_t>(threads, 1, M / kBf16RowTileMin);
+  return {(M + pr - 1) / pr, std::max<int64_t>(N, 1)};
 }
 
 }  // namespace cpu

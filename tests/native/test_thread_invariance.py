@@ -1,7 +1,8 @@
 """Results of the native CPU runtime do not depend on the thread count: bit for bit, kernel by
 kernel and through the engine API (window, flip, sequence, stream). The GEMM tile grid and the
 GAST chunking depend on the problem only (csrc/cpu/tiling.h), so every element is computed by
-the same calls whatever the team. Sizes are chosen to cross the tiling thresholds (several row
+the same calls whatever the team. (A bf16 dot-product conv's row tiles follow the team: its
+kernels compute an element the same way in any tile, which the bf16 cases check.) Sizes are chosen to cross the tiling thresholds (several row
 and column tiles, the small-M kernel with column tails and several K blocks, Winograd)."""
 from __future__ import annotations
 
@@ -49,13 +50,29 @@ def test_conv_bitwise_across_threads(case):
                                                         act="relu", threads=th, algo=algo))
 
 
-@pytest.mark.parametrize("algo", ["direct", "winograd"])
-def test_bf16_conv_bitwise_across_threads(algo):
-    """A bf16 engine's sequence conv on its dot-product kernel (the machine's, else emulated):
-    direct, and Winograd F(2,3) over several 64-tile x 256-column tasks."""
-    kernel = "avx512bf16" if "avx512bf16" in _native.bf16_dot_kernels() else "emulated"
+BF16_THREAD_CASES = [
+    # kernel, algo, n, t: two 294-row segments, cut into row tiles by the team (tiling.h
+    # bf16_pairs_grid), a short last tile folded into the one before it; Winograd F(2,3) over
+    # several 64-tile x 256-column tasks; on emulated AMX (whose rows run on the tiles or, under
+    # 32 rows, on vdpbf16ps) five 44-row segments, two 114-row ones and four 100-row ones (at 5
+    # threads 80-row tiles, each leaving 20 rows to fold)
+    ("native", "direct", 2, 300),
+    ("native", "winograd", 2, 300),
+    ("emulated-amx", "direct", 5, 50),
+    ("emulated-amx", "direct", 2, 120),
+    ("emulated-amx", "direct", 4, 106),
+]
+
+
+@pytest.mark.parametrize("case", BF16_THREAD_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_bf16_conv_bitwise_across_threads(case):
+    """A bf16 engine's sequence conv on its dot-product kernel (native: the machine's, else
+    emulated) gives the same bits for every team size."""
+    kernel, algo, n, t = case
+    if kernel == "native":
+        kernel = "avx512bf16" if "avx512bf16" in _native.bf16_dot_kernels() else "emulated"
     rng = np.random.default_rng(17)
-    x = f32(rng.standard_normal((2, 1, 300, 130)))
+    x = f32(rng.standard_normal((n, 1, t, 130)))
     w = round_to_16bit(rng.standard_normal((390, 300)) / np.sqrt(390), "bf16")
     b = f32(rng.standard_normal(300))
     assert_same_for_all_threads(lambda th: _native.conv(x, w, b, k=3, stride=1, dilation=3, act="relu",
