@@ -90,6 +90,8 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
 // against gemm_grid: batch 64 1.05x (VideoPose3D-243) and 1.03-1.07x (RIE-243), VideoPose3D's
 // 1000-frame sequence 1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid
 // or are not bf16 dot-product convs).
+// A team with more threads than such row tiles also cuts the columns (>= 256 per tile), so
+// that it keeps (nearly) every thread busy.
 // Tiles keep >= kBf16RowTileMin rows (>= kBf16AmxMinRows, gemm_bf16_dot.h), and whether a
 // product takes this grid depends on M only, so on AMX every row of such a product runs on the
 // tiles whatever the team (conv_f32 also folds a segment's short last tile into the one
@@ -99,7 +101,8 @@ constexpr int64_t kBf16RowTileMin = 64;
 inline GemmGrid bf16_pairs_grid(int64_t M, int64_t N, int64_t K, int threads) {
   if (M < 2 * kBf16RowTileMin) return gemm_grid(M, N, K);
   const int64_t pr = std::clamp<int64_t>(threads, 1, M / kBf16RowTileMin);
-  return {(M + pr - 1) / pr, std::max<int64_t>(N, 1)};
+  const int64_t pc = std::clamp<int64_t>(threads / pr, 1, std::max<int64_t>(N / 256, 1));
+  return {(M + pr - 1) / pr, (std::max<int64_t>(N, 1) + pc - 1) / pc};
 }
 
 }  // namespace cpu

@@ -51,16 +51,18 @@ def test_conv_bitwise_across_threads(case):
 
 
 BF16_THREAD_CASES = [
-    # kernel, algo, n, t: two 294-row segments, cut into row tiles by the team (tiling.h
+    # kernel, algo, n, t, co: two 294-row segments, cut into row tiles by the team (tiling.h
     # bf16_pairs_grid), a short last tile folded into the one before it; Winograd F(2,3) over
     # several 64-tile x 256-column tasks; on emulated AMX (whose rows run on the tiles or, under
-    # 32 rows, on vdpbf16ps) five 44-row segments, two 114-row ones and four 100-row ones (at 5
-    # threads 80-row tiles, each leaving 20 rows to fold)
-    ("native", "direct", 2, 300),
-    ("native", "winograd", 2, 300),
-    ("emulated-amx", "direct", 5, 50),
-    ("emulated-amx", "direct", 2, 120),
-    ("emulated-amx", "direct", 4, 106),
+    # 32 rows, on vdpbf16ps) five 44-row segments, two 114-row ones, four 100-row ones (at 5
+    # threads 80-row tiles, each leaving 20 rows to fold) and two 65-row ones over 600 columns
+    # (at 5 threads two row tiles x two column tiles)
+    ("native", "direct", 2, 300, 300),
+    ("native", "winograd", 2, 300, 300),
+    ("emulated-amx", "direct", 5, 50, 300),
+    ("emulated-amx", "direct", 2, 120, 300),
+    ("emulated-amx", "direct", 4, 106, 300),
+    ("emulated-amx", "direct", 2, 71, 600),
 ]
 
 
@@ -68,13 +70,13 @@ BF16_THREAD_CASES = [
 def test_bf16_conv_bitwise_across_threads(case):
     """A bf16 engine's sequence conv on its dot-product kernel (native: the machine's, else
     emulated) gives the same bits for every team size."""
-    kernel, algo, n, t = case
+    kernel, algo, n, t, co = case
     if kernel == "native":
         kernel = "avx512bf16" if "avx512bf16" in _native.bf16_dot_kernels() else "emulated"
     rng = np.random.default_rng(17)
     x = f32(rng.standard_normal((n, 1, t, 130)))
-    w = round_to_16bit(rng.standard_normal((390, 300)) / np.sqrt(390), "bf16")
-    b = f32(rng.standard_normal(300))
+    w = round_to_16bit(rng.standard_normal((390, co)) / np.sqrt(390), "bf16")
+    b = f32(rng.standard_normal(co))
     assert_same_for_all_threads(lambda th: _native.conv(x, w, b, k=3, stride=1, dilation=3, act="relu",
                                                         threads=th, algo=algo, bf16_dot=kernel))
 
