@@ -209,9 +209,11 @@ void conv_f32(const ConvParams& p, Team& team) {
   // A bf16 engine's bf16 dot-product GEMM: at every row count, whatever path says.
   const uint32_t* pairs = p.w_bf16_pairs;
   GASTRT_CHECK(!pairs || p.bf16_dot != Bf16DotKernel::None, "w_bf16_pairs: bf16_dot must name a kernel");
-  static_assert(kBf16RowTileMin >= kBf16AmxMinRows, "a bf16 row tile must run on AMX where it can");
-  const GemmGrid grid = pairs ? bf16_pairs_grid(R, co, int64_t(p.k) * ci, team.size())
-                               : gemm_grid(R, co, int64_t(p.k) * ci);
+  // the vdpbf16ps kernel's rows follow the team (tiling.h: bf16_pairs_grid); AMX's do not
+  const bool team_rows = pairs && p.bf16_dot != Bf16DotKernel::Amx &&
+                         p.bf16_dot != Bf16DotKernel::AmxEmulated && bf16_row_tiled(R);
+  const GemmGrid grid = team_rows ? bf16_pairs_grid(R, co, int64_t(p.k) * ci, team.size())
+                                  : gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
   const int64_t tile_cols =
       pairs ? panel_tile_cols(grid.tile_cols, kBf16DotPanel)
@@ -222,19 +224,19 @@ void conv_f32(const ConvParams& p, Team& team) {
     int64_t row0, rows, col0, cols;
   };
   std::vector<Tile> tiles;
-  for (const Segment& sg : segs)
-    for (int64_t r = 0; r < sg.rows;) {
-      int64_t rows = std::min(tile_rows, sg.rows - r);
-      // bf16 row tiles (bf16_pairs_grid): a short rest joins this tile, so that the rows a
-      // tile holds, and with them the kernel that runs them, do not depend on the team
-      if (pairs && tile_rows >= kBf16RowTileMin && sg.rows - r - rows < kBf16RowTileMin)
-        rows = sg.rows - r;
+  for (const Segment& sg : segs) {
+    // team-sized row tiles: the segment's rows split evenly, so no thread gets a short rest on
+    // top of its share
+    const int64_t nrow = team_rows ? ceil_div(sg.rows, tile_rows) : 0;
+    for (int64_t i = 0, r = 0; r < sg.rows; ++i) {
+      const int64_t rows = team_rows ? sg.rows * (i + 1) / nrow - r : std::min(tile_rows, sg.rows - r);
       for (int64_t cidx = 0; cidx < ncol; ++cidx) {
         const int64_t c0 = cidx * tile_cols;
         tiles.push_back({sg.row0 + r, rows, c0, std::min(tile_cols, co - c0)});
       }
       r += rows;
     }
+  }
 
   const VecKernels& vk = vec();
   const int act = int(p.act);

@@ -34,7 +34,8 @@ inline int64_t small_gemm_override() {  // -1: no override
 // So tile rows must come from the product's shape only, never from the team (tiling.h
 // gemm_grid, GAST chunks, Winograd grids), and results are the same for any thread count. (They
 // may differ in the last bits between batch sizes: a window in a batch of 64 sits in other tiles
-// than alone.)
+// than alone.) The bf16 vdpbf16ps kernel, whose elements do not depend on the tile, is the one
+// whose rows follow the team (tiling.h: bf16_pairs_grid).
 enum class GemmPath { Small, Blas };
 
 inline GemmPath gemm_path(int64_t rows, int64_t K) {

@@ -28,10 +28,14 @@ void rie_encode_f32(const RieEncodeParams& p, Team& team) {
   const int64_t ntasks = (p.n + per_task - 1) / per_task;
   team.parallel_for(ntasks, [&](int64_t task, int) {
     const int64_t n0 = task * per_task, n1 = std::min<int64_t>(p.n, n0 + per_task);
-    // per group: its channels, each one's joint's x channel (c rounded down to even), and the
-    // window's centre value of it; hoisted so that the frame loop is loads, two subtractions
-    // and three stores per channel
-    std::vector<int32_t> chan, base;
+    // Hoisted out of the frame loop, which is then loads, two subtractions and three stores per
+    // channel: per group, each channel's counterpart on the root joint (c % 2: the root's x or
+    // y), once per task; per window, each channel's value in the centre frame.
+    std::vector<int32_t> root[5];
+    for (int g = 0; g < 5; ++g) {
+      root[g].resize(size_t(p.len[g]));
+      for (int q = 0; q < p.len[g]; ++q) root[g][size_t(q)] = p.idx[g][q] % 2;
+    }
     std::vector<float> cen;
     for (int64_t n = n0; n < n1; ++n) {
       const float* xw = p.x + n * T * CIN;      // [T, CIN]
@@ -40,15 +44,10 @@ void rie_encode_f32(const RieEncodeParams& p, Team& team) {
       for (int g = 0; g < 5; ++g) {
         const int L = p.len[g];
         if (L == 0) continue;
-        chan.assign(p.idx[g], p.idx[g] + L);
-        base.resize(size_t(L));
+        const int32_t* ch = p.idx[g];
+        const int32_t* bs = root[g].data();
         cen.resize(size_t(L));
-        for (int q = 0; q < L; ++q) {
-          base[size_t(q)] = chan[size_t(q)] % 2;
-          cen[size_t(q)] = centre[chan[size_t(q)]];
-        }
-        const int32_t* ch = chan.data();
-        const int32_t* bs = base.data();
+        for (int q = 0; q < L; ++q) cen[size_t(q)] = centre[ch[q]];
         const float* cn = cen.data();
         float* o = p.out[g] + n * T * 3 * L;    // [T, 3L]
         for (int64_t t = 0; t < T; ++t) {

@@ -24,7 +24,7 @@ namespace cpu {
 
 // Tile rows must depend on the product's shape only, never on the team size: the small-M
 // kernel's K blocking depends on a tile's rows (gemm.h), so team-sized tiles would make results
-// depend on the thread count.
+// depend on the thread count. (The one exception, bf16_pairs_grid below, says why it may.)
 struct GemmGrid {
   int64_t tile_rows, tile_cols;
 };
@@ -80,26 +80,27 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
   return {tr, tc};
 }
 
-// The grid of a bf16 dot-product conv (gemm_bf16_dot): its weights come pre-packed, so a tile
-// re-reads but never re-packs them, while every tile converts its own rows of A to bf16 pairs
-// (each column tile of a row range converts the same rows again). Products with rows to spare
-// are therefore cut into row tiles only, one per thread, each over all columns: A is converted
-// once. These kernels compute each element as one chain over K in order, whatever the tile, so
-// here, unlike gemm_grid, the team size may shape the grid without changing a bit. Measured on
-// 2 cores (Zen 4, AVX512-BF16; benchmarks/RESULTS.md, #17 eleventh session), same-run A/B
-// against gemm_grid: batch 64 1.05x (VideoPose3D-243) and 1.03-1.07x (RIE-243), VideoPose3D's
-// 1000-frame sequence 1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid
-// or are not bf16 dot-product convs).
-// A team with more threads than such row tiles also cuts the columns (>= 256 per tile), so
-// that it keeps (nearly) every thread busy.
-// Tiles keep >= kBf16RowTileMin rows (>= kBf16AmxMinRows, gemm_bf16_dot.h), and whether a
-// product takes this grid depends on M only, so on AMX every row of such a product runs on the
-// tiles whatever the team (conv_f32 also folds a segment's short last tile into the one
-// before it).
+// The grid of a conv on the vdpbf16ps kernel (gemm_bf16_dot: AVX512-BF16, or its emulation):
+// its weights come pre-packed, so a tile re-reads but never re-packs them, while every tile
+// converts its own rows of A to bf16 pairs (each column tile of a row range converts the same
+// rows again). Products with rows to spare (bf16_row_tiled) are therefore cut into row tiles
+// only, one per thread, each over all columns: A is converted once. A team with more threads
+// than such row tiles also cuts the columns (>= 256 per tile) to keep its threads busy. The
+// kernel computes each element as one fp32 chain over K in order, whatever the tile, so here,
+// unlike gemm_grid, the team size may shape the grid without changing a bit. conv_f32 splits
+// each segment's rows evenly over ceil(rows / tile_rows) tiles. Measured on 2 cores (Zen 4,
+// AVX512-BF16; benchmarks/RESULTS.md, #17 eleventh session), same-run A/B against gemm_grid:
+// batch 64 1.05x (VideoPose3D-243) and 1.03-1.07x (RIE-243), VideoPose3D's 1000-frame sequence
+// 1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid or are not bf16
+// dot-product convs). The AMX kernel keeps gemm_grid: its rows run on the tiles or, in products
+// under 32 rows, on vdpbf16ps, which round differently, and it converts a tile's A whole, so
+// team-sized tiles would be untested there both for bits and for speed.
 constexpr int64_t kBf16RowTileMin = 64;
 
+inline bool bf16_row_tiled(int64_t M) { return M >= 2 * kBf16RowTileMin; }
+
 inline GemmGrid bf16_pairs_grid(int64_t M, int64_t N, int64_t K, int threads) {
-  if (M < 2 * kBf16RowTileMin) return gemm_grid(M, N, K);
+  if (!bf16_row_tiled(M)) return gemm_grid(M, N, K);
   const int64_t pr = std::clamp<int64_t>(threads, 1, M / kBf16RowTileMin);
   const int64_t pc = std::clamp<int64_t>(threads / pr, 1, std::max<int64_t>(N / 256, 1));
   return {(M + pr - 1) / pr, (std::max<int64_t>(N, 1) + pc - 1) / pc};

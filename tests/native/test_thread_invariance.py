@@ -51,25 +51,25 @@ def test_conv_bitwise_across_threads(case):
 
 
 BF16_THREAD_CASES = [
-    # kernel, algo, n, t, co: two 294-row segments, cut into row tiles by the team (tiling.h
-    # bf16_pairs_grid), a short last tile folded into the one before it; Winograd F(2,3) over
-    # several 64-tile x 256-column tasks; on emulated AMX (whose rows run on the tiles or, under
-    # 32 rows, on vdpbf16ps) five 44-row segments, two 114-row ones, four 100-row ones (at 5
-    # threads 80-row tiles, each leaving 20 rows to fold) and two 65-row ones over 600 columns
-    # (at 5 threads two row tiles x two column tiles)
+    # kernel, algo, n, t, co (rows per sequence: t - 6). On the vdpbf16ps kernel (native: the
+    # machine's, else its emulation) row tiles follow the team (tiling.h bf16_pairs_grid): two
+    # 294-row segments (at 3 threads two tiles each, at 5 three); one 128-row product over 600
+    # columns (two row tiles from 2 threads on, at 5 threads x two column tiles); four 100-row
+    # segments on the emulation (at 5 threads 80-row tiles: each segment split 50 + 50).
+    # Winograd F(2,3) over several 64-tile x 256-column tasks. On emulated AMX, which keeps the
+    # team-independent grid: 114- and 100-row segments.
     ("native", "direct", 2, 300, 300),
+    ("native", "direct", 1, 134, 600),
+    ("emulated", "direct", 4, 106, 300),
     ("native", "winograd", 2, 300, 300),
-    ("emulated-amx", "direct", 5, 50, 300),
     ("emulated-amx", "direct", 2, 120, 300),
     ("emulated-amx", "direct", 4, 106, 300),
-    ("emulated-amx", "direct", 2, 71, 600),
 ]
 
 
 @pytest.mark.parametrize("case", BF16_THREAD_CASES, ids=lambda c: "-".join(map(str, c)))
 def test_bf16_conv_bitwise_across_threads(case):
-    """A bf16 engine's sequence conv on its dot-product kernel (native: the machine's, else
-    emulated) gives the same bits for every team size."""
+    """A bf16 engine's conv on its dot-product kernels gives the same bits for every team size."""
     kernel, algo, n, t, co = case
     if kernel == "native":
         kernel = "avx512bf16" if "avx512bf16" in _native.bf16_dot_kernels() else "emulated"
