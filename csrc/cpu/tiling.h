@@ -91,10 +91,10 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
 // each segment's rows evenly over ceil(rows / tile_rows) tiles. Measured on 2 cores (Zen 4,
 // AVX512-BF16; benchmarks/RESULTS.md, #17 eleventh session), same-run A/B against gemm_grid:
 // batch 64 1.03-1.05x (VideoPose3D-243) and 1.03-1.07x (RIE-243), VideoPose3D's 1000-frame
-// sequence 1.02-1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid or are not bf16
-// dot-product convs). The AMX kernel keeps gemm_grid: its rows run on the tiles or, in products
-// under 32 rows, on vdpbf16ps, which round differently, and it converts a tile's A whole, so
-// team-sized tiles would be untested there both for bits and for speed.
+// sequence 1.02-1.03x; GAST-Net and batch 1 unchanged (their products stay on gemm_grid or are
+// not bf16 dot-product convs). The AMX kernel keeps gemm_grid: its rows run on the tiles or, in
+// products under 32 rows, on vdpbf16ps, which round differently, and it converts a tile's A
+// whole, so team-sized tiles would be untested there both for bits and for speed.
 constexpr int64_t kBf16RowTileMin = 64;
 
 inline bool bf16_row_tiled(int64_t M) { return M >= 2 * kBf16RowTileMin; }
