@@ -229,7 +229,8 @@ void conv_f32(const ConvParams& p, Team& team) {
     // top of its share
     const int64_t nrow = team_rows ? ceil_div(sg.rows, tile_rows) : 0;
     for (int64_t i = 0, r = 0; r < sg.rows; ++i) {
-      const int64_t rows = team_rows ? sg.rows * (i + 1) / nrow - r : std::min(tile_rows, sg.rows - r);
+      const int64_t rows =
+          team_rows ? sg.rows * (i + 1) / nrow - r : std::min(tile_rows, sg.rows - r);
       for (int64_t cidx = 0; cidx < ncol; ++cidx) {
         const int64_t c0 = cidx * tile_cols;
         tiles.push_back({sg.row0 + r, rows, c0, std::min(tile_cols, co - c0)});
