@@ -1,9 +1,10 @@
 """Results of the native CPU runtime do not depend on the thread count: bit for bit, kernel by
 kernel and through the engine API (window, flip, sequence, stream). The GEMM tile grid and the
 GAST chunking depend on the problem only (csrc/cpu/tiling.h), so every element is computed by
-the same calls whatever the team. (A bf16 dot-product conv's row tiles follow the team: its
-kernels compute an element the same way in any tile, which the bf16 cases check.) Sizes are chosen to cross the tiling thresholds (several row
-and column tiles, the small-M kernel with column tails and several K blocks, Winograd)."""
+the same calls whatever the team. (A bf16 conv's row tiles on the vdpbf16ps kernel follow the
+team: that kernel computes an element the same way in any tile, which the bf16 cases check.)
+Sizes are chosen to cross the tiling thresholds (several row and column tiles, the small-M
+kernel with column tails and several K blocks, Winograd)."""
 from __future__ import annotations
 
 import numpy as np
