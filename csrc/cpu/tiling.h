@@ -2,18 +2,17 @@
 // single-threaded sgemm call, so each tile packs its own panels of A (K x rows) and B (K x cols):
 // total packing traffic = pr * K*N + pc * M*K for a pr x pc grid, which the grid minimises.
 //
-// The grid depends on (M, N, K) only, never on the team size (bf16_pairs_grid, below, is the
-// one exception, and says why it may be): OpenBLAS rounds an element differently depending on
-// the shape of the call that computed it (edge micro-kernels), so a thread-dependent grid made
-// results depend on the thread count (threads 1 vs 2 differed by up to 2e-6 relative). With a
-// fixed grid every element is computed by the same call whatever the team, and a team of any
-// size takes the tiles dynamically. The tile count is a power of two
-// that grows with the work (>= ~4 MFLOP per tile, tens of microseconds) up to
-// max_gemm_tiles(); few-row products (batch-1 weight streaming) are cut into >= 256-column
-// strips, which costs no packing there. More tiles than threads is not free: in a forward the
-// weight panels come cold from DRAM, so re-packing them costs. Measured on 2 cores (Zen 1,
-// benchmarks/RESULTS.md): up to 8 tiles kept batch-1 at parity with the thread-dependent grid
-// and cost ~4% on VideoPose3D-243 at batch 64; up to 16 tiles cost 6-9%.
+// The grid depends on (M, N, K) only, never on the team size (bf16_pairs_grid, below, is the one
+// exception, and says why it may be): OpenBLAS rounds an element differently depending on the shape
+// of the call that computed it (edge micro-kernels), so a thread-dependent grid made results depend
+// on the thread count (threads 1 vs 2 differed by up to 2e-6 relative). With a fixed grid every
+// element is computed by the same call whatever the team, and a team of any size takes the tiles
+// dynamically. The tile count is a power of two that grows with the work (>= ~4 MFLOP per tile,
+// tens of microseconds) up to max_gemm_tiles(); few-row products (batch-1 weight streaming) are cut
+// into >= 256-column strips, which costs no packing there. More tiles than threads is not free: in
+// a forward the weight panels come cold from DRAM, so re-packing them costs. Measured on 2 cores
+// (Zen 1, benchmarks/RESULTS.md): up to 8 tiles kept batch-1 at parity with the thread-dependent
+// grid and cost ~4% on VideoPose3D-243 at batch 64; up to 16 tiles cost 6-9%.
 #pragma once
 #include <algorithm>
 #include <cstdint>
