@@ -20,8 +20,6 @@ namespace gastrt {
 namespace cpu {
 namespace {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 struct Segment {  // rows [row0, row0 + rows) of the output whose A rows are uniformly strided
   int64_t row0, rows;
 };
@@ -212,7 +210,7 @@ void conv_f32(const ConvParams& p, Team& team) {
   // the vdpbf16ps kernel's rows follow the team (tiling.h: bf16_pairs_grid); AMX's do not
   const bool team_rows = pairs && p.bf16_dot != Bf16DotKernel::Amx &&
                          p.bf16_dot != Bf16DotKernel::AmxEmulated && bf16_row_tiled(R);
-  const GemmGrid grid = team_rows ? bf16_pairs_grid(R, co, int64_t(p.k) * ci, team.size())
+  const GemmGrid grid = team_rows ? bf16_pairs_grid(R, co, team.size())
                                   : gemm_grid(R, co, int64_t(p.k) * ci);
   const int64_t tile_rows = std::max<int64_t>(grid.tile_rows, 1);
   const int64_t tile_cols =

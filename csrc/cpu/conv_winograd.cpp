@@ -47,8 +47,6 @@ constexpr double kG[kTaps][3] = {{1.0 / 4, 0, 0},
                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                  {0, 0, 1}};
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 bool env_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("GASTRT_CONV_WINOGRAD");

@@ -30,6 +30,7 @@
 #include "common/thread_pool.h"
 #include "gastrt/cpu_ops.h"
 #include "gemm_bf16_dot.h"
+#include "tiling.h"
 #include "vec_kernels.h"
 
 namespace gastrt {
@@ -44,8 +45,6 @@ constexpr double kG[kPoints][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5},
 // M_p (4 x 64 x 256 fp32, 256 KB) stay in L2 until the output transform reads them. The grid
 // is fixed by the shape, never by the team, so results do not depend on the thread count.
 constexpr int64_t kTaskTiles = 64, kTaskCols = 4 * kBf16DotPanel;
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Tiles per sequence: ceil(t_out / 2d) blocks, the last with min(d, its outputs) tiles.
 int64_t tiles_per_seq(const ConvParams& p) {

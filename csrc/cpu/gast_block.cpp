@@ -32,7 +32,6 @@ namespace gastrt {
 namespace cpu {
 namespace {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline size_t pad16(size_t n) { return (n + 15) & ~size_t(15); }  // 64-byte aligned slices
 
 // Target GEMM rows per chunk: enough to amortise the weights' trip through the cache (and, on

@@ -205,8 +205,8 @@ void rows(int64_t m, int64_t kb, const uint32_t* ap, int64_t kp, const uint32_t*
 // 1536 pairs (384 KB) + 64 rows x 1536 pairs (384 KB) fit a 1 MB L2. (The next chunk's fp32 A,
 // prefetched meanwhile, is twice its pairs and does not fit beside them at 1536 pairs; measured
 // anyway, VideoPose3D-243, whose width-3 convs have 1536, ran 1-1.5% faster with it.) Each row
-// pass over a K block pays a fixed cost (C loaded and stored, the A rows' first lines missed), so the fewer K blocks
-// the better, as long as both stay in L2. Measured on Zen 4 (AVX512-BF16, 1 MB L2; one thread,
+// pass over a K block pays a fixed cost (C loaded and stored, the A rows' first lines missed), so
+// the fewer K blocks the better, as long as both stay in L2. Measured on Zen 4 (AVX512-BF16, 1 MB L2; one thread,
 // benchmarks/RESULTS.md, #17 ninth session): 1728 x 3072 x 1024 went from 205 GFLOP/s (256
 // pairs, 96 rows, A packed whole up front) to 215-216 (93% of the 232 GFLOP/s vdpbf16ps peak),
 // 3-4% on every engine tile shape measured; 64 pairs (the block in L1) ran at 169. 64 rows per

@@ -28,6 +28,8 @@ struct GemmGrid {
   int64_t tile_rows, tile_cols;
 };
 
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 inline int64_t pow2_floor(int64_t v) {
   int64_t p = 1;
   while (p * 2 <= v) p *= 2;
@@ -47,8 +49,7 @@ inline int64_t max_gemm_tiles() {
 }
 
 inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
-  auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
-  auto rup = [&](int64_t a, int64_t m) { return cdiv(a, m) * m; };
+  auto rup = [](int64_t a, int64_t m) { return ceil_div(a, m) * m; };
   if (M <= 0 || N <= 0) return {std::max<int64_t>(M, 1), std::max<int64_t>(N, 1)};
   const double flops = 2.0 * double(M) * double(N) * double(std::max<int64_t>(K, 1));
   // Below ~1 MFLOP, waking workers costs more than it saves: one tile (run inline).
@@ -60,8 +61,8 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
   double best_cost = -1;
   for (int64_t pr = 1; pr <= T; pr *= 2) {
     const int64_t pc = T / pr;
-    if (pr > 1 && cdiv(M, pr) < 16) continue;
-    if (pc > 1 && cdiv(N, pc) < 64) continue;
+    if (pr > 1 && ceil_div(M, pr) < 16) continue;
+    if (pc > 1 && ceil_div(N, pc) < 64) continue;
     const double cost = double(pr) * double(N) + double(pc) * double(M);
     if (best_cost < 0 || cost < best_cost) {
       best_cost = cost;
@@ -69,13 +70,13 @@ inline GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K) {
     }
   }
   if (best_cost < 0) {  // too small to split both ways: split the longer side as allowed
-    if (M >= 16 * 2 && M >= N / 4) return {rup(cdiv(M, std::min<int64_t>(T, M / 16)), 16), N};
-    if (N >= 64 * 2) return {M, rup(cdiv(N, std::min<int64_t>(T, N / 64)), 16)};
+    if (M >= 16 * 2 && M >= N / 4) return {rup(ceil_div(M, std::min<int64_t>(T, M / 16)), 16), N};
+    if (N >= 64 * 2) return {M, rup(ceil_div(N, std::min<int64_t>(T, N / 64)), 16)};
     return {M, N};
   }
   const int64_t pc = T / best_pr;
-  const int64_t tr = best_pr > 1 ? rup(cdiv(M, best_pr), 16) : M;
-  const int64_t tc = pc > 1 ? rup(cdiv(N, pc), 16) : N;
+  const int64_t tr = best_pr > 1 ? rup(ceil_div(M, best_pr), 16) : M;
+  const int64_t tc = pc > 1 ? rup(ceil_div(N, pc), 16) : N;
   return {tr, tc};
 }
 
@@ -98,11 +99,11 @@ constexpr int64_t kBf16RowTileMin = 64;
 
 inline bool bf16_row_tiled(int64_t M) { return M >= 2 * kBf16RowTileMin; }
 
-inline GemmGrid bf16_pairs_grid(int64_t M, int64_t N, int64_t K, int threads) {
-  if (!bf16_row_tiled(M)) return gemm_grid(M, N, K);
+// M must be bf16_row_tiled.
+inline GemmGrid bf16_pairs_grid(int64_t M, int64_t N, int threads) {
   const int64_t pr = std::clamp<int64_t>(threads, 1, M / kBf16RowTileMin);
   const int64_t pc = std::clamp<int64_t>(threads / pr, 1, std::max<int64_t>(N / 256, 1));
-  return {(M + pr - 1) / pr, (std::max<int64_t>(N, 1) + pc - 1) / pc};
+  return {ceil_div(M, pr), ceil_div(std::max<int64_t>(N, 1), pc)};
 }
 
 }  // namespace cpu

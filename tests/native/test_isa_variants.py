@@ -80,29 +80,23 @@ for dt in ("fp16", "bf16"):
                               panel_dtype=dt, threads=2)
             ok &= bool(np.array_equal(yo[0, 0], wv[sel]))
         same[f"every {dt} value, {rows} rows"] = ok
-# sequence mode's Winograd F(4,3) convs (their six products, packed or not by ISA level)
-for n, t_out, ci, co, dil in [(2, 37, 131, 137, 3), (1, 100, 128, 256, 9)]:
-    t = t_out + 2 * dil
-    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
-    w = (rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32)
-    b = rng.standard_normal(co).astype(np.float32)
-    ref, scale = conv_reference64(x, w, b, 3, 1, dil)
-    out = np.full((n, 1, t_out, co), np.nan, np.float32)
-    _native.conv(x, w, b, k=3, stride=1, dilation=dil, out=out, threads=2, algo="winograd")
-    e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
-    errs[f"winograd {n}x{t_out}x{ci}x{co} d{dil}"] = e
-# a bf16 engine's sequence convs by Winograd F(2,3) (this variant's transforms; the emulated
-# bf16 kernel, which is the same on every variant), within bf16's error of the exact conv
-for n, t_out, ci, co, dil in [(2, 37, 131, 137, 3), (1, 50, 128, 70, 9)]:
-    t = t_out + 2 * dil
-    x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
-    w = round_to_16bit((rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32), "bf16")
-    b = rng.standard_normal(co).astype(np.float32)
-    ref, scale = conv_reference64(x, w, b, 3, 1, dil)
-    out = np.full((n, 1, t_out, co), np.nan, np.float32)
-    _native.conv(x, w, b, k=3, stride=1, dilation=dil, out=out, threads=2, algo="winograd", bf16_dot="emulated")
-    e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
-    errs[f"bf16 winograd {n}x{t_out}x{ci}x{co} d{dil}"] = e
+# sequence mode's Winograd convs within their error of the exact conv: F(4,3) (its six products,
+# packed or not by ISA level), and a bf16 engine's F(2,3) (this variant's transforms; the
+# emulated bf16 kernel, which is the same on every variant)
+for label, bf16_dot, cases in [("winograd", "none", [(2, 37, 131, 137, 3), (1, 100, 128, 256, 9)]),
+                               ("bf16 winograd", "emulated", [(2, 37, 131, 137, 3), (1, 50, 128, 70, 9)])]:
+    for n, t_out, ci, co, dil in cases:
+        t = t_out + 2 * dil
+        x = rng.standard_normal((n, 1, t, ci)).astype(np.float32)
+        w = (rng.standard_normal((3 * ci, co)) / np.sqrt(3 * ci)).astype(np.float32)
+        if bf16_dot != "none":
+            w = round_to_16bit(w, "bf16")
+        b = rng.standard_normal(co).astype(np.float32)
+        ref, scale = conv_reference64(x, w, b, 3, 1, dil)
+        out = np.full((n, 1, t_out, co), np.nan, np.float32)
+        _native.conv(x, w, b, k=3, stride=1, dilation=dil, out=out, threads=2, algo="winograd", bf16_dot=bf16_dot)
+        e = float(np.abs(out[:, 0] - ref).max() / scale) if np.isfinite(out).all() else float("nan")
+        errs[f"{label} {n}x{t_out}x{ci}x{co} d{dil}"] = e
 # GAST's fused attention block (its four GEMMs: packed or not by ISA level and rows)
 from gastrt.backends import numpy_backend as nb
 from gastrt.plan import Op
